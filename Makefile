@@ -1,0 +1,35 @@
+# silodiff: `make demo` and `make test` work from a fresh clone on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip -q --disable-pip-version-check
+STAMP  := $(VENV)/.installed
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup demo test bench bench-core fashion-mnist clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install torch==2.13.0          # the CPU build from this machine's disk; install it first
+	$(PIP) install -e '.[serve,test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/silodiff demo --out demo-out
+
+test: setup
+	$(PY) -m pytest
+
+# Debian's Fashion-MNIST (IDX files) for the targets that need it.
+fashion-mnist:
+	@test -d $(FASHION_MNIST) || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)
+
+bench: bench-core
+
+bench-core: setup
+	$(PY) bench/core.py
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache

@@ -1,0 +1,88 @@
+"""Quality: FLD, the Fréchet distance in the features of a CNN silodiff trains itself.
+
+Inception weights cannot be downloaded here, so (METHODS.md §6) the feature
+space is the penultimate layer of a small classifier trained, seeded and
+deterministically, on the store's real data and cached as an artifact.  We call
+the distance FLD, never FID:
+
+    FLD = ‖μ_g − μ_r‖² + Tr(Σ_g + Σ_r − 2 (Σ_g Σ_r)^{1/2})
+
+The same network's accuracy on class-conditional samples says whether a
+generated "7" looks like a 7.  Any module with ``features(x)`` and
+``forward(x) -> logits`` can be passed instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import linalg
+
+from ..errors import SilodiffError
+from ..jobs.compartments import num_classes
+from ..nn import FeatureCNN
+from ..store import Store
+from ..training import TrainConfig, new_state, train
+
+FEATURE_NET = "fld-cnn"
+
+
+def _clean_classifier_loss(targets: torch.Tensor):
+    def loss_fn(model, batch: dict[str, Any], scheduler) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(model(batch["x0"]), targets[batch["rows"]], reduction="none")
+
+    return loss_fn
+
+
+def feature_net(store: Store, *, epochs: int = 30, seed: int = 0, progress: bool = True) -> torch.nn.Module:
+    """The cached FLD network of this store, trained on all live data on first use."""
+    rows = store.active("feature-net", FEATURE_NET)
+    if rows:
+        return store.load(rows[-1]["hash"])
+    data = store.dataset()
+    config = TrainConfig(epochs=epochs, batch_size=128, lr=2e-3, label_dropout=0.0, ema_decay=0.99, seed=seed)
+    torch.manual_seed(seed)
+    net = FeatureCNN(image_shape=data.image_shape, num_classes=num_classes(store))
+    state = new_state(net, config)
+    train(state, data, config, loss_fn=_clean_classifier_loss(data.labels), progress="fld-net" if progress else False)
+    net = state.ema.model
+    accuracy = class_accuracy(net, data.x(), data.labels)
+    set_id = store.catalog.add_sample_set(data.sample_ids)
+    digest = store.save(net, "feature-net", FEATURE_NET, [set_id], metrics={"train_accuracy": accuracy})
+    return store.load(digest)
+
+
+@torch.no_grad()
+def features(net: torch.nn.Module, images: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
+    """Penultimate features of images in [-1, 1], (n, d) float64."""
+    net.eval()
+    return torch.cat([net.features(b) for b in images.split(batch_size)]).double().numpy()
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (n, d)."""
+    if len(a) < 2 or len(b) < 2:
+        raise SilodiffError("FLD needs at least two images on each side")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    if not np.isfinite(root).all():  # near-singular product: regularise (as pytorch-fid does)
+        eps = np.eye(len(cov_a)) * 1e-6
+        root = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
+    root = root.real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(root))
+
+
+def fld(net: torch.nn.Module, generated: torch.Tensor, reference: torch.Tensor) -> float:
+    """FLD between generated and reference images (both in [-1, 1])."""
+    return frechet_distance(features(net, generated), features(net, reference))
+
+
+@torch.no_grad()
+def class_accuracy(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of images the feature network classifies as their label."""
+    net.eval()
+    pred = torch.cat([net(b).argmax(1) for b in images.split(1024)])
+    return float((pred == labels).float().mean())

@@ -1,0 +1,24 @@
+"""``evaluate_quality``: FLD and class accuracy of a model in the store (METHODS.md §6)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..compose import load_denoiser
+from ..sampling import balanced_labels, generate
+from ..store import Store
+from .fld import class_accuracy, feature_net, fld
+
+
+def evaluate_quality(
+    store: Store, model: str = "composed", *, router: str = "classifier", gate: float = 0.0, n: int = 1000,
+    steps: int = 100, sampler: str = "ddpm", seed: int = 0, progress: bool = True,
+) -> dict[str, Any]:
+    """Class-balanced conditional samples → FLD against the store's live data, and accuracy."""
+    net = feature_net(store, progress=progress)
+    options = dict(router=router, gate=gate) if model == "composed" else {}
+    denoiser = load_denoiser(store, model, **options)
+    labels = balanced_labels(n, denoiser.num_classes)
+    images, _ = generate(denoiser, n, labels=labels, sampler=sampler, steps=steps, seed=seed, progress=progress)
+    return {"model": model, **options, "n": n, "steps": steps, "seed": seed,
+            "fld": fld(net, images, store.dataset().x()), "class_accuracy": class_accuracy(net, images, labels)}

@@ -1,0 +1,288 @@
+"""``silodiff``: one sub-command per noun; each command calls one library function.
+
+Errors a user can fix print one line (``error: …``) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import SilodiffError
+
+app = typer.Typer(help="silodiff: training-data protection for image diffusion models.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+data_app = typer.Typer(help="Ingest and inspect training data.", no_args_is_help=True)
+train_app = typer.Typer(help="Train compartments, the paragon and the router.", no_args_is_help=True)
+catalog_app = typer.Typer(help="Query the catalog: sources, compartments, artifacts, lineage, events.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+app.add_typer(catalog_app, name="catalog")
+
+StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="Store directory (catalog + artifacts + data).", envvar="SILODIFF_STORE")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+EpochsOpt = Annotated[int, typer.Option(help="Training epochs (spread over the slices).")]
+SeedOpt = Annotated[int, typer.Option(help="Random seed.")]
+
+
+def cli_errors(fn):
+    """Turn ``SilodiffError`` (and unreadable files) into one line on stderr and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (SilodiffError, OSError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _open(store: Path, create: bool = False):
+    from ..store import Store
+
+    return Store(store, create=create)
+
+
+def emit(rows: Any, as_json: bool, columns: list[str] | None = None, title: str | None = None) -> None:
+    """Print rows as JSON or as a table."""
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    if isinstance(rows, dict):
+        rows = [{"key": k, "value": v} for k, v in rows.items()]
+    columns = columns or (list(rows[0]) if rows else [])
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*[_short(r.get(c)) for c in columns])
+    Console().print(table)
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, str) and len(v) == 64 and all(ch in "0123456789abcdef" for ch in v):
+        return v[:12]
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def _names(csv: str | None) -> list[str] | None:
+    return [s.strip() for s in csv.split(",") if s.strip()] if csv else None
+
+
+# ----------------------------------------------------------------------------- data
+@data_app.command("ingest")
+@cli_errors
+def data_ingest(
+    store: StoreOpt,
+    dataset: Annotated[str, typer.Option(help="digits, fashion-mnist[:test], idx or folder.")] = "digits",
+    sources: Annotated[str, typer.Option(help="Source assignment: by-class, random:K or single[:NAME] (folders name their own).")] = "random:4",
+    path: Annotated[str | None, typer.Option(help="IMAGES,LABELS for idx; ROOT for folder; the IDX folder for fashion-mnist.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Keep only the first N images.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Load a data set and register its samples (pixels stored, ids in the catalog)."""
+    from ..data import load_dataset
+
+    data = load_dataset(dataset, sources=sources, limit=limit, path=path)
+    st = _open(store, create=True)
+    added = st.ingest(data, dataset)
+    emit({"dataset": dataset, "loaded": len(data), "added": added, "sources": st.catalog.sources()}, as_json) if as_json else \
+        emit(st.catalog.sources(), False, ["name", "n"], title=f"{added} new samples from {dataset}")
+
+
+# ----------------------------------------------------------------------------- train
+@train_app.command("compartments")
+@cli_errors
+def train_compartments_cmd(
+    store: StoreOpt,
+    plan: Annotated[str, typer.Option(help="Compartments by 'source' or 'shards:K'.")] = "source",
+    slices: Annotated[int, typer.Option(help="SISA slices per compartment (checkpoint after each).")] = 2,
+    epochs: EpochsOpt = 200,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-3,
+    backend: Annotated[str, typer.Option(help="serial, process or ray.")] = "serial",
+    only: Annotated[str | None, typer.Option(help="Comma-separated compartments to train (default: all).")] = None,
+    replan: Annotated[bool, typer.Option(help="Re-plan compartments even if a plan exists.")] = False,
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train one model per compartment, each on its own samples only."""
+    from ..jobs import plan_compartments, train_compartments
+    from ..training import TrainConfig
+
+    st = _open(store)
+    if replan or not st.catalog.compartments():
+        plan_compartments(st, by=plan, slices=slices, seed=seed)
+    results = train_compartments(st, _names(only), config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
+                                 backend=backend)
+    rows = [{"compartment": r.name, "checkpoints": len(r.artifacts), "final": r.artifacts[-1] if r.artifacts else None,
+             "steps": r.steps, "seconds": round(r.seconds, 2), "resumed_from_slice": r.resumed_from} for r in results]
+    emit(rows, as_json)
+
+
+@train_app.command("paragon")
+@cli_errors
+def train_paragon_cmd(
+    store: StoreOpt, slices: Annotated[int, typer.Option(help="Slices (same schedule as compartments).")] = 2,
+    epochs: EpochsOpt = 200, seed: SeedOpt = 0, as_json: JsonOpt = False,
+) -> None:
+    """Train the monolithic paragon on all data (the baseline)."""
+    from ..jobs import train_paragon
+    from ..training import TrainConfig
+
+    r = train_paragon(_open(store), config=TrainConfig(epochs=epochs, seed=seed), slices=slices, seed=seed)
+    emit({"paragon": r.artifacts[-1] if r.artifacts else None, "steps": r.steps, "seconds": round(r.seconds, 2)}, as_json)
+
+
+@train_app.command("router")
+@cli_errors
+def train_router_cmd(store: StoreOpt, epochs: EpochsOpt = 100, seed: SeedOpt = 0, as_json: JsonOpt = False) -> None:
+    """Train the shard-classifier router over all trained compartments."""
+    from ..compose import train_router
+    from ..training import TrainConfig
+
+    emit({"router": train_router(_open(store), config=TrainConfig(epochs=epochs, seed=seed))}, as_json)
+
+
+# ----------------------------------------------------------------------------- sample
+@app.command("sample")
+@cli_errors
+def sample_cmd(
+    store: StoreOpt,
+    out: Annotated[Path, typer.Option(help="Output folder for samples.png and samples.npz.")] = Path("samples"),
+    model: Annotated[str, typer.Option(help="composed, paragon, a compartment name or an artifact hash.")] = "composed",
+    allowed: Annotated[str | None, typer.Option(help="Comma-separated compartments to compose (default: all).")] = None,
+    router: Annotated[str, typer.Option(help="classifier, trajectory or uniform.")] = "classifier",
+    gate: Annotated[float, typer.Option(help="Sparse gating threshold on the weights.")] = 0.0,
+    n: Annotated[int, typer.Option(help="Number of images.")] = 100,
+    labels: Annotated[str, typer.Option(help="'all' (balanced), 'none' (unconditional) or comma-separated labels.")] = "all",
+    sampler: Annotated[str, typer.Option(help="ddpm or ddim.")] = "ddpm",
+    steps: Annotated[int, typer.Option(help="Sampling steps.")] = 100,
+    eta: Annotated[float, typer.Option(help="DDIM eta (0 = deterministic).")] = 0.0,
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate images: a PNG grid and an .npz (uint8 images, labels, per-image weights)."""
+    from ..generate import run_sample
+
+    emit(run_sample(_open(store), out, model=model, allowed=_names(allowed), router=router, gate=gate, n=n, labels=labels,
+                    sampler=sampler, steps=steps, eta=eta, seed=seed), as_json)
+
+
+@app.command("quality")
+@cli_errors
+def quality_cmd(
+    store: StoreOpt,
+    model: Annotated[str, typer.Option(help="composed, paragon, a compartment or a hash.")] = "composed",
+    router: Annotated[str, typer.Option(help="classifier, trajectory or uniform.")] = "classifier",
+    gate: Annotated[float, typer.Option(help="Sparse gating threshold.")] = 0.0,
+    n: Annotated[int, typer.Option(help="Generated images.")] = 1000,
+    steps: Annotated[int, typer.Option(help="Sampling steps.")] = 100,
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """FLD and class accuracy of a model's class-conditional samples against the store's data."""
+    from ..audit.quality import evaluate_quality
+
+    emit(evaluate_quality(_open(store), model, router=router, gate=gate, n=n, steps=steps, seed=seed), as_json)
+
+
+# ----------------------------------------------------------------------------- catalog
+@catalog_app.command("sources")
+@cli_errors
+def catalog_sources(store: StoreOpt, as_json: JsonOpt = False) -> None:
+    """Sources and their live sample counts."""
+    emit(_open(store).catalog.sources(), as_json)
+
+
+@catalog_app.command("compartments")
+@cli_errors
+def catalog_compartments(store: StoreOpt, as_json: JsonOpt = False) -> None:
+    """Compartments, their slices and status."""
+    emit(_open(store).catalog.compartments(), as_json)
+
+
+@catalog_app.command("artifacts")
+@cli_errors
+def catalog_artifacts(
+    store: StoreOpt, kind: Annotated[str | None, typer.Option(help="Filter by kind.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Include inactive artifacts.")] = False, as_json: JsonOpt = False,
+) -> None:
+    """Artifacts (active only unless --all)."""
+    rows = _open(store).catalog.artifacts(kind, active=None if all_ else True)
+    rows = [{k: r[k] for k in ("hash", "kind", "name", "slice", "active", "lineage_hash", "created_at")} for r in rows]
+    emit(rows, as_json)
+
+
+@catalog_app.command("lineage")
+@cli_errors
+def catalog_lineage(store: StoreOpt, artifact: Annotated[str, typer.Argument(help="Artifact hash or prefix.")], as_json: JsonOpt = False) -> None:
+    """Every sample id an artifact was trained on."""
+    st = _open(store)
+    ids = st.catalog.lineage(artifact)
+    emit({"artifact": st.catalog.artifact(artifact)["hash"], "n": len(ids), "sample_ids": ids}, True) if as_json else \
+        typer.echo("\n".join(ids))
+
+
+@catalog_app.command("saw")
+@cli_errors
+def catalog_saw(store: StoreOpt, sample_id: Annotated[str, typer.Argument(help="A sample id.")],
+                all_: Annotated[bool, typer.Option("--all", help="Include inactive artifacts.")] = False, as_json: JsonOpt = False) -> None:
+    """Which artifacts were trained on a sample."""
+    st = _open(store)
+    if st.catalog.sample(sample_id) is None:
+        raise SilodiffError(f"unknown sample id {sample_id!r}")
+    rows = st.catalog.artifacts_that_saw([sample_id], active=None if all_ else True)
+    emit([{k: r[k] for k in ("hash", "kind", "name", "slice", "active")} for r in rows], as_json)
+
+
+@catalog_app.command("events")
+@cli_errors
+def catalog_events(store: StoreOpt, limit: Annotated[int, typer.Option(help="Most recent N.")] = 20, as_json: JsonOpt = False) -> None:
+    """The append-only event log (most recent last)."""
+    rows = _open(store).catalog.events(limit=limit)
+    emit([{"seq": r["seq"], "ts": r["ts"], "kind": r["kind"], "payload": json.dumps(r["payload"])[:100]} for r in rows], as_json)
+
+
+@catalog_app.command("verify")
+@cli_errors
+def catalog_verify(store: StoreOpt, as_json: JsonOpt = False) -> None:
+    """Re-check the event log's hash chain."""
+    ok, head = _open(store).catalog.verify_chain()
+    emit({"ok": ok, "head": head}, as_json)
+    if not ok:
+        raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------------------- demo
+@app.command("demo")
+@cli_errors
+def demo_cmd(
+    out: Annotated[Path, typer.Option(help="Folder for the store and the report.")] = Path("demo-out"),
+    quick: Annotated[bool, typer.Option(help="A smaller, faster run (for tests).")] = False,
+) -> None:
+    """The main job end to end on the embedded digits data; writes a Markdown + PNG report."""
+    from ..demo import run_demo
+
+    report = run_demo(out, quick=quick)
+    typer.echo(f"report: {report}")
+
+
+def main() -> None:
+    try:
+        app()
+    except SilodiffError as exc:  # defensive: commands already convert these
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)

@@ -1,0 +1,119 @@
+"""Build composed models from a store, and train the shard-classifier router.
+
+``compose(store, allowed=…)`` loads exactly the allowed compartments' final
+checkpoints (nothing else is read from disk) and the router, and returns a
+``ComposedDenoiser``.  ``train_router`` trains the shard classifier with the one
+training loop; its lineage is every compartment it was trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..errors import SilodiffError
+from ..jobs.compartments import PARAGON, num_classes
+from ..nn import NoisyClassifier
+from ..store import Store
+from ..training import TrainConfig, classifier_loss, new_state, train
+from .composed import ComposedDenoiser
+from .routers import ClassifierRouter, TrajectoryFilter, UniformRouter, check_router
+
+ROUTER_NAME = "shard-classifier"
+
+
+def trained_compartments(store: Store) -> list[str]:
+    return [c["name"] for c in store.catalog.compartments("trained")]
+
+
+def final_checkpoint(store: Store, kind: str, name: str) -> dict[str, Any]:
+    """The active checkpoint after the last slice of a compartment (or the paragon)."""
+    rows = store.catalog.artifacts(kind, name=name)
+    if not rows:
+        what = "the paragon" if kind == "paragon" else f"compartment {name!r}"
+        raise SilodiffError(f"{what} has no trained model in {store.root}")
+    n_slices = max(r["slice"] or 0 for r in rows) + 1
+    if kind == "compartment":
+        n_slices = next(c["n_slices"] for c in store.catalog.compartments() if c["name"] == name)
+    final = [r for r in rows if r["slice"] == n_slices - 1]
+    if not final:
+        raise SilodiffError(f"{name!r} is not fully trained (no checkpoint after its last slice)")
+    return final[-1]
+
+
+def train_router(store: Store, *, config: TrainConfig | None = None, progress: bool = True) -> str:
+    """Train the shard classifier f(x_t, t, y) → compartment over all trained compartments."""
+    config = (config or TrainConfig(epochs=100)).check()
+    names = trained_compartments(store)
+    if len(names) < 2:
+        raise SilodiffError("a router needs at least two trained compartments")
+    finals = [final_checkpoint(store, "compartment", n) for n in names]
+    set_ids = sorted({s for f in finals for s in store.catalog.lineage_sets(f["hash"])})
+    ids, targets = [], []
+    for k, f in enumerate(finals):
+        lineage = store.catalog.lineage(f["hash"])
+        ids += lineage
+        targets += [k] * len(lineage)
+    data = store.dataset(ids)
+    torch.manual_seed(config.seed)
+    classifier = NoisyClassifier(image_shape=data.image_shape, num_outputs=len(names), num_classes=num_classes(store))
+    state = new_state(classifier, config)
+    train(state, data, config, loss_fn=classifier_loss(torch.as_tensor(targets)), progress="router" if progress else False)
+    with store.catalog.transaction():
+        store.catalog.set_active([r["hash"] for r in store.active("router", ROUTER_NAME)], False)
+        digest = store.save(state.ema.model, "router", ROUTER_NAME, set_ids, info={"compartments": names})
+    return digest
+
+
+def compose(
+    store: Store,
+    allowed: Sequence[str] | None = None,
+    *,
+    router: str = "classifier",
+    gate: float = 0.0,
+) -> ComposedDenoiser:
+    """The composition over ``allowed`` (default: every trained compartment)."""
+    check_router(router)
+    trained = trained_compartments(store)
+    names = list(trained if allowed is None else allowed)
+    if not names:
+        raise SilodiffError("nothing to compose: no trained compartments" if allowed is None else "the allowed set is empty")
+    unknown = sorted(set(names) - set(trained))
+    if unknown:
+        raise SilodiffError(f"not a trained compartment: {', '.join(unknown)}")
+    finals = {n: final_checkpoint(store, "compartment", n) for n in names}
+    members = {n: store.load(finals[n]["hash"]) for n in names}
+    counts = torch.zeros(len(names), num_classes(store))
+    for k, n in enumerate(names):
+        for y, c in store.catalog.label_counts(n).items():
+            counts[k, y] = c
+    hashes = {n: f["hash"] for n, f in finals.items()}
+    if router == "classifier":
+        rows = store.active("router", ROUTER_NAME)
+        if not rows:
+            raise SilodiffError("no shard-classifier router: run `silodiff train router` (or use --router trajectory)")
+        classifier = store.load(rows[-1]["hash"])
+        known = classifier.info.get("compartments", [])
+        stale = [n for n in names if n not in known]
+        if stale:
+            raise SilodiffError(f"the router predates compartment(s) {', '.join(stale)}: retrain it")
+        chosen = ClassifierRouter(classifier, [known.index(n) for n in names])
+        hashes["router"] = rows[-1]["hash"]
+    else:
+        chosen = TrajectoryFilter() if router == "trajectory" else UniformRouter()
+    model = ComposedDenoiser(members, chosen, counts, gate=gate)
+    model.artifact_hashes = hashes
+    return model
+
+
+def load_denoiser(store: Store, which: str = "composed", **compose_options: Any) -> torch.nn.Module:
+    """``composed``, ``paragon``, a compartment name, or an artifact hash (prefix)."""
+    if which == "composed":
+        return compose(store, **compose_options)
+    if which == PARAGON:
+        return store.load(final_checkpoint(store, "paragon", PARAGON)["hash"])
+    if which in trained_compartments(store):
+        return store.load(final_checkpoint(store, "compartment", which)["hash"])
+    return store.load(which)

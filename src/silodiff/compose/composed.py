@@ -1,0 +1,109 @@
+"""The composed denoiser: ``ε̂(x_t, t, y) = Σ_{i∈S} w_i(x_t, t, y) ε_i(x_t, t, y)``.
+
+It has exactly the single-denoiser contract, so samplers, auditors and the
+service never know about compartments.  Only the allowed members are held
+(nothing else is ever loaded or evaluated).  Sparse gating drops members whose
+weight on a row is below ``gate`` (a row's largest weight is always kept) and
+renormalises, and each member is then run only on the rows that still need it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from ..errors import SilodiffError
+from ..nn.denoisers import Denoiser
+
+
+class ComposedDenoiser(Denoiser):
+    def __init__(
+        self,
+        members: Mapping[str, Denoiser],
+        router,
+        label_counts: torch.Tensor,
+        *,
+        gate: float = 0.0,
+    ):
+        """``label_counts[k, y]``: samples of label y in member k, (K, num_classes)."""
+        super().__init__()
+        if not members:
+            raise SilodiffError("a composition needs at least one compartment")
+        if not 0 <= gate < 1:
+            raise SilodiffError(f"gate must be in [0, 1), got {gate}")
+        self.names = list(members)
+        self.members = torch.nn.ModuleList(members.values())
+        self.router = router
+        self.gate = gate
+        first = self.members[0]
+        self.num_classes = first.num_classes
+        self.image_shape = first.image_shape
+        counts = label_counts.double()  # (K, C); the null label uses the total counts
+        counts = torch.cat([counts, counts.sum(1, keepdim=True)], dim=1)  # (K, C + 1)
+        self.log_prior = (counts / counts.sum(0, keepdim=True).clamp(min=1)).log().float()  # log λ_i(y)
+        self.last_weights: torch.Tensor | None = None
+        self._batch_key, self._t_last = None, None
+        self._evals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.calls = torch.zeros(len(self.members), dtype=torch.long)  # member forward passes (rows)
+
+    @property
+    def priors(self) -> torch.Tensor:
+        """λ_i(y), (K, C + 1)."""
+        return self.log_prior.exp()
+
+    def _log_prior(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor:
+        y = self.null_labels(labels, batch, torch.device("cpu"))
+        log_prior = self.log_prior[:, y].T  # (b, K)
+        empty = torch.isinf(log_prior).all(1)
+        if empty.any():
+            raise SilodiffError(f"no allowed compartment holds label {int(y[empty][0])}")
+        return log_prior
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | int, labels: torch.Tensor | None = None) -> torch.Tensor:
+        b = x.shape[0]
+        t = torch.as_tensor(t)
+        t = t.expand(b) if t.ndim == 0 else t
+        key = (b, None if labels is None else labels.data_ptr())
+        t_now = int(t.max())
+        if self._batch_key != key or self._t_last is None or t_now >= self._t_last:
+            self.router.reset(self._log_prior(labels, b))  # a new sampling run
+            self._batch_key = key
+        self._t_last = t_now
+        # 1. weights over the allowed members, (b, K)
+        w = self.router.weights(x, t, labels)
+        # 2. sparse gating: drop weights below the gate (never a row's largest), renormalise
+        if self.gate > 0:
+            top = w == w.max(1, keepdim=True).values
+            w = torch.where((w >= self.gate) | top, w, torch.zeros_like(w))
+            w = w / w.sum(1, keepdim=True)
+        # 3. ε̂ = Σ_i w_i ε_i, each member only on its rows
+        eps = torch.zeros_like(x)
+        self._evals = {}
+        for k, member in enumerate(self.members):
+            rows = (w[:, k] > 0).nonzero().squeeze(1)
+            if len(rows) == 0:
+                continue
+            e = member(x[rows], t[rows], None if labels is None else labels[rows])
+            eps[rows] += w[rows, k].view(-1, *([1] * (x.ndim - 1))) * e
+            self._evals[k] = (rows, e)
+            self.calls[k] += len(rows)
+        self.last_weights = w
+        return eps
+
+    def observe_step(self, x: torch.Tensor, x_prev: torch.Tensor, step_fn) -> None:
+        """Trajectory-filter update: score x_{t-1} under each evaluated member's own step."""
+        observe = getattr(self.router, "observe", None)
+        if observe is None or not self._evals:
+            return
+        means, std = {}, 0.0
+        for k, (rows, e) in self._evals.items():
+            full = torch.zeros_like(x)
+            full[rows] = e
+            mean, std = step_fn(full)  # the step is row-wise, so other rows do not matter
+            means[k] = (rows, mean[rows])
+        observe(x_prev, means, std)
+
+    def step_info(self) -> dict:
+        return {"weights": self.last_weights, "compartments": self.names}
+

@@ -1,0 +1,150 @@
+"""Loaders: every source of images ends up as a ``SampleSet``.
+
+- ``digits``: scikit-learn's 1,797 8×8 digits, shipped inside scikit-learn (no download).
+- ``fashion-mnist`` / any IDX pair: ``*-images-idx3-ubyte[.gz]`` + ``*-labels-idx1-ubyte[.gz]``,
+  by default from Debian's ``dataset-fashion-mnist`` install path.
+- an image folder ``root/<source>/<label>/*.png``: the folder names give source and label.
+
+Bad input raises ``SilodiffError`` naming the offending file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SilodiffError
+from .dataset import SampleSet, sample_id
+from .sources import assign_sources
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+def _with_sources(pixels: np.ndarray, labels: np.ndarray, scheme: str) -> SampleSet:
+    ids = [sample_id(p, y) for p, y in zip(pixels, labels)]
+    return SampleSet.from_arrays(pixels, labels, assign_sources(scheme, labels, ids))
+
+
+def load_digits(sources: str = "random:4", limit: int | None = None) -> SampleSet:
+    """scikit-learn digits as (n, 1, 8, 8) uint8, pixel values 0..16 scaled to 0..255."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    bunch = sk_digits()
+    pixels = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    labels = bunch.target.astype(np.int64)
+    if limit is not None:
+        pixels, labels = pixels[:limit], labels[:limit]
+    return _with_sources(pixels, labels, sources)
+
+
+def _open_maybe_gz(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+        return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise SilodiffError(f"cannot read {path}: {exc}") from None
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read one IDX file (optionally gzipped) of unsigned bytes."""
+    path = Path(path)
+    data = _open_maybe_gz(path)
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise SilodiffError(f"{path} is not an IDX file of unsigned bytes")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise SilodiffError(f"{path} is truncated (header)")
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    count = int(np.prod(shape))
+    if len(data) - header != count:
+        raise SilodiffError(f"{path} is truncated or corrupt: expected {count} bytes of data, found {len(data) - header}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _find(directory: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz"):
+        if (directory / name).exists():
+            return directory / name
+    raise SilodiffError(f"no {stem}[.gz] in {directory}")
+
+
+def load_idx(images: str | Path, labels: str | Path, sources: str = "random:4", limit: int | None = None) -> SampleSet:
+    """An IDX image file (n, h, w) and its label file (n,)."""
+    pixels, y = read_idx(images), read_idx(labels)
+    if pixels.ndim != 3 or y.ndim != 1 or len(pixels) != len(y):
+        raise SilodiffError(f"{images} and {labels} do not form an (n, h, w) / (n,) pair")
+    if limit is not None:
+        pixels, y = pixels[:limit], y[:limit]
+    return _with_sources(pixels[:, None], y.astype(np.int64), sources)
+
+
+def load_fashion_mnist(
+    split: str = "train", root: str | Path = FASHION_MNIST_DIR, sources: str = "random:4", limit: int | None = None
+) -> SampleSet:
+    """Fashion-MNIST (train: 60,000, test: 10,000) from IDX files under ``root``."""
+    prefix = {"train": "train", "test": "t10k"}.get(split)
+    if prefix is None:
+        raise SilodiffError(f"fashion-mnist split must be train or test, not {split!r}")
+    root = Path(root)
+    if not root.is_dir():
+        raise SilodiffError(f"{root} not found: install Debian's dataset-fashion-mnist or pass --root")
+    return load_idx(
+        _find(root, f"{prefix}-images-idx3-ubyte"), _find(root, f"{prefix}-labels-idx1-ubyte"), sources, limit
+    )
+
+
+def load_image_folder(root: str | Path) -> SampleSet:
+    """``root/<source>/<label>/*.png``; labels are integer folder names; all images one size and mode."""
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(root)
+    if not root.is_dir():
+        raise SilodiffError(f"image folder {root} does not exist")
+    files = sorted(p for p in root.glob("*/*/*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SilodiffError(f"no images under {root} (expected root/<source>/<label>/*.png)")
+    pixels, labels, sources, shape = [], [], [], None
+    for path in files:
+        try:
+            label = int(path.parent.name)
+        except ValueError:
+            raise SilodiffError(f"{path}: label folder {path.parent.name!r} is not an integer") from None
+        try:
+            with Image.open(path) as im:
+                im.load()
+                arr = np.asarray(im.convert("L") if im.mode in ("L", "1", "P", "I", "I;16") else im.convert("RGB"))
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            raise SilodiffError(f"{path}: unreadable image ({exc})") from None
+        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+        if shape is None:
+            shape = arr.shape
+        elif arr.shape != shape:
+            raise SilodiffError(f"{path}: image of shape {arr.shape} differs from the first image's {shape}")
+        pixels.append(arr)
+        labels.append(label)
+        sources.append(path.parent.parent.name)
+    return SampleSet.from_arrays(np.stack(pixels), labels, sources)
+
+
+def load_dataset(name: str, *, sources: str = "random:4", limit: int | None = None, path: str | None = None) -> SampleSet:
+    """Load by name: ``digits``, ``fashion-mnist[:train|test]``, ``idx`` (path = "images,labels"), ``folder`` (path)."""
+    kind, _, split = name.partition(":")
+    if kind == "digits":
+        return load_digits(sources, limit)
+    if kind == "fashion-mnist":
+        return load_fashion_mnist(split or "train", path or FASHION_MNIST_DIR, sources, limit)
+    if kind == "idx":
+        if not path or "," not in path:
+            raise SilodiffError("idx data needs --path IMAGES,LABELS")
+        images, labels = path.split(",", 1)
+        return load_idx(images, labels, sources, limit)
+    if kind == "folder":
+        if not path:
+            raise SilodiffError("folder data needs --path ROOT")
+        return load_image_folder(path)
+    raise SilodiffError(f"unknown dataset {name!r}: use digits, fashion-mnist[:test], idx or folder")

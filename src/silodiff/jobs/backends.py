@@ -1,0 +1,34 @@
+"""Backends run independent training jobs: ``serial`` (default), ``process`` (a
+local pool over the machine's cores) and ``ray`` (see ``silodiff.jobs.ray_backend``).
+All of them run the same ``run_job`` and write to the same store, so the
+artifacts and lineage they produce are identical for the same seeds.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+
+from ..errors import SilodiffError
+from .slices import JobResult, SliceJob, run_job
+
+BACKENDS = ("serial", "process", "ray")
+
+
+def run_jobs(jobs: Sequence[SliceJob], backend: str = "serial", *, workers: int | None = None, **options) -> list[JobResult]:
+    """Run jobs and return their results in job order."""
+    if backend == "serial":
+        return [run_job(job) for job in jobs]
+    if backend == "process":
+        workers = workers or min(len(jobs), os.cpu_count() or 1)
+        for job in jobs:
+            job.progress = False
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            return list(pool.map(run_job, jobs))
+    if backend == "ray":
+        from .ray_backend import run_jobs_ray
+
+        return run_jobs_ray(jobs, **options)
+    raise SilodiffError(f"unknown backend {backend!r}: use one of {BACKENDS}")

@@ -1,0 +1,98 @@
+"""Plan and train compartments and the paragon from a store.
+
+- ``plan_compartments``: group live samples (by source, or ``shards:K``) and split
+  each group into R slices, recorded in the catalog.
+- ``train_compartments``: one ``SliceJob`` per compartment, each seeing only its
+  own samples, on the chosen backend.
+- ``train_paragon``: the same loop and slice schedule over all data (the
+  monolithic baseline every composition is compared with).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import SilodiffError
+from ..nn import default_denoiser
+from ..store import Store
+from ..training import TrainConfig
+from ..training.plan import group_compartments, split_slices
+from .backends import run_jobs
+from .slices import JobResult, SliceJob
+
+PARAGON = "paragon"
+
+
+def num_classes(store: Store) -> int:
+    row = store.catalog.db.execute("SELECT MAX(label) FROM samples WHERE forgotten_at IS NULL").fetchone()
+    return int(row[0]) + 1 if row[0] is not None else 0
+
+
+def default_model_config(store: Store) -> dict[str, Any]:
+    """The default denoiser for the store's image size and number of classes."""
+    rows = store.catalog.sample_rows()
+    if not rows:
+        raise SilodiffError("the store holds no samples: ingest data first")
+    probe = store.dataset([rows[0]["sample_id"]])
+    return default_denoiser(probe.image_shape, num_classes(store)).config
+
+
+def plan_compartments(store: Store, *, by: str = "source", slices: int = 1, seed: int = 0) -> list[dict[str, Any]]:
+    """Write the compartment plan; a compartment's existing plan is replaced."""
+    groups = group_compartments(store.catalog.sample_rows(), by)
+    if not groups:
+        raise SilodiffError("no samples to plan: ingest data first")
+    with store.catalog.transaction():
+        for name, ids in sorted(groups.items()):
+            store.catalog.plan_compartment(name, split_slices(ids, slices, seed))
+    return store.catalog.compartments()
+
+
+def _jobs(store: Store, kind: str, plans: dict[str, list[list[str]]], config: TrainConfig, model: dict | None, progress: bool) -> list[SliceJob]:
+    model = model or default_model_config(store)
+    return [
+        SliceJob(str(store.root), kind, name, slices, model, config.to_dict(), progress=progress)
+        for name, slices in plans.items()
+    ]
+
+
+def train_compartments(
+    store: Store,
+    names: Sequence[str] | None = None,
+    *,
+    config: TrainConfig | None = None,
+    model: dict | None = None,
+    backend: str = "serial",
+    progress: bool = True,
+    **backend_options: Any,
+) -> list[JobResult]:
+    """Train (or resume) the planned compartments; each sees only its own samples."""
+    config = (config or TrainConfig()).check()
+    planned = {c["name"] for c in store.catalog.compartments()} - {c["name"] for c in store.catalog.compartments("dropped")}
+    if not planned:
+        raise SilodiffError("no compartments planned: run `silodiff train compartments` with a plan, or plan_compartments()")
+    names = sorted(planned) if names is None else list(names)
+    unknown = sorted(set(names) - planned)
+    if unknown:
+        raise SilodiffError(f"unknown compartment(s): {', '.join(unknown)}")
+    jobs = _jobs(store, "compartment", {n: store.catalog.slices(n) for n in names}, config, model, progress)
+    results = run_jobs(jobs, backend, **backend_options)
+    for name in names:
+        store.catalog.set_compartment_status(name, "trained")
+    store.catalog.log_event("train", {"kind": "compartment", "names": names, "backend": backend,
+                                      "seconds": {r.name: round(r.seconds, 2) for r in results}})
+    return results
+
+
+def train_paragon(
+    store: Store, *, config: TrainConfig | None = None, model: dict | None = None, slices: int = 1, seed: int = 0,
+    progress: bool = True,
+) -> JobResult:
+    """The monolithic baseline: all live samples, same loop and slice schedule."""
+    config = (config or TrainConfig()).check()
+    ids = [r["sample_id"] for r in store.catalog.sample_rows()]
+    jobs = _jobs(store, "paragon", {PARAGON: split_slices(ids, slices, seed)}, config, model, progress)
+    (result,) = run_jobs(jobs, "serial")
+    store.catalog.log_event("train", {"kind": "paragon", "seconds": round(result.seconds, 2)})
+    return result

@@ -1,0 +1,128 @@
+"""A training job: one model trained slice by slice (SISA), checkpoint after each slice.
+
+Stage r trains ``epochs / R`` epochs on the union of slices 0..r, so stage r
+costs ∝ r + 1 and retraining from slice r costs ≈ (2R+1)/(3R) of the whole on
+average (Bourtoule et al. 2021).  After each stage the checkpoint (EMA weights
+for sampling + the full training state under ``train/``) is written as an
+artifact and registered with its lineage: the sample sets of slices 0..r.  A
+job that is killed and run again resumes after its last registered slice.
+
+Jobs are plain data (``SliceJob``) and ``run_job`` is a top-level function, so
+any backend (serial, process pool, Ray) runs them the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..config import build
+from ..store import Store, ids_hash
+from ..training import TrainConfig, new_state, steps_for, train
+from ..training.plan import derive_seed
+from ..training.state import TrainState
+
+
+@dataclass
+class SliceJob:
+    store: str
+    kind: str  # "compartment", "paragon", "member"
+    name: str
+    slices: list[list[str]]
+    model: dict[str, Any]  # model config (rebuilds the architecture)
+    train: dict[str, Any]  # TrainConfig fields
+    start: int = 0  # first slice to (re)train
+    init: str | None = None  # artifact hash of the checkpoint after slice start-1
+    activate: bool = True  # register as active (False: staged, for an atomic switch later)
+    threads: int = 1
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class JobResult:
+    name: str
+    artifacts: list[str]  # hashes of the checkpoints written, slice order
+    seconds: float
+    steps: int
+    resumed_from: int
+
+
+def stage_steps(job: SliceJob, config: TrainConfig) -> list[int]:
+    """Optimizer steps of each stage: epochs / R over the cumulative slices."""
+    n_slices = len(job.slices)
+    sizes = [sum(len(s) for s in job.slices[: r + 1]) for r in range(n_slices)]
+    return [steps_for(n, config, config.epochs / n_slices) for n in sizes]
+
+
+def _save_checkpoint(store: Store, job: SliceJob, state: TrainState, r: int, set_ids: list[str], seconds: float) -> str:
+    tensors = {k: v.detach().contiguous().clone() for k, v in state.ema.model.state_dict().items()}
+    tensors.update(state.to_tensors())
+    info = {"kind": job.kind, "name": job.name, "slice": r, "n_slices": len(job.slices), "train": job.train}
+    digest = store.artifacts.put(tensors, {"model": job.model, "info": info})
+    with store.catalog.transaction() as db:
+        if job.activate:
+            db.execute(
+                "UPDATE artifacts SET active = 0 WHERE kind = ? AND name = ? AND slice = ? AND hash != ?",
+                (job.kind, job.name, r, digest),
+            )
+        store.catalog.add_artifact(
+            digest, job.kind, job.name, job.model, set_ids[: r + 1],
+            compartment=job.name if job.kind == "compartment" else None, slice=r,
+            metrics={"train_seconds": round(seconds, 3), "step": state.step, "n": sum(len(s) for s in job.slices[: r + 1])},
+            active=job.activate,
+        )
+    return digest
+
+
+def _resume_point(store: Store, job: SliceJob) -> tuple[int, str | None]:
+    """The first slice still to train and the checkpoint to start from (hash-named by lineage)."""
+    start, init = job.start, job.init
+    for r in range(job.start, len(job.slices)):
+        want = ids_hash(sid for s in job.slices[: r + 1] for sid in s)
+        row = store.catalog.db.execute(
+            "SELECT hash FROM artifacts WHERE kind = ? AND name = ? AND slice = ? AND lineage_hash = ? AND active = ? "
+            "ORDER BY created_at DESC LIMIT 1",
+            (job.kind, job.name, r, want, int(job.activate)),
+        ).fetchone()
+        if row is None or not store.artifacts.exists(row[0]):
+            break
+        start, init = r + 1, row[0]
+    return start, init
+
+
+def run_job(job: SliceJob) -> JobResult:
+    """Train one job to completion (resuming if checkpoints exist); returns what it wrote."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(job.threads)
+    try:
+        return _run(job)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(job: SliceJob) -> JobResult:
+    store = Store(job.store, create=False)
+    config = TrainConfig(**{**job.train, "seed": derive_seed(job.train.get("seed", 0), job.name)}).check()
+    set_ids = [store.catalog.add_sample_set(s) for s in job.slices]
+    start, init = _resume_point(store, job)
+    torch.manual_seed(config.seed)
+    state = new_state(build(job.model), config)
+    if init is not None:
+        tensors, _ = store.artifacts.get(init)
+        state.load_tensors(tensors)
+    data = store.dataset(sorted({sid for s in job.slices for sid in s}))
+    budget = stage_steps(job, config)
+    written, t0, steps0 = [], time.perf_counter(), state.step
+    for r in range(start, len(job.slices)):
+        # stage r: the union of slices 0..r, for its share of the epochs
+        stage = data.subset(sorted(sid for s in job.slices[: r + 1] for sid in s))
+        label = f"{job.name} slice {r + 1}/{len(job.slices)}" if job.progress else False
+        stage_t0 = time.perf_counter()
+        train(state, stage, config, steps=budget[r], progress=label)
+        written.append(_save_checkpoint(store, job, state, r, set_ids, time.perf_counter() - stage_t0))
+    return JobResult(job.name, written, time.perf_counter() - t0, state.step - steps0, start)
+

@@ -1,0 +1,6 @@
+"""Networks: denoisers behind one contract, and classifiers."""
+
+from .classifiers import FeatureCNN, NoisyClassifier
+from .denoisers import Denoiser, MLPDenoiser, UNetDenoiser, default_denoiser
+
+__all__ = ["Denoiser", "MLPDenoiser", "UNetDenoiser", "default_denoiser", "NoisyClassifier", "FeatureCNN"]

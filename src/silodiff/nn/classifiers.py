@@ -1,0 +1,80 @@
+"""Classifiers: on noisy inputs (router, CPSample) and on clean images (FLD features).
+
+``NoisyClassifier`` is ``f(x_t, t[, y]) → logits``; the shard-classifier router
+trains it on compartment indices, CPSample on random bits.
+``FeatureCNN`` classifies clean images and exposes its penultimate features,
+the embedding FLD is computed in.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from torch import nn
+from torch.nn import functional as F
+
+from ..config import register
+
+
+def _trunk(channels: int, width: int) -> nn.ModuleList:
+    return nn.ModuleList(
+        [
+            nn.Conv2d(channels, width, 3, padding=1),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1),
+        ]
+    )
+
+
+@register("noisy-classifier")
+class NoisyClassifier(nn.Module):
+    """A small CNN conditioned on the timestep (and optionally the class label)."""
+
+    def __init__(self, image_shape: tuple[int, int, int] = (1, 8, 8), num_outputs: int = 2, num_classes: int = 0, width: int = 32):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.num_outputs = num_outputs
+        self.num_classes = num_classes
+        self.convs = _trunk(image_shape[0], width)
+        widths = [width, 2 * width, 2 * width]
+        emb = 4 * width
+        self.time_proj = Timesteps(width, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embed = TimestepEmbedding(width, emb)
+        self.class_embed = nn.Embedding(num_classes + 1, emb) if num_classes else None
+        self.film = nn.ModuleList(nn.Linear(emb, w) for w in widths)
+        self.head = nn.Sequential(nn.SiLU(), nn.Linear(2 * width, 2 * width), nn.SiLU(), nn.Linear(2 * width, num_outputs))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | int, labels: torch.Tensor | None = None) -> torch.Tensor:
+        b = x.shape[0]
+        t = torch.as_tensor(t, device=x.device)
+        t = t.expand(b) if t.ndim == 0 else t
+        emb = self.time_embed(self.time_proj(t).to(x.dtype))  # (b, emb)
+        if self.class_embed is not None:
+            y = torch.full((b,), self.num_classes, device=x.device) if labels is None else labels.long()
+            emb = emb + self.class_embed(y)
+        h = x
+        for conv, film in zip(self.convs, self.film):
+            h = F.silu(conv(h) + film(emb)[:, :, None, None])  # (b, w, h', w')
+        return self.head(h.mean(dim=(2, 3)))
+
+
+@register("feature-cnn")
+class FeatureCNN(nn.Module):
+    """A clean-image classifier whose penultimate layer is the FLD feature space."""
+
+    def __init__(self, image_shape: tuple[int, int, int] = (1, 8, 8), num_classes: int = 10, width: int = 32, feature_dim: int = 64):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.num_classes = num_classes
+        self.convs = _trunk(image_shape[0], width)
+        self.proj = nn.Linear(2 * width, feature_dim)
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for conv in self.convs:
+            h = F.silu(conv(h))
+        return F.silu(self.proj(h.mean(dim=(2, 3))))  # (b, feature_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

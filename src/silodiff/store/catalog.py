@@ -1,0 +1,331 @@
+"""The catalog: SQLite record of samples, sources, compartments, slices, artifacts,
+lineage and an append-only, hash-chained event log.
+
+Lineage is kept compact as immutable, content-addressed *sample sets* (one per
+trained slice); an artifact's lineage is the union of the sets it links to.
+"Which active artifacts saw sample X" is then a single indexed join.
+Every change runs inside one transaction (``with catalog.transaction():``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..errors import SilodiffError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS samples (
+    sample_id TEXT PRIMARY KEY, source TEXT NOT NULL, label INTEGER NOT NULL,
+    dataset TEXT NOT NULL, added_at TEXT NOT NULL, forgotten_at TEXT);
+CREATE INDEX IF NOT EXISTS samples_source ON samples(source);
+CREATE TABLE IF NOT EXISTS sources (name TEXT PRIMARY KEY, created_at TEXT NOT NULL, forgotten_at TEXT);
+CREATE TABLE IF NOT EXISTS compartments (
+    name TEXT PRIMARY KEY, n_slices INTEGER NOT NULL, created_at TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'planned');
+CREATE TABLE IF NOT EXISTS slice_members (
+    compartment TEXT NOT NULL REFERENCES compartments(name), slice INTEGER NOT NULL, sample_id TEXT NOT NULL,
+    PRIMARY KEY (compartment, sample_id));
+CREATE INDEX IF NOT EXISTS slice_members_sample ON slice_members(sample_id);
+CREATE TABLE IF NOT EXISTS sample_sets (set_id TEXT NOT NULL, sample_id TEXT NOT NULL, PRIMARY KEY (set_id, sample_id));
+CREATE INDEX IF NOT EXISTS sample_sets_sample ON sample_sets(sample_id);
+CREATE TABLE IF NOT EXISTS artifacts (
+    hash TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, compartment TEXT, slice INTEGER,
+    lineage_hash TEXT NOT NULL, config TEXT NOT NULL, metrics TEXT NOT NULL DEFAULT '{}',
+    active INTEGER NOT NULL DEFAULT 1, created_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS artifacts_kind ON artifacts(kind, active);
+CREATE TABLE IF NOT EXISTS lineage (artifact TEXT NOT NULL REFERENCES artifacts(hash), set_id TEXT NOT NULL,
+    PRIMARY KEY (artifact, set_id));
+CREATE INDEX IF NOT EXISTS lineage_set ON lineage(set_id);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL,
+    prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+"""
+
+GENESIS = "0" * 64
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def ids_hash(ids: Iterable[str]) -> str:
+    """The name of a set of sample ids: sha256 over the sorted ids."""
+    h = hashlib.sha256()
+    for sid in sorted(ids):
+        h.update(sid.encode())
+    return h.hexdigest()
+
+
+def event_hash(prev_hash: str, ts: str, kind: str, payload: str) -> str:
+    return hashlib.sha256("\n".join([prev_hash, ts, kind, payload]).encode()).hexdigest()
+
+
+class Catalog:
+    """A thin, transactional layer over one SQLite file."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._local = threading.local()
+        self.db.executescript(SCHEMA)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+            self._local.depth = 0
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any error; nests as one transaction."""
+        db = self.db
+        if self._local.depth:
+            self._local.depth += 1
+            try:
+                yield db
+            finally:
+                self._local.depth -= 1
+            return
+        db.execute("BEGIN IMMEDIATE")
+        self._local.depth = 1
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        else:
+            db.execute("COMMIT")
+        finally:
+            self._local.depth = 0
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- samples and sources -------------------------------------------------
+    def add_samples(self, ids: Sequence[str], labels: Sequence[int], sources: Sequence[str], dataset: str) -> int:
+        """Register samples (already known ids are skipped); returns how many were new."""
+        ts = now()
+        with self.transaction() as db:
+            before = db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+            db.executemany(
+                "INSERT OR IGNORE INTO samples(sample_id, source, label, dataset, added_at) VALUES (?,?,?,?,?)",
+                [(s, src, int(y), dataset, ts) for s, y, src in zip(ids, labels, sources)],
+            )
+            db.executemany("INSERT OR IGNORE INTO sources(name, created_at) VALUES (?,?)", [(s, ts) for s in set(sources)])
+            added = db.execute("SELECT COUNT(*) FROM samples").fetchone()[0] - before
+            self.log_event("ingest", {"dataset": dataset, "added": added, "sources": sorted(set(sources))})
+        return added
+
+    def sample_rows(self, source: str | None = None) -> list[sqlite3.Row]:
+        """Live (not forgotten) samples, optionally of one source, ordered by id."""
+        q = "SELECT sample_id, source, label FROM samples WHERE forgotten_at IS NULL"
+        args: tuple = ()
+        if source is not None:
+            q, args = q + " AND source = ?", (source,)
+        return self.db.execute(q + " ORDER BY sample_id", args).fetchall()
+
+    def sources(self) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT s.name, COUNT(m.sample_id) AS n FROM sources s LEFT JOIN samples m "
+            "ON m.source = s.name AND m.forgotten_at IS NULL WHERE s.forgotten_at IS NULL GROUP BY s.name ORDER BY s.name"
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def sample(self, sample_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM samples WHERE sample_id = ?", (sample_id,)).fetchone()
+        return dict(row) if row else None
+
+    # -- compartments and slices --------------------------------------------
+    def plan_compartment(self, name: str, slices: Sequence[Sequence[str]]) -> None:
+        """(Re)define a compartment as R slices of sample ids."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO compartments(name, n_slices, created_at, status) VALUES (?,?,?, 'planned') "
+                "ON CONFLICT(name) DO UPDATE SET n_slices = excluded.n_slices",
+                (name, len(slices), now()),
+            )
+            db.execute("DELETE FROM slice_members WHERE compartment = ?", (name,))
+            db.executemany(
+                "INSERT INTO slice_members(compartment, slice, sample_id) VALUES (?,?,?)",
+                [(name, r, sid) for r, ids in enumerate(slices) for sid in ids],
+            )
+            self.log_event("plan", {"compartment": name, "slices": [len(s) for s in slices]})
+
+    def compartments(self, status: str | None = None) -> list[dict[str, Any]]:
+        q = (
+            "SELECT c.name, c.n_slices, c.status, COUNT(m.sample_id) AS n FROM compartments c "
+            "LEFT JOIN slice_members m ON m.compartment = c.name"
+        )
+        args: tuple = ()
+        if status:
+            q, args = q + " WHERE c.status = ?", (status,)
+        return [dict(r) for r in self.db.execute(q + " GROUP BY c.name ORDER BY c.name", args)]
+
+    def set_compartment_status(self, name: str, status: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE compartments SET status = ? WHERE name = ?", (status, name))
+
+    def slices(self, compartment: str) -> list[list[str]]:
+        """The current sample ids of each slice, ordered."""
+        row = self.db.execute("SELECT n_slices FROM compartments WHERE name = ?", (compartment,)).fetchone()
+        if row is None:
+            raise SilodiffError(f"unknown compartment {compartment!r}")
+        out: list[list[str]] = [[] for _ in range(row[0])]
+        for r in self.db.execute(
+            "SELECT slice, sample_id FROM slice_members WHERE compartment = ? ORDER BY slice, sample_id", (compartment,)
+        ):
+            out[r[0]].append(r[1])
+        return out
+
+    def label_counts(self, compartment: str) -> dict[int, int]:
+        rows = self.db.execute(
+            "SELECT s.label, COUNT(*) FROM slice_members m JOIN samples s ON s.sample_id = m.sample_id "
+            "WHERE m.compartment = ? GROUP BY s.label",
+            (compartment,),
+        )
+        return {int(y): int(n) for y, n in rows}
+
+    # -- lineage ---------------------------------------------------------------
+    def add_sample_set(self, ids: Iterable[str]) -> str:
+        ids = sorted(set(ids))
+        set_id = ids_hash(ids)
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM sample_sets WHERE set_id = ? LIMIT 1", (set_id,)).fetchone() is None:
+                db.executemany("INSERT INTO sample_sets(set_id, sample_id) VALUES (?,?)", [(set_id, s) for s in ids])
+        return set_id
+
+    def add_artifact(
+        self,
+        digest: str,
+        kind: str,
+        name: str,
+        config: dict[str, Any],
+        lineage_sets: Sequence[str],
+        *,
+        compartment: str | None = None,
+        slice: int | None = None,
+        metrics: dict[str, Any] | None = None,
+        active: bool = True,
+    ) -> None:
+        """Record an artifact and its lineage (a list of sample-set ids)."""
+        with self.transaction() as db:
+            members = db.execute(
+                f"SELECT DISTINCT sample_id FROM sample_sets WHERE set_id IN ({','.join('?' * len(lineage_sets))})",
+                tuple(lineage_sets),
+            ).fetchall() if lineage_sets else []
+            db.execute(
+                "INSERT OR REPLACE INTO artifacts(hash, kind, name, compartment, slice, lineage_hash, config, metrics, "
+                "active, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (digest, kind, name, compartment, slice, ids_hash(r[0] for r in members), json.dumps(config),
+                 json.dumps(metrics or {}), int(active), now()),
+            )
+            db.execute("DELETE FROM lineage WHERE artifact = ?", (digest,))
+            db.executemany("INSERT INTO lineage(artifact, set_id) VALUES (?,?)", [(digest, s) for s in set(lineage_sets)])
+            self.log_event("artifact", {"hash": digest, "kind": kind, "name": name, "slice": slice, "n": len(members)})
+
+    def artifacts(self, kind: str | None = None, *, active: bool | None = True, name: str | None = None) -> list[dict[str, Any]]:
+        q, args = "SELECT * FROM artifacts WHERE 1=1", []
+        if kind is not None:
+            q += " AND kind = ?"
+            args.append(kind)
+        if active is not None:
+            q += " AND active = ?"
+            args.append(int(active))
+        if name is not None:
+            q += " AND name = ?"
+            args.append(name)
+        rows = self.db.execute(q + " ORDER BY kind, name, slice", args).fetchall()
+        return [_artifact_dict(r) for r in rows]
+
+    def artifact(self, digest: str) -> dict[str, Any]:
+        rows = self.db.execute("SELECT * FROM artifacts WHERE hash = ? OR hash LIKE ?", (digest, digest + "%")).fetchall()
+        if len(rows) != 1:
+            raise SilodiffError(f"{'no' if not rows else 'ambiguous'} artifact {digest!r}")
+        return _artifact_dict(rows[0])
+
+    def set_active(self, digests: Iterable[str], active: bool) -> None:
+        with self.transaction() as db:
+            db.executemany("UPDATE artifacts SET active = ? WHERE hash = ?", [(int(active), d) for d in digests])
+
+    def lineage(self, digest: str) -> list[str]:
+        """Every sample id artifact ``digest`` was trained on."""
+        digest = self.artifact(digest)["hash"]
+        rows = self.db.execute(
+            "SELECT DISTINCT s.sample_id FROM lineage l JOIN sample_sets s ON s.set_id = l.set_id "
+            "WHERE l.artifact = ? ORDER BY s.sample_id",
+            (digest,),
+        )
+        return [r[0] for r in rows]
+
+    def lineage_sets(self, digest: str) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT set_id FROM lineage WHERE artifact = ?", (digest,))]
+
+    def artifacts_that_saw(self, sample_ids: Sequence[str], *, active: bool | None = True) -> list[dict[str, Any]]:
+        """Artifacts with any of ``sample_ids`` in their lineage."""
+        if not sample_ids:
+            return []
+        with self.transaction() as db:
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS query_ids (sample_id TEXT PRIMARY KEY)")
+            db.execute("DELETE FROM query_ids")
+            db.executemany("INSERT OR IGNORE INTO query_ids VALUES (?)", [(s,) for s in sample_ids])
+            q = (
+                "SELECT DISTINCT a.* FROM query_ids q JOIN sample_sets s ON s.sample_id = q.sample_id "
+                "JOIN lineage l ON l.set_id = s.set_id JOIN artifacts a ON a.hash = l.artifact"
+            )
+            if active is not None:
+                q += f" WHERE a.active = {int(active)}"
+            rows = db.execute(q + " ORDER BY a.kind, a.name, a.slice").fetchall()
+        return [_artifact_dict(r) for r in rows]
+
+    # -- events ----------------------------------------------------------------
+    def log_event(self, kind: str, payload: dict[str, Any]) -> str:
+        """Append one event to the hash chain; returns its hash."""
+        with self.transaction() as db:
+            last = db.execute("SELECT hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+            prev = last[0] if last else GENESIS
+            ts, body = now(), json.dumps(payload, sort_keys=True)
+            digest = event_hash(prev, ts, kind, body)
+            db.execute("INSERT INTO events(ts, kind, payload, prev_hash, hash) VALUES (?,?,?,?,?)", (ts, kind, body, prev, digest))
+        return digest
+
+    def events(self, kind: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        q, args = "SELECT * FROM events", []
+        if kind:
+            q += " WHERE kind = ?"
+            args.append(kind)
+        q += " ORDER BY seq DESC" + (f" LIMIT {int(limit)}" if limit else "")
+        return [dict(r, payload=json.loads(r["payload"])) for r in self.db.execute(q, args)][::-1]
+
+    def verify_chain(self) -> tuple[bool, str]:
+        """Recompute the event hash chain; returns (ok, head hash or the first broken seq)."""
+        prev = GENESIS
+        for r in self.db.execute("SELECT * FROM events ORDER BY seq"):
+            if r["prev_hash"] != prev or event_hash(prev, r["ts"], r["kind"], r["payload"]) != r["hash"]:
+                return False, f"event {r['seq']} does not chain"
+            prev = r["hash"]
+        return True, prev
+
+
+def _artifact_dict(row: sqlite3.Row) -> dict[str, Any]:
+    d = dict(row)
+    d["config"] = json.loads(d["config"])
+    d["metrics"] = json.loads(d["metrics"])
+    d["active"] = bool(d["active"])
+    return d
