@@ -1,0 +1,77 @@
+"""Shared pieces of the CLI: the Typer apps, common options, error handling and output."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import SilodiffError
+
+app = typer.Typer(help="silodiff: training-data protection for image diffusion models.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+data_app = typer.Typer(help="Ingest and inspect training data.", no_args_is_help=True)
+train_app = typer.Typer(help="Train compartments, the paragon and the router.", no_args_is_help=True)
+catalog_app = typer.Typer(help="Query the catalog: sources, compartments, artifacts, lineage, events.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+app.add_typer(catalog_app, name="catalog")
+
+StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="Store directory (catalog + artifacts + data).", envvar="SILODIFF_STORE")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+EpochsOpt = Annotated[int, typer.Option(help="Training epochs (spread over the slices).")]
+SeedOpt = Annotated[int, typer.Option(help="Random seed.")]
+
+
+def cli_errors(fn):
+    """Turn ``SilodiffError`` (and unreadable files) into one line on stderr and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (SilodiffError, OSError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _open(store: Path, create: bool = False):
+    from ..store import Store
+
+    return Store(store, create=create)
+
+
+def emit(rows: Any, as_json: bool, columns: list[str] | None = None, title: str | None = None) -> None:
+    """Print rows as JSON or as a table."""
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    if isinstance(rows, dict):
+        rows = [{"key": k, "value": v} for k, v in rows.items()]
+    columns = columns or (list(rows[0]) if rows else [])
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*[_short(r.get(c)) for c in columns])
+    Console().print(table)
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, str) and len(v) == 64 and all(ch in "0123456789abcdef" for ch in v):
+        return v[:12]
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def _names(csv: str | None) -> list[str] | None:
+    return [s.strip() for s in csv.split(",") if s.strip()] if csv else None
