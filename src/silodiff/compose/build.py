@@ -43,13 +43,22 @@ def final_checkpoint(store: Store, kind: str, name: str) -> dict[str, Any]:
     return final[-1]
 
 
-def train_router(store: Store, *, config: TrainConfig | None = None, progress: bool = True) -> str:
-    """Train the shard classifier f(x_t, t, y) → compartment over all trained compartments."""
+def train_router(
+    store: Store, *, config: TrainConfig | None = None, progress: bool = True, members: dict[str, str] | None = None,
+    activate: bool = True,
+) -> str:
+    """Train the shard classifier f(x_t, t, y) → compartment over all trained compartments.
+
+    ``members`` (compartment → checkpoint hash) trains over exactly those checkpoints
+    instead of the active final ones (a forget stages new ones first);
+    ``activate=False`` registers the router inactive, for an atomic switch later.
+    """
     config = (config or TrainConfig(epochs=100)).check()
-    names = trained_compartments(store)
+    names = sorted(members) if members is not None else trained_compartments(store)
     if len(names) < 2:
         raise SilodiffError("a router needs at least two trained compartments")
-    finals = [final_checkpoint(store, "compartment", n) for n in names]
+    finals = [store.catalog.artifact(members[n]) if members is not None else final_checkpoint(store, "compartment", n)
+              for n in names]
     set_ids = sorted({s for f in finals for s in store.catalog.lineage_sets(f["hash"])})
     ids, targets = [], []
     for k, f in enumerate(finals):
@@ -62,8 +71,10 @@ def train_router(store: Store, *, config: TrainConfig | None = None, progress: b
     state = new_state(classifier, config)
     train(state, data, config, loss_fn=classifier_loss(torch.as_tensor(targets)), progress="router" if progress else False)
     with store.catalog.transaction():
-        store.catalog.set_active([r["hash"] for r in store.active("router", ROUTER_NAME)], False)
-        digest = store.save(state.ema.model, "router", ROUTER_NAME, set_ids, info={"compartments": names})
+        if activate:
+            store.catalog.set_active([r["hash"] for r in store.active("router", ROUTER_NAME)], False)
+        digest = store.save(state.ema.model, "router", ROUTER_NAME, set_ids, active=activate,
+                            info={"compartments": names, "train": config.to_dict()})
     return digest
 
 
