@@ -8,7 +8,7 @@ training loop; its lineage is every compartment it was trained on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -84,9 +84,15 @@ def compose(
     *,
     router: str = "classifier",
     gate: float = 0.0,
+    load: Callable[[str], torch.nn.Module] | None = None,
 ) -> ComposedDenoiser:
-    """The composition over ``allowed`` (default: every trained compartment)."""
+    """The composition over ``allowed`` (default: every trained compartment).
+
+    ``load`` (artifact hash → module, default ``store.load``) lets a caller serve
+    members from a cache; only the allowed members and the router are asked for.
+    """
     check_router(router)
+    load = load or store.load
     trained = trained_compartments(store)
     names = list(trained if allowed is None else allowed)
     if not names:
@@ -95,7 +101,7 @@ def compose(
     if unknown:
         raise SilodiffError(f"not a trained compartment: {', '.join(unknown)}")
     finals = {n: final_checkpoint(store, "compartment", n) for n in names}
-    members = {n: store.load(finals[n]["hash"]) for n in names}
+    members = {n: load(finals[n]["hash"]) for n in names}
     counts = torch.zeros(len(names), num_classes(store))
     for k, n in enumerate(names):
         for y, c in store.catalog.label_counts(n).items():
@@ -105,7 +111,7 @@ def compose(
         rows = store.active("router", ROUTER_NAME)
         if not rows:
             raise SilodiffError("no shard-classifier router: run `silodiff train router` (or use --router trajectory)")
-        classifier = store.load(rows[-1]["hash"])
+        classifier = load(rows[-1]["hash"])
         known = classifier.info.get("compartments", [])
         stale = [n for n in names if n not in known]
         if stale:
