@@ -1,3 +1,3 @@
 """Imports every feature module of the CLI so its commands register on ``app`` (one line each)."""
 
-# from . import forget  # noqa: F401
+from . import forget  # noqa: F401

@@ -1,0 +1,149 @@
+"""Forget certificates: what a forget did, bound to the catalog's hash-chained event log.
+
+The certificate (JSON) holds the request, the forgotten ids, the old and new
+artifact hashes, the retrained slices, the timing, and
+
+    digest = sha256(canonical JSON of everything above)
+    event_log = {seq, head}: the ``forget-certificate`` event that records ``digest``,
+                whose hash chains back to the genesis (``Catalog.verify_chain``).
+
+``verify_certificate`` re-checks it against the catalog and the files on disk;
+it fails when the certificate, the catalog (e.g. an old artifact re-activated),
+the event log or a weight file was tampered with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors import safe_open
+
+from ..errors import SilodiffError
+from ..store import Store
+from ..store.artifacts import canonical_json
+from ..store.catalog import now
+
+KIND = "silodiff-forget-certificate"
+
+
+def _digest(body: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+def build_certificate(store: Store, req: dict[str, Any]) -> dict[str, Any]:
+    """The certificate of a completed (``deleted``) journal row, logged as a ``forget-certificate`` event."""
+    plan, state = req["plan"], req["state"]
+    new = [{"hash": h, "kind": "compartment", "name": name, "slice": r}
+           for name, hashes in state["compartments"].items()
+           for r, h in zip(next(c for c in plan["compartments"] if c["name"] == name)["retrained_slices"], hashes)]
+    if state.get("router"):
+        new.append({"hash": state["router"], "kind": "router", "name": "shard-classifier", "slice": None})
+    replaced = {h for c in plan["compartments"] if c["action"] == "retrain" for h in c["replaced"]}
+    old = [{k: a[k] for k in ("hash", "kind", "name", "slice", "action")} for a in plan["artifacts"]]
+    old += [{"hash": h, "kind": "compartment", "name": None, "slice": None, "action": "superseded"}
+            for h in sorted(replaced - {a["hash"] for a in plan["artifacts"]})]
+    seconds = state.get("seconds", {})
+    body = {
+        "kind": KIND, "version": 1, "request_id": req["id"], "request": plan["request"],
+        "forgotten": {"n": len(plan["forget_ids"]), "ids_hash": plan["ids_hash"], "sample_ids": plan["forget_ids"]},
+        "already_forgotten": plan["already_forgotten"], "sources_forgotten": plan["sources_forgotten"],
+        "compartments": [{k: c.get(k) for k in ("name", "action", "n_slices", "first_slice", "retrained_slices", "removed",
+                                                 "remaining", "resplit", "cost_fraction")} for c in plan["compartments"]],
+        "old_artifacts": old, "new_artifacts": new, "estimate": plan["estimate"],
+        "timing": {"requested_at": req["created_at"], "completed_at": now(), "seconds": seconds,
+                   "total_s": round(sum(seconds.values()), 3)},
+    }
+    digest = _digest(body)
+    with store.catalog.transaction() as db:
+        head = store.catalog.log_event("forget-certificate", {"request": req["id"], "digest": digest})
+        seq = db.execute("SELECT seq FROM events WHERE hash = ?", (head,)).fetchone()[0]
+    return {**body, "digest": digest, "event_log": {"seq": seq, "head": head}}
+
+
+def load_certificate(certificate: dict[str, Any] | str | Path) -> dict[str, Any]:
+    if isinstance(certificate, dict):
+        return certificate
+    try:
+        cert = json.loads(Path(certificate).read_text())
+    except (OSError, ValueError) as exc:
+        raise SilodiffError(f"cannot read certificate {certificate}: {exc}") from None
+    if not isinstance(cert, dict) or cert.get("kind") != KIND:
+        raise SilodiffError(f"{certificate} is not a silodiff forget certificate")
+    return cert
+
+
+def _shard_ids(store: Store) -> dict[str, set[str]]:
+    """The sample ids stored in every data shard on disk (read from the files, not the catalog)."""
+    out = {}
+    for path in sorted(store.data_dir.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            out[path.stem] = set(json.loads(f.metadata()["sample_ids"]))
+    return out
+
+
+def verify_certificate(store: Store, certificate: dict[str, Any] | str | Path) -> tuple[bool, list[str]]:
+    """Re-check a certificate against the catalog and the files on disk: (ok, problems)."""
+    cert = load_certificate(certificate)
+    catalog, problems = store.catalog, []
+    body = {k: v for k, v in cert.items() if k not in ("digest", "event_log")}
+    # 1. the certificate itself, and its place in the event log's hash chain
+    if _digest(body) != cert.get("digest"):
+        problems.append("the certificate's contents do not match its digest (it was edited)")
+    ok, head = catalog.verify_chain()
+    if not ok:
+        problems.append(f"the catalog's event log hash chain is broken: {head}")
+    log = cert.get("event_log", {})
+    row = catalog.db.execute("SELECT * FROM events WHERE seq = ?", (log.get("seq"),)).fetchone()
+    if row is None or row["hash"] != log.get("head") or row["kind"] != "forget-certificate":
+        problems.append(f"event {log.get('seq')} of the log is not this certificate's event")
+    elif json.loads(row["payload"]).get("digest") != cert.get("digest"):
+        problems.append(f"event {log.get('seq')} records another certificate digest")
+    # 2. the samples are forgotten, and nothing active (or on disk) saw them
+    ids = cert["forgotten"]["sample_ids"]
+    for sid in ids:
+        s = catalog.sample(sid)
+        if s is None or s["forgotten_at"] is None:
+            problems.append(f"sample {sid[:12]} is {'unknown' if s is None else 'live again'} in the catalog")
+    for a in catalog.artifacts_that_saw(ids, active=None):
+        if a["active"]:
+            problems.append(f"active artifact {a['hash'][:12]} ({a['kind']} {a['name']}) has forgotten samples in its lineage")
+        if (store.artifacts.path(a["hash"])).exists():
+            problems.append(f"weights of {a['hash'][:12]} ({a['kind']} {a['name']}), which saw forgotten samples, are on disk")
+    for source, stored in _shard_ids(store).items():
+        if stored.intersection(ids):
+            problems.append(f"data shard {source!r} still stores {len(stored.intersection(ids))} forgotten sample(s)")
+    # 3. old artifacts inactive and gone; new ones present and intact (or superseded by a later request)
+    for a in cert["old_artifacts"]:
+        rows = catalog.db.execute("SELECT active FROM artifacts WHERE hash = ?", (a["hash"],)).fetchone()
+        if rows is not None and rows[0]:
+            problems.append(f"old artifact {a['hash'][:12]} ({a['kind']} {a['name']}) is active again")
+        if a["action"] != "superseded" and store.artifacts.path(a["hash"]).exists():
+            problems.append(f"old artifact {a['hash'][:12]} still has files on disk")
+    later_deleted = _deleted_later(store, cert)
+    for a in cert["new_artifacts"]:
+        rows = catalog.db.execute("SELECT active FROM artifacts WHERE hash = ?", (a["hash"],)).fetchone()
+        if rows is None:
+            problems.append(f"new artifact {a['hash'][:12]} is not in the catalog")
+        elif not (rows[0] == 0 and a["hash"] in later_deleted):
+            try:
+                store.artifacts.get(a["hash"])
+            except SilodiffError as exc:
+                problems.append(f"new artifact {a['hash'][:12]}: {exc}")
+    for a in catalog.artifacts(None, active=True):
+        if not store.artifacts.exists(a["hash"]):
+            problems.append(f"active artifact {a['hash'][:12]} ({a['kind']} {a['name']}) has no weights on disk")
+    return not problems, problems
+
+
+def _deleted_later(store: Store, cert: dict[str, Any]) -> set[str]:
+    """Hashes a later completed forget request deleted (a new artifact of this one may have been hit again)."""
+    from .journal import Journal
+
+    out: set[str] = set()
+    for req in Journal(store).done():
+        if req["certificate"] and req["certificate"]["event_log"]["seq"] > cert.get("event_log", {}).get("seq", 0):
+            out |= {a["hash"] for a in req["certificate"]["old_artifacts"]}
+    return out

@@ -1,0 +1,82 @@
+"""Continual learning: a new source becomes a new compartment (CDM §1, Golatkar et al. 2023).
+
+``add_source`` ingests new data, plans each new source as its own compartment
+with the store's slice count (SISA), and trains only those compartments, with
+the same architecture and training config as the existing ones.  Nothing else
+is retrained except artifacts whose output set changes: the shard-classifier
+router (one output per compartment).  Every other compartment's checkpoints
+keep their hashes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..compose import ROUTER_NAME, final_checkpoint, train_router, trained_compartments
+from ..data import SampleSet
+from ..errors import SilodiffError
+from ..jobs import train_compartments
+from ..jobs.compartments import num_classes
+from ..store import Store
+from ..training import TrainConfig
+from ..training.plan import split_slices
+from .journal import store_lock
+from .plan import DEFAULT_ROUTER_TRAIN, artifact_info
+
+
+def _template(store: Store) -> tuple[int, dict[str, Any] | None, dict[str, Any] | None]:
+    """(slices per compartment, model config, train config) of the existing trained compartments."""
+    comps = [c for c in store.catalog.compartments() if c["status"] != "dropped"]
+    n_slices = max((c["n_slices"] for c in comps), default=1)
+    for name in trained_compartments(store):
+        final = final_checkpoint(store, "compartment", name)
+        train = artifact_info(store, final["hash"]).get("train")
+        if train is not None:
+            return n_slices, final["config"], train
+    return n_slices, None, None
+
+
+def add_source(store: Store, data: SampleSet, dataset: str, *, config: TrainConfig | None = None,
+               progress: bool = False) -> dict[str, Any]:
+    """Register ``data`` (new sources only) as new compartments, train them, retrain the router if any.
+
+    ``config`` defaults to the existing compartments' training config.  Returns the
+    new compartments' checkpoints, the new router (or None) and the untouched
+    compartments' final hashes.
+    """
+    if len(data) == 0:
+        raise SilodiffError("nothing to add: the data set is empty")
+    new_sources = sorted(set(data.sources))
+    existing = {c["name"] for c in store.catalog.compartments()} | set(store.source_names())
+    clash = sorted(set(new_sources) & existing)
+    if clash:
+        raise SilodiffError(f"source(s) {', '.join(clash)} already exist: add-source registers new sources only")
+    known = [s for s in data.sample_ids if store.catalog.sample(s) is not None]
+    if known:
+        raise SilodiffError(f"{len(known)} sample(s) are already in the store (e.g. {known[0][:12]}), under another source")
+    with store_lock(store):
+        n_slices, model, train = _template(store)
+        if model is not None and data.num_classes > model.get("num_classes", data.num_classes):
+            raise SilodiffError(f"the new data has labels up to {data.num_classes - 1}; the compartments' "
+                                f"model has {model['num_classes']} classes")
+        before = {n: final_checkpoint(store, "compartment", n)["hash"] for n in trained_compartments(store)}
+        store.ingest(data, dataset)
+        # 1. one compartment per new source, same slice count (deterministic slices)
+        with store.catalog.transaction():
+            for source in new_sources:
+                ids = [s for s, src in zip(data.sample_ids, data.sources) if src == source]
+                store.catalog.plan_compartment(source, split_slices(ids, min(n_slices, len(ids))))
+        # 2. train only them
+        config = config or (TrainConfig(**train) if train else TrainConfig())
+        results = train_compartments(store, new_sources, config=config, model=model, progress=progress)
+        # 3. the router's output set changed: retrain it over all compartments
+        router = None
+        old_router = store.active("router", ROUTER_NAME)
+        if old_router and len(trained_compartments(store)) >= 2:
+            router_train = artifact_info(store, old_router[-1]["hash"]).get("train") or DEFAULT_ROUTER_TRAIN
+            router = train_router(store, config=TrainConfig(**router_train), progress=progress)
+        store.catalog.log_event("add-source", {"dataset": dataset, "sources": new_sources, "n": len(data),
+                                               "router": router})
+    return {"sources": new_sources, "n_samples": len(data), "num_classes": num_classes(store),
+            "compartments": {r.name: r.artifacts for r in results}, "router": router,
+            "router_replaced": old_router[-1]["hash"] if router and old_router else None, "unchanged": before}

@@ -1,0 +1,210 @@
+"""Exact forgetting: retrain only what saw the data, switch atomically, delete, certify.
+
+CDM §1 + SISA (Golatkar et al. 2023, arXiv 2308.01937; Bourtoule et al. 2021).
+``forget(store, sample_ids=…, sources=…)`` runs the plan of ``plan.py`` as a
+journaled operation (``journal.py``):
+
+1. planned:  record the plan (a ``forget_requests`` row + a ``forget-request`` event);
+2. staged:   per compartment, reload the checkpoint after slice r-1 and retrain
+             slices r..R-1 without the forgotten ids (``SliceJob(start=r, init=…,
+             activate=False)``: registered inactive); retrain the shard-classifier
+             router over the new final checkpoints, also inactive;
+3. switched: ONE transaction activates the new artifacts, deactivates every old
+             one that saw the data (paragon, feature net … included), rewrites the
+             slice plans, drops emptied compartments, marks the samples forgotten
+             and logs a ``forget`` event;
+4. deleted:  delete the old weight files and rewrite the data shards without the
+             forgotten samples;
+5. done:     write the certificate (``certificate.py``).
+
+Batched requests retrain each compartment once.  A request killed at any point
+resumes from its phase on the next call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..compose import final_checkpoint, train_router
+from ..errors import SilodiffError
+from ..jobs import SliceJob, run_jobs
+from ..data import SampleSet
+from ..store import Store, ids_hash
+from ..store.artifacts import _fsync_write
+from ..store.catalog import now
+from ..training import TrainConfig
+from .certificate import build_certificate
+from .journal import Journal, certificate_path, crash_point, store_lock
+from .plan import plan_forget, resolve_request
+
+
+def _log(progress: bool, msg: str) -> None:
+    if progress:
+        print(f"[forget] {msg}", flush=True)
+
+
+def forget(
+    store: Store,
+    *,
+    sample_ids: Sequence[str] = (),
+    sources: Sequence[str] = (),
+    dry_run: bool = False,
+    progress: bool = False,
+    backend: str = "serial",
+) -> dict[str, Any]:
+    """Forget samples (by id) and whole sources; returns the certificate (the plan when ``dry_run``).
+
+    Already forgotten ids are a no-op (``status: "noop"`` and a message); unknown
+    ids or sources raise ``SilodiffError``.  An interrupted earlier request is
+    completed first.
+    """
+    resolve_request(store, sample_ids, sources)  # unknown ids fail before anything runs
+    if dry_run:
+        return plan_forget(store, sample_ids, sources)
+    with store_lock(store):
+        journal = Journal(store)
+        resumed = [_execute(store, journal, req, progress, backend) for req in journal.pending()]
+        plan = plan_forget(store, sample_ids, sources)
+        if not plan["forget_ids"]:
+            if resumed:  # the same request, interrupted and now completed
+                return {**resumed[-1], "resumed": True}
+            return {"status": "noop", "already_forgotten": plan["already_forgotten"],
+                    "message": f"all {len(plan['already_forgotten'])} sample(s) were already forgotten; nothing to do"}
+        request_id = hashlib.sha256(f"{plan['ids_hash']}:{now()}".encode()).hexdigest()[:16]
+        journal.open(request_id, plan)
+        _log(progress, f"request {request_id}: {len(plan['forget_ids'])} sample(s), "
+                       f"{len(plan['compartments'])} compartment(s), {len(plan['artifacts'])} artifact(s) hit")
+        crash_point("after-plan")
+        return _execute(store, journal, journal.get(request_id), progress, backend)
+
+
+def _execute(store: Store, journal: Journal, req: dict[str, Any], progress: bool, backend: str) -> dict[str, Any]:
+    """Run a journaled request from its recorded phase to the end."""
+    rid, plan, state, phase = req["id"], req["plan"], req["state"], req["phase"]
+    timings = state.setdefault("seconds", {})
+
+    def clock(name: str, t0: float) -> None:
+        timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - t0, 3)
+
+    if phase == "planned":
+        t0 = time.perf_counter()
+        state["compartments"] = _retrain_compartments(store, plan, progress, backend)
+        clock("retrain_compartments", t0)
+        t0 = time.perf_counter()
+        state["router"] = _retrain_router(store, plan, state["compartments"], progress)
+        clock("retrain_router", t0)
+        journal.set_phase(rid, "staged", state)
+        phase = "staged"
+    crash_point("before-switch")
+    if phase == "staged":
+        t0 = time.perf_counter()
+        _switch(store, journal, rid, plan, state)  # records phase "switched" in the same transaction
+        clock("switch", t0)
+        phase = "switched"
+    crash_point("after-switch")
+    if phase == "switched":
+        t0 = time.perf_counter()
+        _delete(store, plan)
+        clock("delete", t0)
+        journal.set_phase(rid, "deleted", state)
+        phase = "deleted"
+    crash_point("before-certificate")
+    certificate = build_certificate(store, journal.get(rid))
+    path = certificate_path(store, rid)
+    path.parent.mkdir(exist_ok=True)
+    tmp = store.root / "tmp" / f"{path.name}.part"
+    _fsync_write(tmp, json.dumps(certificate, indent=2).encode())
+    tmp.replace(path)
+    journal.finish(rid, certificate)
+    _log(progress, f"request {rid} done: certificate {path}")
+    return certificate
+
+
+def _staged(store: Store, name: str, slices: list[list[str]], r: int) -> str:
+    """The inactive checkpoint of compartment ``name`` after slice r of the new plan."""
+    row = store.catalog.db.execute(
+        "SELECT hash FROM artifacts WHERE kind = 'compartment' AND name = ? AND slice = ? AND lineage_hash = ? "
+        "AND active = 0 ORDER BY created_at DESC LIMIT 1",
+        (name, r, ids_hash(sid for s in slices[: r + 1] for sid in s)),
+    ).fetchone()
+    if row is None or not store.artifacts.exists(row[0]):
+        raise SilodiffError(f"compartment {name!r}: the retrained checkpoint of slice {r} is missing")
+    return row[0]
+
+
+def _retrain_compartments(store: Store, plan: dict[str, Any], progress: bool, backend: str) -> dict[str, list[str]]:
+    """Retrain slices r..R-1 of every hit compartment, registered inactive; {name: staged hashes}."""
+    todo = [c for c in plan["compartments"] if c["action"] == "retrain"]
+    jobs = [SliceJob(str(store.root), "compartment", c["name"], c["slices"], c["model"], c["train"],
+                     start=c["first_slice"], init=c["init"], activate=False, progress=progress) for c in todo]
+    for c in todo:
+        _log(progress, f"{c['name']}: retrain slices {c['first_slice'] + 1}..{len(c['slices'])} of {len(c['slices'])}"
+                       f" without {c['removed']} sample(s) (≈{c['cost_fraction']:.0%} of the compartment)")
+    if backend == "serial":
+        for job in jobs:  # one at a time, so a crash can land between two compartments
+            run_jobs([job], "serial")
+            crash_point("mid-retrain")
+    elif jobs:
+        run_jobs(jobs, backend)
+    return {c["name"]: [_staged(store, c["name"], c["slices"], r) for r in c["retrained_slices"]] for c in todo}
+
+
+def _retrain_router(store: Store, plan: dict[str, Any], staged: dict[str, list[str]], progress: bool) -> str | None:
+    """The shard classifier over the remaining compartments' new final checkpoints, inactive."""
+    router = plan["router"]
+    if router is None:
+        return None
+    members = {n: staged[n][-1] if n in staged else final_checkpoint(store, "compartment", n)["hash"]
+               for n in router["compartments"]}
+    _log(progress, f"router: retrain over {len(members)} compartments")
+    return train_router(store, config=TrainConfig(**router["train"]), members=members, activate=False, progress=progress)
+
+
+def _switch(store: Store, journal: Journal, rid: str, plan: dict[str, Any], state: dict[str, Any]) -> None:
+    """ONE transaction: new artifacts active, old inactive, plans rewritten, samples forgotten."""
+    catalog, ts = store.catalog, now()
+    new = [h for hashes in state["compartments"].values() for h in hashes] + ([state["router"]] if state["router"] else [])
+    old = sorted({a["hash"] for a in plan["artifacts"] if a["active"]}
+                 | {h for c in plan["compartments"] if c["action"] == "retrain" for h in c["replaced"]})
+    with catalog.transaction() as db:
+        catalog.set_active(old, False)
+        catalog.set_active(new, True)
+        for c in plan["compartments"]:
+            if c["action"] == "drop":
+                db.execute("DELETE FROM slice_members WHERE compartment = ?", (c["name"],))
+                db.execute("UPDATE compartments SET status = 'dropped' WHERE name = ?", (c["name"],))
+            else:
+                catalog.plan_compartment(c["name"], c["slices"])
+        db.executemany("UPDATE samples SET forgotten_at = ? WHERE sample_id = ? AND forgotten_at IS NULL",
+                       [(ts, s) for s in plan["forget_ids"]])
+        db.executemany("UPDATE sources SET forgotten_at = ? WHERE name = ?", [(ts, s) for s in plan["sources_forgotten"]])
+        catalog.log_event("forget", {"request": rid, "n_samples": len(plan["forget_ids"]), "ids_hash": plan["ids_hash"],
+                                     "deactivated": old, "activated": new,
+                                     "dropped": [c["name"] for c in plan["compartments"] if c["action"] == "drop"]})
+        journal.set_phase(rid, "switched", state)
+
+
+def _delete(store: Store, plan: dict[str, Any]) -> None:
+    """Delete every old weight file that saw the data, and the stored pixels of the forgotten samples."""
+    catalog = store.catalog
+    for k, a in enumerate(plan["artifacts"]):
+        if catalog.artifact(a["hash"])["active"]:
+            raise SilodiffError(f"artifact {a['hash'][:12]} saw forgotten samples but is active: refusing to go on")
+        store.artifacts.delete(a["hash"])
+        if k == 0:
+            crash_point("mid-delete")
+    shape = tuple(plan["image_shape"])
+    for source in plan["sources_touched"]:
+        if catalog.sample_rows(source):
+            keep = store.dataset(source=source)  # live samples only
+        else:
+            keep = SampleSet(torch.zeros((0, *shape), dtype=torch.uint8), torch.zeros(0, dtype=torch.int64), [], [])
+        store.write_shard(source, keep)
+        for part in (store.root / "tmp").glob(f"{source}.safetensors.*.part"):  # a crashed earlier write
+            part.unlink(missing_ok=True)

@@ -1,0 +1,182 @@
+"""Plan a forget request: what it touches and what it costs (SISA, Bourtoule et al. 2021; CDM §1).
+
+For forgotten ids F and each compartment with slices s_0..s_{R-1}:
+
+1. r = the first slice holding an id of F; the new plan is s_k \\ F for every k;
+2. retrain slices r..R-1 from the checkpoint after slice r-1 (r = 0: from scratch);
+   a compartment left empty is dropped; one left with an empty slice is re-split
+   and retrained from scratch (a stage cannot train on nothing);
+3. cost = Σ_{k≥r} steps_k / Σ_k steps_k, steps_k from ``jobs.stage_steps``
+   (stage k trains epochs/R epochs on s_0 ∪ … ∪ s_k, so it costs ∝ |s_0..s_k|).
+
+Every artifact whose lineage meets F (``catalog.artifacts_that_saw``, active or
+not) is listed with its fate: compartment checkpoints are ``replace``d, the
+shard-classifier router is ``retrain``ed over the remaining compartments (or
+dropped when fewer than two remain), every other kind (paragon, FLD feature
+net, ensemble members, …) is ``drop``ped — deactivated and deleted, retrained on
+demand — and inactive ones are ``delete``d.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..compose import ROUTER_NAME
+from ..errors import SilodiffError
+from ..jobs import SliceJob, stage_steps
+from ..jobs.compartments import PARAGON
+from ..store import Store, ids_hash
+from ..training import TrainConfig, steps_for
+from ..training.plan import split_slices
+
+DEFAULT_ROUTER_TRAIN = {"epochs": 100}
+
+
+def artifact_info(store: Store, digest: str) -> dict[str, Any]:
+    """The free-form ``info`` an artifact was saved with (its ``config.json``), {} when unreadable."""
+    try:
+        return json.loads((store.artifacts.path(digest) / "config.json").read_bytes()).get("info", {})
+    except (OSError, ValueError):
+        return {}
+
+
+def _as_list(values: str | Iterable[str] | None) -> list[str]:
+    if values is None:
+        return []
+    return [values] if isinstance(values, str) else [str(v) for v in values]
+
+
+def resolve_request(store: Store, sample_ids: Sequence[str] = (), sources: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """(live ids to forget, ids already forgotten); unknown ids or sources are an error."""
+    sample_ids, sources = _as_list(sample_ids), _as_list(sources)
+    if not sample_ids and not sources:
+        raise SilodiffError("nothing to forget: give sample ids and/or sources")
+    db = store.catalog.db
+    status: dict[str, str | None] = {}
+    for sid in sample_ids:
+        row = store.catalog.sample(sid)
+        if row is None:
+            raise SilodiffError(f"unknown sample id {sid!r}")
+        status[sid] = row["forgotten_at"]
+    for src in sources:
+        if db.execute("SELECT 1 FROM sources WHERE name = ?", (src,)).fetchone() is None:
+            raise SilodiffError(f"unknown source {src!r}")
+        for r in db.execute("SELECT sample_id, forgotten_at FROM samples WHERE source = ?", (src,)):
+            status[r[0]] = r[1]
+    live = sorted(s for s, gone in status.items() if gone is None)
+    return live, sorted(s for s, gone in status.items() if gone is not None)
+
+
+def _active_by_slice(store: Store, name: str) -> dict[int, dict[str, Any]]:
+    return {a["slice"]: a for a in store.catalog.artifacts("compartment", name=name)}
+
+
+def _compartment_plan(store: Store, comp: dict[str, Any], forget: set[str]) -> dict[str, Any] | None:
+    old = store.catalog.slices(comp["name"])
+    hit = [r for r, s in enumerate(old) if forget.intersection(s)]
+    if not hit:
+        return None
+    first, new = hit[0], [sorted(set(s) - forget) for s in old]
+    remaining = sum(len(s) for s in new)
+    entry = {"name": comp["name"], "status": comp["status"], "n_slices": len(old), "first_slice": first,
+             "removed": sum(len(s) for s in old) - remaining, "remaining": remaining, "resplit": False}
+    if remaining == 0:
+        return {**entry, "action": "drop", "slices": []}
+    if any(not s for s in new):  # a slice emptied: re-split what is left, retrain from scratch
+        new = split_slices(sorted(sid for s in new for sid in s), min(len(old), remaining))
+        entry.update(first_slice=0, resplit=True, n_slices=len(new))
+    active = _active_by_slice(store, comp["name"])
+    if comp["status"] != "trained" or not active:
+        return {**entry, "action": "replan", "slices": new}
+    latest = active[max(active)]
+    train = artifact_info(store, latest["hash"]).get("train")
+    if train is None:
+        raise SilodiffError(f"compartment {comp['name']!r}: checkpoint {latest['hash'][:12]} records no training config")
+    init = active.get(entry["first_slice"] - 1)
+    if entry["first_slice"] > 0 and (init is None or not store.artifacts.exists(init["hash"])):
+        entry["first_slice"], init = 0, None  # no usable checkpoint before the slice: from scratch
+    job = SliceJob(str(store.root), "compartment", comp["name"], new, latest["config"], train)
+    steps = stage_steps(job, TrainConfig(**train))
+    return {**entry, "action": "retrain", "slices": new, "model": latest["config"], "train": train,
+            "init": init["hash"] if init and entry["first_slice"] > 0 else None,
+            "retrained_slices": list(range(entry["first_slice"], len(new))),
+            "replaced": [active[r]["hash"] for r in sorted(active) if r >= entry["first_slice"]],
+            "retrain_steps": sum(steps[entry["first_slice"]:]), "full_steps": sum(steps),
+            "cost_fraction": round(sum(steps[entry["first_slice"]:]) / sum(steps), 4)}
+
+
+def plan_forget(store: Store, sample_ids: Sequence[str] = (), sources: Sequence[str] = ()) -> dict[str, Any]:
+    """What forgetting ``sample_ids`` and every sample of ``sources`` would do, without doing it."""
+    sample_ids, sources = _as_list(sample_ids), _as_list(sources)
+    live, already = resolve_request(store, sample_ids, sources)
+    forget = set(live)
+    plan: dict[str, Any] = {
+        "request": {"sample_ids": sorted(set(sample_ids)), "sources": sorted(set(sources))},
+        "forget_ids": live, "ids_hash": ids_hash(live), "already_forgotten": already,
+        "compartments": [], "artifacts": [], "router": None, "sources_forgotten": [], "estimate": {},
+    }
+    if not live:
+        return plan
+    db = store.catalog.db
+    # 1. compartments and the first affected slice of each
+    for comp in store.catalog.compartments():
+        if comp["status"] != "dropped":
+            entry = _compartment_plan(store, comp, forget)
+            if entry is not None:
+                plan["compartments"].append(entry)
+    by_name = {c["name"]: c for c in plan["compartments"]}
+    dropped = {n for n, c in by_name.items() if c["action"] == "drop"}
+    kept = [n for n in (c["name"] for c in store.catalog.compartments("trained")) if n not in dropped]
+    # 2. every artifact that saw any of F, and its fate
+    for a in store.catalog.artifacts_that_saw(live, active=None):
+        if not a["active"] and not store.artifacts.path(a["hash"]).exists():
+            continue  # retired and deleted earlier: nothing left to do
+        if not a["active"]:
+            action = "delete"
+        elif a["kind"] == "compartment" and a["compartment"] in by_name:
+            action = "drop" if a["compartment"] in dropped else "replace"
+        elif a["kind"] == "router" and a["name"] == ROUTER_NAME:
+            action = "retrain" if len(kept) >= 2 else "drop"
+        else:
+            action = "drop"
+        plan["artifacts"].append({k: a[k] for k in ("hash", "kind", "name", "slice", "active")} | {"action": action})
+    router = next((a for a in plan["artifacts"] if a["kind"] == "router" and a["action"] == "retrain"), None)
+    if router is not None:
+        train = artifact_info(store, router["hash"]).get("train") or DEFAULT_ROUTER_TRAIN
+        plan["router"] = {"old": router["hash"], "train": train, "compartments": kept}
+    # 3. sources left with no live sample, and the image shape (for emptied data shards)
+    touched = sorted({r[0] for r in db.execute(
+        f"SELECT DISTINCT source FROM samples WHERE sample_id IN ({','.join('?' * len(live))})", live)})
+    for src in touched:
+        left = db.execute("SELECT sample_id FROM samples WHERE source = ? AND forgotten_at IS NULL", (src,)).fetchall()
+        if not {r[0] for r in left} - forget:
+            plan["sources_forgotten"].append(src)
+    plan["sources_touched"] = touched
+    plan["image_shape"] = list(store.dataset([live[0]]).image_shape)
+    plan["estimate"] = _estimate(store, plan, kept)
+    return plan
+
+
+def _estimate(store: Store, plan: dict[str, Any], kept: list[str]) -> dict[str, Any]:
+    """Optimizer steps the forget will take, against retraining everything it touches from scratch."""
+    retrain = [c for c in plan["compartments"] if c["action"] == "retrain"]
+    steps = sum(c["retrain_steps"] for c in retrain)
+    est: dict[str, Any] = {"compartment_steps": steps, "compartments_retrained": len(retrain),
+                           "compartments_dropped": sum(c["action"] == "drop" for c in plan["compartments"]),
+                           "cost_fraction_of_touched": round(steps / max(1, sum(c["full_steps"] for c in retrain)), 4)}
+    forget = set(plan["forget_ids"])
+    if plan["router"] is not None:  # the router trains on every remaining compartment's samples
+        n = sum(len({sid for s in store.catalog.slices(k) for sid in s} - forget) for k in kept)
+        est["router_steps"] = steps_for(max(1, n), TrainConfig(**plan["router"]["train"]))
+    paragon = store.catalog.artifacts("paragon", name=PARAGON)
+    if paragon:
+        info = artifact_info(store, paragon[-1]["hash"])
+        if "train" in info:
+            ids = [r["sample_id"] for r in store.catalog.sample_rows() if r["sample_id"] not in forget]
+            job = SliceJob(str(store.root), "paragon", PARAGON, split_slices(ids, info.get("n_slices", 1)), {}, info["train"])
+            est["paragon_steps"] = sum(stage_steps(job, TrainConfig(**info["train"])))
+            total = steps + est.get("router_steps", 0)
+            est["speedup_vs_paragon"] = round(est["paragon_steps"] / total, 2) if total else None
+    return est
