@@ -1,7 +1,8 @@
 """Shared fixtures for the whole suite: tiny data, tiny models, temporary stores.
 
 - ``digits32``: a 32-image 8×8 ``SampleSet`` (scikit-learn digits, 2 sources).
-- ``tiny_mlp`` / ``tiny_unet``: the two denoiser architectures at toy size.
+- ``tiny_mlp`` / ``tiny_unet``: the two denoiser architectures at toy size;
+  ``tiny_model_config``: the tiny MLP as a config for the job functions.
 - ``tmp_store``: a fresh store in ``tmp_path`` holding ``digits32``.
 - ``trained_store``: built ONCE per session and shared read-only: 200 digits
   from 3 sources, 3 compartments × 2 slices, the paragon, the shard-classifier
@@ -71,10 +72,16 @@ def tmp_store(tmp_path, digits32):
     return store
 
 
-def tiny_model_config(num_classes: int = 10) -> dict:
+def _tiny_model_config() -> dict:
     from silodiff.nn import MLPDenoiser
 
-    return MLPDenoiser(image_shape=(1, 8, 8), num_classes=num_classes, **TINY_MLP).config
+    return MLPDenoiser(image_shape=(1, 8, 8), num_classes=10, **TINY_MLP).config
+
+
+@pytest.fixture
+def tiny_model_config() -> dict:
+    """The tiny MLP's config: pass as ``model=`` to the job functions."""
+    return _tiny_model_config()
 
 
 @pytest.fixture(scope="session")
@@ -91,8 +98,8 @@ def trained_store(tmp_path_factory):
     store.ingest(load_digits("random:3", limit=200), "digits")
     plan_compartments(store, by="source", slices=2)
     config = TrainConfig(epochs=2, batch_size=32)
-    train_compartments(store, config=config, model=tiny_model_config(), progress=False)
-    train_paragon(store, config=config, model=tiny_model_config(), slices=2, progress=False)
+    train_compartments(store, config=config, model=_tiny_model_config(), progress=False)
+    train_paragon(store, config=config, model=_tiny_model_config(), slices=2, progress=False)
     train_router(store, config=TrainConfig(epochs=2, batch_size=32), progress=False)
     feature_net(store, epochs=2, progress=False)
     return store
