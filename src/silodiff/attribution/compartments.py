@@ -189,7 +189,7 @@ def read_image(path: str | Path, image_shape: Sequence[int]) -> torch.Tensor:
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
     if arr.shape[1:] != (h, w):
         raise SilodiffError(f"{path}: image is {arr.shape[2]}×{arr.shape[1]}, the store's images are {w}×{h}")
-    return to_unit_range(torch.from_numpy(np.ascontiguousarray(arr)))
+    return to_unit_range(torch.from_numpy(np.array(arr, dtype=np.uint8, copy=True)))
 
 
 @torch.no_grad()

@@ -105,16 +105,8 @@ class UnitInfluence:
         self.influence_ = distance.numpy()[:, self.unit_subset_]  # (n, U)
         # 3. optional: the change of the image's denoising loss under each sub-ensemble
         if self.loss_change:
-            timesteps, _ = timestep_grid(self.grid)
-            base = loss_grid(self.ensemble_.with_weights(None), self.images_, labels, timesteps, draws=self.draws).mean(1)
-            n, per_batch = len(self.images_), max(1, self.batch_rows // len(self.images_))
-            change = []
-            for start in range(0, len(self.subsets_), per_batch):
-                w = torch.from_numpy(self.subsets_[start : start + per_batch].astype(np.float32))  # (s, M)
-                sub = self.ensemble_.with_weights(w.repeat_interleave(n, dim=0))
-                ell = loss_grid(sub, self.images_, labels, timesteps, draws=self.draws, copies=len(w)).mean(1)  # (s·n,)
-                change.append(ell.view(len(w), n) - base)
-            change = torch.cat(change).T.numpy()  # (n, S)
+            change = loss_influence(self.ensemble_, self.subsets_, self.images_, labels, grid=self.grid, draws=self.draws,
+                                    batch_rows=self.batch_rows)  # (n, S)
             self.loss_change_ = change[:, self.unit_subset_]
         total = time.perf_counter() - t0
         self.seconds_ = {"sampling": round(t_sample, 3), "total": round(total, 3), "ratio_to_sampling": round(total / max(t_sample, 1e-9), 2),
@@ -128,6 +120,24 @@ class UnitInfluence:
     def top_k(self, k: int = 5) -> np.ndarray:
         """Indices of the k most influential units per image, most influential first, (n, k)."""
         return np.argsort(-self.influence_, axis=1, kind="stable")[:, :k]
+
+
+def loss_influence(ensemble: EnsembleDenoiser, subsets: np.ndarray, images: torch.Tensor, labels: torch.Tensor | None, *,
+                   grid: int = 10, draws: int = 2, batch_rows: int = 2048) -> np.ndarray:
+    """``ℓ_S(x) − ℓ(x)``: change of each image's denoising loss when only the member subset S is kept, (n, n_subsets).
+
+    Positive = the image is less likely without the members outside S (the likelihood route of METHODS.md §3).
+    """
+    timesteps, _ = timestep_grid(grid)
+    base = loss_grid(ensemble.with_weights(None), images, labels, timesteps, draws=draws).mean(1)  # (n,)
+    n, per_batch = len(images), max(1, batch_rows // len(images))
+    change = []
+    for start in range(0, len(subsets), per_batch):
+        w = torch.from_numpy(subsets[start : start + per_batch].astype(np.float32))  # (s, M)
+        sub = ensemble.with_weights(w.repeat_interleave(n, dim=0))
+        ell = loss_grid(sub, images, labels, timesteps, draws=draws, copies=len(w)).mean(1)  # (s·n,)
+        change.append(ell.view(len(w), n) - base)
+    return torch.cat(change).T.numpy()
 
 
 def first_order_influence(ensemble: EnsembleDenoiser, plan: EncodedPlan, noise: NoiseTrajectory, labels: torch.Tensor | None = None,
