@@ -1,3 +1,4 @@
 """Imports every feature module of the CLI so its commands register on ``app`` (one line each)."""
 
 from . import forget  # noqa: F401
+from . import attribute  # noqa: F401
