@@ -49,6 +49,12 @@ def train_compartments_cmd(
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-3,
     backend: Annotated[str, typer.Option(help="serial, process or ray.")] = "serial",
+    ray_address: Annotated[str | None, typer.Option(help="Ray: join this cluster ('auto', host:port, ray://host:10001; "
+                                                         "default: start a local one). Workers open the same store path.")] = None,
+    num_cpus: Annotated[float | None, typer.Option(help="Ray: CPUs per job (default 1).")] = None,
+    num_gpus: Annotated[float | None, typer.Option(help="Ray: GPUs per job, fractions share a GPU (default 0).")] = None,
+    max_retries: Annotated[int | None, typer.Option(help="Ray: re-runs of a failed job, each resuming after its last slice (default 2).")] = None,
+    ray_timeout: Annotated[float | None, typer.Option(help="Ray: seconds to wait for all jobs before cancelling the rest.")] = None,
     only: Annotated[str | None, typer.Option(help="Comma-separated compartments to train (default: all).")] = None,
     replan: Annotated[bool, typer.Option(help="Re-plan compartments even if a plan exists.")] = False,
     seed: SeedOpt = 0,
@@ -58,11 +64,15 @@ def train_compartments_cmd(
     from ..jobs import plan_compartments, train_compartments
     from ..training import TrainConfig
 
+    ray = {k: v for k, v in {"address": ray_address, "num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": max_retries,
+                             "timeout": ray_timeout}.items() if v is not None}
+    if ray and backend != "ray":
+        raise SilodiffError("--ray-address, --num-cpus, --num-gpus, --max-retries and --ray-timeout need --backend ray")
     st = _open(store)
     if replan or not st.catalog.compartments():
         plan_compartments(st, by=plan, slices=slices, seed=seed)
     results = train_compartments(st, _names(only), config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
-                                 backend=backend)
+                                 backend=backend, **ray)
     rows = [{"compartment": r.name, "checkpoints": len(r.artifacts), "final": r.artifacts[-1] if r.artifacts else None,
              "steps": r.steps, "seconds": round(r.seconds, 2), "resumed_from_slice": r.resumed_from} for r in results]
     emit(rows, as_json)

@@ -1,9 +1,9 @@
 """Jobs: slice-by-slice training of compartments, the paragon and ensemble members, on a backend."""
 
-from .backends import BACKENDS, run_jobs
+from .backends import BACKENDS, JobsFailed, run_jobs
 from .slices import JobResult, SliceJob, run_job, stage_steps
 
-__all__ = ["BACKENDS", "run_jobs", "JobResult", "SliceJob", "run_job", "stage_steps"]
+__all__ = ["BACKENDS", "JobsFailed", "run_jobs", "JobResult", "SliceJob", "run_job", "stage_steps"]
 from .compartments import PARAGON, default_model_config, num_classes, plan_compartments, train_compartments, train_paragon
 
 __all__ += ["PARAGON", "default_model_config", "num_classes", "plan_compartments", "train_compartments", "train_paragon"]

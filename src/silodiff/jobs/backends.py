@@ -17,6 +17,19 @@ from .slices import JobResult, SliceJob, run_job
 BACKENDS = ("serial", "process", "ray")
 
 
+class JobsFailed(SilodiffError):
+    """Some jobs failed for good while the others finished.
+
+    ``failures``: {"compartment 'c'": cause}; ``results``: job order, None where a job failed.
+    """
+
+    def __init__(self, failures: dict[str, str], results: list[JobResult | None]) -> None:
+        self.failures, self.results = failures, results
+        causes = "; ".join(f"{name} {cause}" for name, cause in failures.items())
+        done = sum(r is not None for r in results)
+        super().__init__(f"{len(failures)} of {len(results)} job(s) failed, {done} finished: {causes}")
+
+
 def run_jobs(jobs: Sequence[SliceJob], backend: str = "serial", *, workers: int | None = None, **options) -> list[JobResult]:
     """Run jobs and return their results in job order."""
     if backend == "serial":

@@ -18,7 +18,7 @@ from ..nn import default_denoiser
 from ..store import Store
 from ..training import TrainConfig
 from ..training.plan import group_compartments, split_slices
-from .backends import run_jobs
+from .backends import JobsFailed, run_jobs
 from .slices import JobResult, SliceJob
 
 PARAGON = "paragon"
@@ -77,12 +77,22 @@ def train_compartments(
     if unknown:
         raise SilodiffError(f"unknown compartment(s): {', '.join(unknown)}")
     jobs = _jobs(store, "compartment", {n: store.catalog.slices(n) for n in names}, config, model, progress)
-    results = run_jobs(jobs, backend, **backend_options)
-    for name in names:
-        store.catalog.set_compartment_status(name, "trained")
-    store.catalog.log_event("train", {"kind": "compartment", "names": names, "backend": backend,
-                                      "seconds": {r.name: round(r.seconds, 2) for r in results}})
+    try:
+        results = run_jobs(jobs, backend, **backend_options)
+    except JobsFailed as exc:  # the others finished: record them, then report the failures
+        _record_trained(store, [r for r in exc.results if r is not None], backend, exc.failures)
+        raise
+    _record_trained(store, results, backend)
     return results
+
+
+def _record_trained(store: Store, results: list[JobResult], backend: str, failed: dict[str, str] | None = None) -> None:
+    with store.catalog.transaction():
+        for r in results:
+            store.catalog.set_compartment_status(r.name, "trained")
+        store.catalog.log_event("train", {"kind": "compartment", "names": [r.name for r in results], "backend": backend,
+                                          "seconds": {r.name: round(r.seconds, 2) for r in results},
+                                          **({"failed": failed} if failed else {})})
 
 
 def train_paragon(
