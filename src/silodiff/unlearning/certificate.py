@@ -54,7 +54,7 @@ def build_certificate(store: Store, req: dict[str, Any]) -> dict[str, Any]:
                                                  "remaining", "resplit", "cost_fraction")} for c in plan["compartments"]],
         "old_artifacts": old, "new_artifacts": new, "estimate": plan["estimate"],
         "timing": {"requested_at": req["created_at"], "completed_at": now(), "seconds": seconds,
-                   "total_s": round(sum(seconds.values()), 3)},
+                   "total_s": round(sum(seconds.values()), 3), "attempts": state.get("attempts", 1)},
     }
     digest = _digest(body)
     with store.catalog.transaction() as db:

@@ -73,7 +73,7 @@ def forget(
         plan = plan_forget(store, sample_ids, sources)
         if not plan["forget_ids"]:
             if resumed:  # the same request, interrupted and now completed
-                return {**resumed[-1], "resumed": True}
+                return resumed[-1]
             return {"status": "noop", "already_forgotten": plan["already_forgotten"],
                     "message": f"all {len(plan['already_forgotten'])} sample(s) were already forgotten; nothing to do"}
         request_id = hashlib.sha256(f"{plan['ids_hash']}:{now()}".encode()).hexdigest()[:16]
@@ -88,6 +88,8 @@ def _execute(store: Store, journal: Journal, req: dict[str, Any], progress: bool
     """Run a journaled request from its recorded phase to the end."""
     rid, plan, state, phase = req["id"], req["plan"], req["state"], req["phase"]
     timings = state.setdefault("seconds", {})
+    state["attempts"] = state.get("attempts", 0) + 1  # > 1: it was interrupted and resumed
+    journal.set_phase(rid, phase, state)
 
     def clock(name: str, t0: float) -> None:
         timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - t0, 3)
