@@ -1,0 +1,251 @@
+"""What serves a request: one consistent snapshot of the active artifacts, within a key's rights.
+
+Per request (``ActiveSet.serve``):
+  1. inside ONE catalog transaction: list the trained compartments, their active
+     final checkpoints, and the sources in each checkpoint's lineage; keep those
+     whose sources are all within the key's rights; choose the router; build the
+     composition with ``compose(..., load=cache.load)``.  A forget switches the
+     active set in one transaction, so the snapshot is wholly old or wholly new,
+     and a compartment outside the rights is never asked for, so never loaded.
+  2. the request runs under the read side of a readers-writer lock;
+  3. when a service job (a forget) ends, ``switched()`` takes the write side: it
+     waits for requests still on the old snapshot, bumps ``generation`` and drops
+     models no longer active from the cache, and only then is the job reported
+     done — so after the job no request uses the old weights.
+
+Loaded models are cached by artifact hash (content-addressed, so a hash always
+names the same weights) and shared read-only between requests (eval mode, no grad).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..compose import ROUTER_NAME, ComposedDenoiser, compose, final_checkpoint, trained_compartments
+from ..errors import SilodiffError
+from ..store import Store
+from .errors import Forbidden, NotFound
+from .keys import ALL_SOURCES, Caller
+
+ROUTER_CHOICES = ("auto", "classifier", "trajectory", "uniform")
+
+
+class ModelCache:
+    """Least-recently-used modules by artifact hash; ``loads`` lists every hash read from disk (instrumentation)."""
+
+    def __init__(self, store: Store, size: int = 32):
+        self.store, self.size = store, size
+        self._models: OrderedDict[str, torch.nn.Module] = OrderedDict()
+        self._lock = threading.Lock()
+        self.loads: list[str] = []
+
+    def load(self, digest: str) -> torch.nn.Module:
+        with self._lock:
+            if digest in self._models:
+                self._models.move_to_end(digest)
+                return self._models[digest]
+        module = self.store.artifacts.load_module(digest)  # hash-verified read
+        with self._lock:
+            self.loads.append(digest)
+            self._models[digest] = module
+            while len(self._models) > self.size:
+                self._models.popitem(last=False)
+        return module
+
+    def retain(self, keep: set[str]) -> list[str]:
+        """Drop every cached model whose hash is not in ``keep``; returns the dropped hashes."""
+        with self._lock:
+            gone = [d for d in self._models if d not in keep]
+            for d in gone:
+                del self._models[d]
+        return gone
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+
+class ReadWriteLock:
+    """Many readers or one writer; a waiting writer stops new readers (no writer starvation)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writing or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writing or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+
+@dataclass
+class Served:
+    """The model one request is served by, and exactly which artifacts it holds."""
+
+    model: ComposedDenoiser
+    compartments: list[str]
+    router: str
+    artifacts: dict[str, str]  # compartment (and "router") → artifact hash
+    generation: int
+
+
+class ActiveSet:
+    def __init__(self, store: Store, cache_size: int = 32):
+        self.store = store
+        self.cache = ModelCache(store, cache_size)
+        self.lock = ReadWriteLock()
+        self.generation = 0
+        self._sources: dict[str, frozenset[str]] = {}  # artifact hash → sources in its lineage (immutable)
+
+    # -- rights ------------------------------------------------------------------
+    def lineage_sources(self, digest: str) -> frozenset[str]:
+        """The sources of every sample artifact ``digest`` was trained on."""
+        if digest not in self._sources:
+            rows = self.store.catalog.db.execute(
+                "SELECT DISTINCT s.source FROM lineage l JOIN sample_sets m ON m.set_id = l.set_id "
+                "JOIN samples s ON s.sample_id = m.sample_id WHERE l.artifact = ?", (digest,))
+            self._sources[digest] = frozenset(r[0] for r in rows)
+        return self._sources[digest]
+
+    def _planned_sources(self, compartment: str) -> frozenset[str]:
+        rows = self.store.catalog.db.execute(
+            "SELECT DISTINCT s.source FROM slice_members m JOIN samples s ON s.sample_id = m.sample_id "
+            "WHERE m.compartment = ?", (compartment,))
+        return frozenset(r[0] for r in rows)
+
+    def compartments(self, caller: Caller) -> list[dict[str, Any]]:
+        """Every compartment ``caller`` may use, with its sources, labels and active final checkpoint."""
+        out = []
+        with self.store.catalog.transaction():  # one snapshot
+            trained = set(trained_compartments(self.store))
+            for c in self.store.catalog.compartments():
+                if c["status"] == "dropped":
+                    continue
+                final = None
+                if c["name"] in trained:
+                    try:
+                        final = final_checkpoint(self.store, "compartment", c["name"])["hash"]
+                    except SilodiffError:
+                        final = None
+                sources = self.lineage_sources(final) if final else self._planned_sources(c["name"])
+                if not caller.may_use(sources):
+                    continue
+                out.append({"name": c["name"], "status": c["status"], "n": c["n"], "n_slices": c["n_slices"],
+                            "sources": sorted(sources), "artifact": final, "trained": final is not None,
+                            "labels": {str(y): k for y, k in sorted(self.store.catalog.label_counts(c["name"]).items())}})
+        return out
+
+    def compartment(self, caller: Caller, name: str) -> dict[str, Any]:
+        for c in self.compartments(caller):
+            if c["name"] == name:
+                return c
+        if ALL_SOURCES in caller.sources:
+            raise NotFound(f"no compartment named {name!r}")
+        raise Forbidden(f"compartment {name!r} is not available to key {caller.name!r}")
+
+    def _choose(self, caller: Caller, requested: Sequence[str] | None) -> list[str]:
+        """The caller's trained compartments, or the requested subset of them (403 for any other name)."""
+        mine = {}
+        for name in trained_compartments(self.store):
+            final = final_checkpoint(self.store, "compartment", name)["hash"]
+            if caller.may_use(self.lineage_sources(final)):
+                mine[name] = final
+        if requested is None:
+            if not mine:
+                raise Forbidden(f"key {caller.name!r} may use no trained compartment")
+            return sorted(mine)
+        if len(set(requested)) != len(requested):
+            raise SilodiffError("a compartment is listed twice")
+        for name in requested:
+            if name in mine:
+                continue
+            if ALL_SOURCES in caller.sources:
+                raise SilodiffError(f"not a trained compartment: {name!r}")
+            raise Forbidden(f"compartment {name!r} is not available to key {caller.name!r}")
+        return list(requested)
+
+    def _router(self, caller: Caller, router: str, names: list[str]) -> str:
+        """``auto``: the shard classifier when the key may use everything it was trained on, else the trajectory filter.
+
+        The classifier saw every compartment's data, so serving it to a key without
+        rights to all of them would serve a model built partly from data outside the rights.
+        """
+        if router not in ROUTER_CHOICES:
+            raise SilodiffError(f"unknown router {router!r}: use one of {ROUTER_CHOICES}")
+        if router in ("trajectory", "uniform"):
+            return router
+        rows = self.store.active("router", ROUTER_NAME)
+        ok = bool(rows) and caller.may_use(self.lineage_sources(rows[-1]["hash"]))
+        if router == "classifier" and rows and not ok:
+            raise Forbidden("the shard-classifier router was trained on sources outside this key's rights: "
+                            "use router 'trajectory' or 'auto'")
+        if router == "auto":
+            return "classifier" if ok and self._router_covers(rows[-1]["hash"], names) else "trajectory"
+        return router
+
+    def _router_covers(self, router_hash: str, names: list[str]) -> bool:
+        """True when the router was trained on exactly the data of each compartment's active checkpoint."""
+        seen = set(self.store.catalog.lineage_sets(router_hash))
+        finals = [final_checkpoint(self.store, "compartment", n)["hash"] for n in names]
+        return all(set(self.store.catalog.lineage_sets(f)) <= seen for f in finals)
+
+    # -- serving -----------------------------------------------------------------
+    @contextmanager
+    def serve(self, caller: Caller, requested: Sequence[str] | None = None, router: str = "auto",
+              gate: float = 0.0) -> Iterator[Served]:
+        """Resolve one snapshot and hold the read lock while the caller runs the model."""
+        with self.lock.read():
+            with self.store.catalog.transaction():  # 1. one consistent snapshot; the switch cannot interleave
+                names = self._choose(caller, requested)
+                chosen = self._router(caller, router, names)
+                model = compose(self.store, names, router=chosen, gate=gate, load=self.cache.load)
+                generation = self.generation
+            yield Served(model, names, chosen, dict(model.artifact_hashes), generation)
+
+    def artifacts(self, caller: Caller, requested: Sequence[str] | None = None, router: str = "auto") -> dict[str, str]:
+        """The hashes a request would be served by now (no model is loaded)."""
+        with self.store.catalog.transaction():
+            names = self._choose(caller, requested)
+            out = {n: final_checkpoint(self.store, "compartment", n)["hash"] for n in names}
+            if self._router(caller, router, names) == "classifier":
+                out["router"] = self.store.active("router", ROUTER_NAME)[-1]["hash"]
+        return out
+
+    @contextmanager
+    def switched(self) -> Iterator[None]:
+        """Write side: wait for requests on the old snapshot, then bump the generation and drop stale models."""
+        with self.lock.write():
+            yield
+            self.generation += 1
+            self.cache.retain({a["hash"] for a in self.store.catalog.artifacts(None, active=True)})

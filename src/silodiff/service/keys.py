@@ -1,0 +1,109 @@
+"""API keys, stored hashed in the catalog (table ``api_keys``), and the rights they carry.
+
+A key is ``sdk_`` + 32 random bytes (URL-safe base64).  Only ``sha256(key)`` is
+stored: a key has 256 bits of entropy, so a fast hash is as strong as a slow one
+and lookups stay O(1).  The plain key is returned once, by ``create_key``, and is
+never written to the catalog, the event log or any log line.
+
+Rights are a set of sources (``*`` = every source); a compartment may be used
+by a key when every source in its trained lineage is in the key's sources.
+``admin`` keys may also forget data and read the event log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import SilodiffError
+from ..store import Store, check_name
+from ..store.catalog import now
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    name TEXT PRIMARY KEY, key_hash TEXT NOT NULL UNIQUE, sources TEXT NOT NULL, admin INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL, revoked_at TEXT);
+"""
+ALL_SOURCES = "*"
+PREFIX = "sdk_"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: a key's name (never the key) and its rights."""
+
+    name: str
+    sources: frozenset[str]
+    admin: bool = False
+
+    def may_use(self, sources: set[str] | frozenset[str]) -> bool:
+        """True when every source in ``sources`` is within this key's rights."""
+        return ALL_SOURCES in self.sources or set(sources) <= self.sources
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "sources": sorted(self.sources), "admin": self.admin}
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def ensure_table(store: Store) -> None:
+    with store.catalog.transaction() as db:
+        db.execute(SCHEMA)  # one statement: executescript would commit the open transaction
+
+
+def create_key(store: Store, name: str, sources: list[str] | None, *, admin: bool = False) -> tuple[dict[str, Any], str]:
+    """Create key ``name`` with rights over ``sources`` (``["*"]`` = all); returns (record, the plain key — shown once)."""
+    check_name(name, "key name")
+    sources = sorted(set(sources or ([ALL_SOURCES] if admin else [])))
+    if not sources:
+        raise SilodiffError("give the sources this key may use (--sources a,b, or '*' for all)")
+    known = set(store.source_names())
+    unknown = [s for s in sources if s != ALL_SOURCES and s not in known]
+    if unknown:
+        raise SilodiffError(f"unknown source(s) {', '.join(unknown)}: the store has {', '.join(sorted(known)) or 'none'}")
+    key = PREFIX + secrets.token_urlsafe(32)
+    ensure_table(store)
+    with store.catalog.transaction() as db:
+        if db.execute("SELECT 1 FROM api_keys WHERE name = ?", (name,)).fetchone():
+            raise SilodiffError(f"a key named {name!r} exists (revoke it or pick another name)")
+        db.execute("INSERT INTO api_keys(name, key_hash, sources, admin, created_at) VALUES (?,?,?,?,?)",
+                   (name, hash_key(key), json.dumps(sources), int(admin), now()))
+        store.catalog.log_event("api-key", {"action": "create", "name": name, "sources": sources, "admin": admin})
+    return {"name": name, "sources": sources, "admin": admin}, key
+
+
+def list_keys(store: Store) -> list[dict[str, Any]]:
+    """Every key's name, rights and dates (never the key or its hash)."""
+    ensure_table(store)
+    rows = store.catalog.db.execute("SELECT name, sources, admin, created_at, revoked_at FROM api_keys ORDER BY name")
+    return [dict(r, sources=json.loads(r["sources"]), admin=bool(r["admin"])) for r in rows]
+
+
+def revoke_key(store: Store, name: str) -> dict[str, Any]:
+    ensure_table(store)
+    with store.catalog.transaction() as db:
+        row = db.execute("SELECT revoked_at FROM api_keys WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise SilodiffError(f"no key named {name!r}")
+        if row["revoked_at"] is not None:
+            raise SilodiffError(f"key {name!r} was already revoked at {row['revoked_at']}")
+        db.execute("UPDATE api_keys SET revoked_at = ? WHERE name = ?", (now(), name))
+        store.catalog.log_event("api-key", {"action": "revoke", "name": name})
+    return {"name": name, "revoked": True}
+
+
+def lookup(store: Store, key: str) -> Caller | None:
+    """The live (not revoked) key with this plain text, or None."""
+    if not key.startswith(PREFIX):
+        return None
+    row = store.catalog.db.execute(
+        "SELECT name, sources, admin FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (hash_key(key),)
+    ).fetchone()
+    if row is None:
+        return None
+    return Caller(row["name"], frozenset(json.loads(row["sources"])), bool(row["admin"]))

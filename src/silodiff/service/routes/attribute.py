@@ -1,0 +1,14 @@
+"""``POST /v1/attribute``: which of the key's compartments each image of a generation request drew on."""
+
+from fastapi import APIRouter
+
+from ..deps import Principal, State
+from ..generation import run_attribution
+from ..schemas import AttributeRequest
+
+router = APIRouter(prefix="/v1", tags=["attribute"])
+
+
+@router.post("/attribute")
+def attribute(req: AttributeRequest, caller: Principal, state: State) -> dict:
+    return run_attribution(state, caller, req)

@@ -1,0 +1,79 @@
+"""Request and response bodies (pydantic): strict types, unknown fields refused (→ 422).
+
+Server limits (``max_n``, ``max_steps``, …) are configurable, so they are checked
+in ``generation.py`` rather than here; what is here holds for every server.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Label = Annotated[int, Field(ge=0, description="A class index.")]
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    n: int = Field(4, ge=1, description="Number of images.")
+    labels: list[Label] | None = Field(None, min_length=1, description="Class labels, cycled to n; omitted: 0, 1, …, C−1, 0, …")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="Seed of the noise trajectory: same request, same images.")
+    sampler: Literal["ddpm", "ddim"] = "ddpm"
+    steps: int = Field(50, ge=1, le=1000, description="Sampling steps.")
+    compartments: list[str] | None = Field(None, min_length=1, description="A subset of the key's compartments; omitted: all.")
+    router: Literal["auto", "classifier", "trajectory", "uniform"] = Field(
+        "auto", description="auto: the shard classifier if the key may use all its training data, else the trajectory filter.")
+    gate: float = Field(0.0, ge=0.0, lt=1.0, description="Sparse gating: drop members whose weight is below this.")
+
+
+class AttributeRequest(GenerateRequest):
+    leave_one_out: bool = Field(False, description="Also resample without each compartment (same noise): K more runs.")
+
+
+class ForgetRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    sample_ids: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(default_factory=list)
+    sources: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _something(self) -> "ForgetRequest":
+        if not self.sample_ids and not self.sources:
+            raise ValueError("give sample_ids and/or sources to forget")
+        return self
+
+
+class ImageOut(BaseModel):
+    index: int
+    label: int | None
+    png: str = Field(description="The image as a base64 PNG.")
+    weights: dict[str, float] = Field(description="Compartment weight per compartment, averaged over the trajectory.")
+    weights_last: dict[str, float] = Field(description="Compartment weights at the last step.")
+
+
+class GenerateResponse(BaseModel):
+    key: str
+    compartments: list[str]
+    artifacts: dict[str, str] = Field(description="The artifact hash of every member (and the router) that served this.")
+    router: str
+    sampler: str
+    steps: int
+    seed: int
+    generation: int = Field(description="Bumped each time a service job switches the active set.")
+    seconds: float
+    images: list[ImageOut]
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str
+    owner: str
+    params: dict
+    status: Literal["queued", "running", "done", "failed"]
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    seconds: float | None
+    result: dict | None
+    error: str | None
