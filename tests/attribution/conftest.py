@@ -30,6 +30,18 @@ def comp_store(tmp_path_factory) -> Store:
 
 
 @pytest.fixture(scope="session")
+def class_store(tmp_path_factory) -> Store:
+    """Digits of classes 0, 1, 2 with one compartment per class (disjoint labels)."""
+    data = load_digits("by-class", limit=120)
+    data = data.where((data.labels < 3).tolist())
+    store = Store(tmp_path_factory.mktemp("attr-class") / "store")
+    store.ingest(data, "digits")
+    plan_compartments(store, by="source", slices=1)
+    train_compartments(store, config=TINY, model=tiny_model(3), progress=False)
+    return store
+
+
+@pytest.fixture(scope="session")
 def enc_store(tmp_path_factory) -> Store:
     """30 digits, an encoded ensemble of 8 members over sample units."""
     from silodiff.attribution import train_encoded
@@ -38,3 +50,14 @@ def enc_store(tmp_path_factory) -> Store:
     store.ingest(load_digits("random:3", limit=30), "digits")
     train_encoded(store, members=8, unit="sample", config=TINY, model=tiny_model(), progress=False)
     return store
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and the test box is shared)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
