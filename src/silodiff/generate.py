@@ -71,15 +71,22 @@ class WeightRecorder:
 def run_sample(
     store: Store, out: str | Path, *, model: str = "composed", allowed: list[str] | None = None, router: str = "classifier",
     gate: float = 0.0, n: int = 100, labels: str = "all", sampler: str = "ddpm", steps: int = 100, eta: float = 0.0,
-    seed: int = 0, progress: bool = True,
+    seed: int = 0, progress: bool = True, cpsample: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Sample ``n`` images and write them; returns a summary."""
+    """Sample ``n`` images and write them; returns a summary.
+
+    ``cpsample={"alpha": A, "scale": S}`` guides with the stored protection classifier(s) (CPSample).
+    """
     from .viz import save_grid
 
     options = dict(allowed=allowed, router=router, gate=gate) if model == "composed" else {}
     if model != "composed" and allowed:
         raise SilodiffError("--allowed only applies to --model composed")
     net = load_denoiser(store, model, **options)
+    if cpsample is not None:
+        from .defences.cpsample import protect_from_store
+
+        net = protect_from_store(store, net, model, **cpsample)
     y = parse_labels(labels, n, net.num_classes)
     recorder = WeightRecorder()
     images, y = generate(net, n, labels=y, sampler=sampler, steps=steps, eta=eta, seed=seed, callback=recorder, progress=progress)
@@ -94,6 +101,10 @@ def run_sample(
         summary["compartments"] = net.names
         summary["mean_weights"] = dict(zip(net.names, np.round(weights[0].mean(0), 4).tolist()))
         summary["member_evaluations"] = dict(zip(net.names, net.calls.tolist()))
+    if cpsample is not None:
+        from .defences.cpsample import guided_fraction
+
+        summary["cpsample"] = {**cpsample, "guided_fraction": round(guided_fraction(net), 5)}
     tmp = out / "samples.part.npz"
     np.savez_compressed(tmp, **arrays)
     os.replace(tmp, out / "samples.npz")

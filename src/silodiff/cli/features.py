@@ -4,3 +4,4 @@ from . import forget  # noqa: F401
 from . import attribute  # noqa: F401
 from . import serve  # noqa: F401
 from . import keys  # noqa: F401
+from . import defences  # noqa: F401

@@ -57,6 +57,8 @@ def train_compartments_cmd(
     ray_timeout: Annotated[float | None, typer.Option(help="Ray: seconds to wait for all jobs before cancelling the rest.")] = None,
     only: Annotated[str | None, typer.Option(help="Comma-separated compartments to train (default: all).")] = None,
     replan: Annotated[bool, typer.Option(help="Re-plan compartments even if a plan exists.")] = False,
+    agc: Annotated[bool, typer.Option(help="Anti-gradient control hook (memorisation defence, IET-AGC paper).")] = False,
+    agc_lam: Annotated[float, typer.Option(help="AGC λ: skip a sample when loss·λ < the bank's loss at its t.")] = 2.0,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
 ) -> None:
@@ -72,7 +74,7 @@ def train_compartments_cmd(
     if replan or not st.catalog.compartments():
         plan_compartments(st, by=plan, slices=slices, seed=seed)
     results = train_compartments(st, _names(only), config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
-                                 backend=backend, **ray)
+                                 backend=backend, hooks=_agc(agc, agc_lam), **ray)
     rows = [{"compartment": r.name, "checkpoints": len(r.artifacts), "final": r.artifacts[-1] if r.artifacts else None,
              "steps": r.steps, "seconds": round(r.seconds, 2), "resumed_from_slice": r.resumed_from} for r in results]
     emit(rows, as_json)
@@ -83,13 +85,21 @@ def train_compartments_cmd(
 def train_paragon_cmd(
     store: StoreOpt, slices: Annotated[int, typer.Option(help="Slices (same schedule as compartments).")] = 2,
     epochs: EpochsOpt = 200, seed: SeedOpt = 0, as_json: JsonOpt = False,
+    agc: Annotated[bool, typer.Option(help="Anti-gradient control hook (memorisation defence).")] = False,
+    agc_lam: Annotated[float, typer.Option(help="AGC λ.")] = 2.0,
 ) -> None:
     """Train the monolithic paragon on all data (the baseline)."""
     from ..jobs import train_paragon
     from ..training import TrainConfig
 
-    r = train_paragon(_open(store), config=TrainConfig(epochs=epochs, seed=seed), slices=slices, seed=seed)
+    r = train_paragon(_open(store), config=TrainConfig(epochs=epochs, seed=seed), slices=slices, seed=seed, hooks=_agc(agc, agc_lam))
     emit({"paragon": r.artifacts[-1] if r.artifacts else None, "steps": r.steps, "seconds": round(r.seconds, 2)}, as_json)
+
+
+def _agc(on: bool, lam: float) -> list[dict] | None:
+    from ..defences.agc import agc_hooks
+
+    return agc_hooks(lam) if on else None
 
 
 @train_app.command("router")
@@ -119,12 +129,16 @@ def sample_cmd(
     eta: Annotated[float, typer.Option(help="DDIM eta (0 = deterministic).")] = 0.0,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
+    cpsample: Annotated[bool, typer.Option(help="Classifier-protected sampling (needs protection classifiers).")] = False,
+    alpha: Annotated[float, typer.Option(help="CPSample: guide when max(p, 1-p) > 1 - alpha.")] = 0.25,
+    scale: Annotated[float, typer.Option(help="CPSample guidance scale s.")] = 1000.0,
 ) -> None:
     """Generate images: a PNG grid and an .npz (uint8 images, labels, per-image weights)."""
     from ..generate import run_sample
 
     emit(run_sample(_open(store), out, model=model, allowed=_names(allowed), router=router, gate=gate, n=n, labels=labels,
-                    sampler=sampler, steps=steps, eta=eta, seed=seed), as_json)
+                    sampler=sampler, steps=steps, eta=eta, seed=seed,
+                    cpsample={"alpha": alpha, "scale": scale} if cpsample else None), as_json)
 
 
 @app.command("quality")

@@ -49,10 +49,12 @@ def plan_compartments(store: Store, *, by: str = "source", slices: int = 1, seed
     return store.catalog.compartments()
 
 
-def _jobs(store: Store, kind: str, plans: dict[str, list[list[str]]], config: TrainConfig, model: dict | None, progress: bool) -> list[SliceJob]:
+def _jobs(store: Store, kind: str, plans: dict[str, list[list[str]]], config: TrainConfig, model: dict | None, progress: bool,
+          hooks: Sequence[dict] | None = None) -> list[SliceJob]:
     model = model or default_model_config(store)
+    extra = {"hooks": list(hooks)} if hooks else {}
     return [
-        SliceJob(str(store.root), kind, name, slices, model, config.to_dict(), progress=progress)
+        SliceJob(str(store.root), kind, name, slices, model, config.to_dict(), progress=progress, extra=dict(extra))
         for name, slices in plans.items()
     ]
 
@@ -65,9 +67,14 @@ def train_compartments(
     model: dict | None = None,
     backend: str = "serial",
     progress: bool = True,
+    hooks: Sequence[dict] | None = None,
     **backend_options: Any,
 ) -> list[JobResult]:
-    """Train (or resume) the planned compartments; each sees only its own samples."""
+    """Train (or resume) the planned compartments; each sees only its own samples.
+
+    ``hooks``: training-hook specs as plain data (``silodiff.training.hooks.hook_spec``),
+    e.g. anti-gradient control; every job rebuilds its own.
+    """
     config = (config or TrainConfig()).check()
     planned = {c["name"] for c in store.catalog.compartments()} - {c["name"] for c in store.catalog.compartments("dropped")}
     if not planned:
@@ -76,7 +83,7 @@ def train_compartments(
     unknown = sorted(set(names) - planned)
     if unknown:
         raise SilodiffError(f"unknown compartment(s): {', '.join(unknown)}")
-    jobs = _jobs(store, "compartment", {n: store.catalog.slices(n) for n in names}, config, model, progress)
+    jobs = _jobs(store, "compartment", {n: store.catalog.slices(n) for n in names}, config, model, progress, hooks)
     try:
         results = run_jobs(jobs, backend, **backend_options)
     except JobsFailed as exc:  # the others finished: record them, then report the failures
@@ -97,12 +104,12 @@ def _record_trained(store: Store, results: list[JobResult], backend: str, failed
 
 def train_paragon(
     store: Store, *, config: TrainConfig | None = None, model: dict | None = None, slices: int = 1, seed: int = 0,
-    progress: bool = True,
+    progress: bool = True, hooks: Sequence[dict] | None = None,
 ) -> JobResult:
-    """The monolithic baseline: all live samples, same loop and slice schedule."""
+    """The monolithic baseline: all live samples, same loop and slice schedule (``hooks`` as for compartments)."""
     config = (config or TrainConfig()).check()
     ids = [r["sample_id"] for r in store.catalog.sample_rows()]
-    jobs = _jobs(store, "paragon", {PARAGON: split_slices(ids, slices, seed)}, config, model, progress)
+    jobs = _jobs(store, "paragon", {PARAGON: split_slices(ids, slices, seed)}, config, model, progress, hooks)
     (result,) = run_jobs(jobs, "serial")
     store.catalog.log_event("train", {"kind": "paragon", "seconds": round(result.seconds, 2)})
     return result

@@ -13,6 +13,7 @@ any backend (serial, process pool, Ray) runs them the same way.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ import torch
 from ..config import build
 from ..store import Store, ids_hash
 from ..training import TrainConfig, new_state, steps_for, train
+from ..training.hooks import build_hooks, hook_reports
 from ..training.plan import derive_seed
 from ..training.state import TrainState
 
@@ -58,10 +60,18 @@ def stage_steps(job: SliceJob, config: TrainConfig) -> list[int]:
     return [steps_for(n, config, config.epochs / n_slices) for n in sizes]
 
 
-def _save_checkpoint(store: Store, job: SliceJob, state: TrainState, r: int, set_ids: list[str], seconds: float) -> str:
+def _hook_kinds(job: SliceJob) -> list[str]:
+    return sorted(h["config"]["kind"] for h in job.extra.get("hooks", []))
+
+
+def _save_checkpoint(store: Store, job: SliceJob, state: TrainState, r: int, set_ids: list[str], seconds: float,
+                     hooks: list | None = None) -> str:
     tensors = {k: v.detach().contiguous().clone() for k, v in state.ema.model.state_dict().items()}
     tensors.update(state.to_tensors())
     info = {"kind": job.kind, "name": job.name, "slice": r, "n_slices": len(job.slices), "train": job.train}
+    reports, summaries = hook_reports(hooks or [])
+    if reports:
+        info["hooks"] = reports  # e.g. AGC skip counts per sample_id
     digest = store.artifacts.put(tensors, {"model": job.model, "info": info})
     with store.catalog.transaction() as db:
         if job.activate:
@@ -72,7 +82,8 @@ def _save_checkpoint(store: Store, job: SliceJob, state: TrainState, r: int, set
         store.catalog.add_artifact(
             digest, job.kind, job.name, job.model, set_ids[: r + 1],
             compartment=job.name if job.kind == "compartment" else None, slice=r,
-            metrics={"train_seconds": round(seconds, 3), "step": state.step, "n": sum(len(s) for s in job.slices[: r + 1])},
+            metrics={"train_seconds": round(seconds, 3), "step": state.step, "n": sum(len(s) for s in job.slices[: r + 1]),
+                     **({"hooks": _hook_kinds(job), **summaries} if job.extra.get("hooks") else {})},
             active=job.activate,
         )
     return digest
@@ -83,11 +94,13 @@ def _resume_point(store: Store, job: SliceJob) -> tuple[int, str | None]:
     start, init = job.start, job.init
     for r in range(job.start, len(job.slices)):
         want = ids_hash(sid for s in job.slices[: r + 1] for sid in s)
-        row = store.catalog.db.execute(
-            "SELECT hash FROM artifacts WHERE kind = ? AND name = ? AND slice = ? AND lineage_hash = ? AND active = ? "
-            "ORDER BY created_at DESC LIMIT 1",
+        rows = store.catalog.db.execute(
+            "SELECT hash, metrics FROM artifacts WHERE kind = ? AND name = ? AND slice = ? AND lineage_hash = ? AND active = ? "
+            "ORDER BY created_at DESC",
             (job.kind, job.name, r, want, int(job.activate)),
-        ).fetchone()
+        ).fetchall()
+        # a checkpoint trained with other hooks (e.g. without AGC) is not this job's
+        row = next((x for x in rows if json.loads(x[1]).get("hooks", []) == _hook_kinds(job)), None)
         if row is None or not store.artifacts.exists(row[0]):
             break
         start, init = r + 1, row[0]
@@ -108,6 +121,7 @@ def _run(job: SliceJob) -> JobResult:
     store = Store(job.store, create=False)
     config = TrainConfig(**{**job.train, "seed": derive_seed(job.train.get("seed", 0), job.name)}).check()
     set_ids = [store.catalog.add_sample_set(s) for s in job.slices]
+    hooks = build_hooks(job.extra.get("hooks", []))  # plain-data specs, e.g. AGC (silodiff.defences.agc)
     start, init = _resume_point(store, job)
     torch.manual_seed(config.seed)
     state = new_state(build(job.model), config)
@@ -122,7 +136,7 @@ def _run(job: SliceJob) -> JobResult:
         stage = data.subset(sorted(sid for s in job.slices[: r + 1] for sid in s))
         label = f"{job.name} slice {r + 1}/{len(job.slices)}" if job.progress else False
         stage_t0 = time.perf_counter()
-        train(state, stage, config, steps=budget[r], progress=label)
-        written.append(_save_checkpoint(store, job, state, r, set_ids, time.perf_counter() - stage_t0))
+        train(state, stage, config, steps=budget[r], progress=label, hooks=hooks)
+        written.append(_save_checkpoint(store, job, state, r, set_ids, time.perf_counter() - stage_t0, hooks))
     return JobResult(job.name, written, time.perf_counter() - t0, state.step - steps0, start)
 

@@ -1,0 +1,74 @@
+"""``silodiff train iet-agc`` and ``silodiff train protection-classifier`` (memorisation defences).
+
+``--agc`` on ``train compartments``/``train paragon`` and ``--cpsample`` on
+``sample`` live beside those commands in ``cli/main.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .common import EpochsOpt, JsonOpt, SeedOpt, StoreOpt, _open, cli_errors, emit, train_app
+
+
+@train_app.command("iet-agc")
+@cli_errors
+def train_iet_cmd(
+    store: StoreOpt,
+    shards: Annotated[int, typer.Option(help="K class-balanced shards (reference 10).")] = 10,
+    rounds: Annotated[int, typer.Option(help="R rounds of local training + weight averaging (reference 10).")] = 10,
+    local_epochs: Annotated[float, typer.Option(help="E local epochs per shard per round.")] = 20,
+    lam: Annotated[float, typer.Option(help="AGC λ: skip a sample when loss·λ < the bank's loss at its t.")] = 2.0,
+    decay: Annotated[float, typer.Option(help="AGC bank EMA decay.")] = 0.8,
+    no_agc: Annotated[bool, typer.Option("--no-agc", help="Plain IET (no anti-gradient control).")] = False,
+    from_: Annotated[str | None, typer.Option("--from", help="Fine-tune from this trained artifact (hash or prefix).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-3,
+    name: Annotated[str | None, typer.Option(help="Artifact name (default: the kind, iet-agc or iet).")] = None,
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Iterative ensemble training with anti-gradient control: one model whose lineage is ALL shards (not compartmentalised)."""
+    from ..defences import train_iet
+    from ..training import TrainConfig
+
+    summary = train_iet(_open(store), shards=shards, rounds=rounds, local_epochs=local_epochs,
+                        agc=None if no_agc else {"lam": lam, "decay": decay}, init=from_, name=name,
+                        config=TrainConfig(batch_size=batch_size, lr=lr, seed=seed))
+    if not as_json:
+        summary.pop("top_skipped", None)
+        summary["shard_sizes"] = ",".join(map(str, summary["shard_sizes"]))
+    emit(summary, as_json)
+
+
+@train_app.command("protection-classifier")
+@cli_errors
+def train_protection_cmd(
+    store: StoreOpt,
+    compartment: Annotated[str | None, typer.Option(help="Protect this compartment (trained on its samples only).")] = None,
+    paragon: Annotated[bool, typer.Option(help="Protect the paragon.")] = False,
+    artifact: Annotated[str | None, typer.Option(help="Protect another model artifact (e.g. IET-AGC), by hash.")] = None,
+    all_compartments: Annotated[bool, typer.Option("--all-compartments", help="One classifier per trained compartment.")] = False,
+    epochs: EpochsOpt = 300,
+    width: Annotated[int, typer.Option(help="Classifier width.")] = 64,
+    target_accuracy: Annotated[float, typer.Option(help="Stop when training accuracy at t ≤ 100 reaches this.")] = 0.99,
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """CPSample: train a classifier of random per-sample bits on noised training images (until it overfits)."""
+    from ..compose.build import trained_compartments
+    from ..defences import train_protection_classifier
+    from ..training import TrainConfig
+
+    st = _open(store)
+    config = TrainConfig(epochs=epochs, label_dropout=0.0, ema_decay=0.99, seed=seed)
+    targets = [{"compartment": c} for c in trained_compartments(st)] if all_compartments else \
+        [{"compartment": compartment, "paragon": paragon, "artifact": artifact}]
+    rows = []
+    for target in targets:
+        r = train_protection_classifier(st, **target, config=config, width=width, bit_seed=seed, target_accuracy=target_accuracy)
+        rows.append({k: r[k] for k in ("protects", "artifact", "n", "epochs", "train_accuracy")}
+                    | {"accuracy_t500": r["accuracy_by_t"][500]})
+    emit(rows, as_json)

@@ -1,0 +1,230 @@
+"""CPSample: classifier-protected sampling against training-image replication.
+
+Kazdan, Sun, Han, Petersen, Vu, Ermon, arXiv 2409.07025; METHODS.md §4.
+
+  1. every training image i gets a random bit y_i ~ Bernoulli(½) (seeded; kept,
+     keyed by sample_id, in the classifier artifact's config);
+  2. a time-conditioned classifier p_φ(y | x_t, t) is trained with the one loop
+     (``classifier_loss``) on noised training images until it overfits: on the
+     training set it knows the bits, off it it can only say ½;
+  3. sampling wraps the denoiser (same contract): with p = p_φ(y=1 | x_t, t),
+     if max(p, 1 − p) > 1 − α the trajectory is close to a training image, so
+     guide toward the opposite bit ŷ' = 1 − argmax:
+     ``ε̂ = ε_θ(x_t, t) − s · √(1 − ᾱ_t) · ∇_x log p_φ(ŷ' | x_t, t)``; else ``ε̂ = ε_θ``.
+
+The diffusion model is not retrained.  A composed model gets one classifier per
+compartment (each trained only on that compartment, so lineage stays
+per-compartment), wrapped around each allowed member: only allowed
+compartments' classifiers ever act.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from ..compose import ComposedDenoiser
+from ..compose.build import final_checkpoint, trained_compartments
+from ..errors import SilodiffError
+from ..jobs.compartments import PARAGON
+from ..nn import NoisyClassifier
+from ..nn.denoisers import Denoiser
+from ..store import Store
+from ..training import TrainConfig, classifier_loss, new_state, noise_scheduler, train
+
+KIND = "protection-classifier"
+EVAL_TIMESTEPS = (0, 50, 100, 250, 500, 750)
+
+
+def protection_bits(sample_ids: Sequence[str], seed: int = 0) -> dict[str, int]:
+    """y_i ~ Bernoulli(½) per sample, drawn in sorted-id order from ``seed`` (so a set always gets the same bits)."""
+    ids = sorted(set(sample_ids))
+    bits = torch.randint(0, 2, (len(ids),), generator=torch.Generator().manual_seed(seed))
+    return dict(zip(ids, bits.tolist()))
+
+
+@torch.no_grad()
+def bit_accuracy(classifier: torch.nn.Module, x0: torch.Tensor, bits: torch.Tensor, timesteps: Sequence[int] = EVAL_TIMESTEPS,
+                 seed: int = 0, num_train_timesteps: int = 1000) -> dict[int, float]:
+    """Accuracy of ``p_φ(y | x_t, t)`` on the training images noised at each t (one fixed ε per t)."""
+    scheduler = noise_scheduler(num_train_timesteps)
+    gen = torch.Generator().manual_seed(seed)
+    classifier.eval()
+    out = {}
+    for t in timesteps:
+        noise = torch.randn(x0.shape, generator=gen)
+        tt = torch.full((len(x0),), t, dtype=torch.long)
+        pred = classifier(scheduler.add_noise(x0, noise, tt), tt).argmax(1)
+        out[int(t)] = round(float((pred == bits).float().mean()), 4)
+    return out
+
+
+def _target(store: Store, compartment: str | None, paragon: bool, artifact: str | None) -> tuple[str, str | None, list[str]]:
+    """(classifier name, compartment, training ids) for the model the classifier will protect."""
+    if sum(x is not None and x is not False for x in (compartment, paragon or None, artifact)) != 1:
+        raise SilodiffError("choose exactly one of --compartment NAME, --paragon or --artifact HASH")
+    if compartment is not None:
+        if compartment not in trained_compartments(store):
+            raise SilodiffError(f"not a trained compartment: {compartment!r}")
+        row = final_checkpoint(store, "compartment", compartment)
+        return compartment, compartment, store.catalog.lineage(row["hash"])
+    if paragon:
+        return PARAGON, None, store.catalog.lineage(final_checkpoint(store, "paragon", PARAGON)["hash"])
+    row = store.catalog.artifact(artifact)
+    return row["hash"], None, store.catalog.lineage(row["hash"])
+
+
+def train_protection_classifier(
+    store: Store,
+    *,
+    compartment: str | None = None,
+    paragon: bool = False,
+    artifact: str | None = None,
+    config: TrainConfig | None = None,
+    width: int = 64,
+    bit_seed: int = 0,
+    target_accuracy: float = 0.99,
+    max_epochs: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train p_φ(y | x_t, t) on the protected model's training set; returns a summary with the artifact hash.
+
+    Trains ``config.epochs`` at a time until the accuracy on training images noised at
+    t ≤ 100 reaches ``target_accuracy`` or ``max_epochs`` (default 4 × epochs) is spent.
+    """
+    config = (config or TrainConfig(epochs=300, lr=2e-3, label_dropout=0.0, ema_decay=0.99)).check()
+    max_epochs = max_epochs or 4 * config.epochs
+    name, comp, ids = _target(store, compartment, paragon, artifact)
+    if not ids:
+        raise SilodiffError(f"{name!r} has an empty lineage: nothing to protect")
+    data = store.dataset(ids)
+    bits_by_id = protection_bits(data.sample_ids, bit_seed)
+    bits = torch.as_tensor([bits_by_id[s] for s in data.sample_ids])  # (n,), row order of ``data``
+    torch.manual_seed(config.seed)
+    classifier = NoisyClassifier(image_shape=data.image_shape, num_outputs=2, num_classes=0, width=width)
+    state = new_state(classifier, config)
+    x0, epochs, accuracy = data.x(), 0, {}
+    while epochs < max_epochs:
+        train(state, data, config, loss_fn=classifier_loss(bits), progress=f"protection {name}" if progress else False)
+        epochs += config.epochs
+        accuracy = bit_accuracy(state.ema.model, x0, bits, num_train_timesteps=config.num_train_timesteps)
+        if min(accuracy[0], accuracy[50], accuracy[100]) >= target_accuracy:
+            break
+    set_id = store.catalog.add_sample_set(data.sample_ids)
+    metrics = {"train_accuracy": accuracy[0], "accuracy_by_t": {str(k): v for k, v in accuracy.items()}, "epochs": epochs,
+               "n": len(data), "bit_seed": bit_seed, "protects": name}
+    with store.catalog.transaction():
+        store.catalog.set_active([r["hash"] for r in store.active(KIND, name)], False)
+        digest = store.save(state.ema.model, KIND, name, [set_id], compartment=comp, metrics=metrics,
+                            info={"bits": bits_by_id, "bit_seed": bit_seed, "protects": name, "train": config.to_dict()})
+    return {"artifact": digest, "protects": name, "n": len(data), "epochs": epochs, "train_accuracy": accuracy[0],
+            "accuracy_by_t": accuracy}
+
+
+class CPSampleDenoiser(Denoiser):
+    """A denoiser wrapped with classifier protection (same contract: ``eps = model(x_t, t, labels)``)."""
+
+    def __init__(self, model: torch.nn.Module, classifier: torch.nn.Module, *, alpha: float = 0.25, scale: float = 1000.0,
+                 num_train_timesteps: int = 1000):
+        super().__init__()
+        if not 0 < alpha <= 1:
+            raise SilodiffError(f"CPSample alpha must be in (0, 1], got {alpha}")
+        if scale < 0:
+            raise SilodiffError(f"CPSample scale must be ≥ 0, got {scale}")
+        self.model = model
+        self.classifier = classifier.eval().requires_grad_(False)
+        self.alpha, self.scale = alpha, scale
+        self.num_classes = model.num_classes
+        self.image_shape = model.image_shape
+        self.register_buffer("sigma", (1 - noise_scheduler(num_train_timesteps).alphas_cumprod).sqrt().float(), persistent=False)
+        self.calls = 0  # rows seen
+        self.guided = 0  # rows guided
+        self.last_guided: torch.Tensor | None = None
+
+    def guidance(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fire mask (b,), ∇_x log p_φ(ŷ' | x_t, t) (b, c, h, w)) with ŷ' the opposite of the classifier's bit."""
+        with torch.enable_grad():  # the sampler runs under no_grad
+            xg = x.detach().requires_grad_(True)
+            logp = torch.log_softmax(self.classifier(xg, t), dim=1)  # (b, 2)
+            p = logp[:, 1].exp()
+            fire = torch.maximum(p, 1 - p) > 1 - self.alpha  # (b,)
+            if not fire.any():
+                return fire, torch.zeros_like(x)
+            opposite = (p < 0.5).long()  # 1 − argmax
+            (grad,) = torch.autograd.grad(logp.gather(1, opposite[:, None]).sum(), xg)
+        return fire.detach(), grad
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | int, labels: torch.Tensor | None = None) -> torch.Tensor:
+        b = x.shape[0]
+        t = torch.as_tensor(t, device=x.device)
+        t = t.expand(b) if t.ndim == 0 else t
+        with torch.no_grad():
+            eps = self.model(x, t, labels)  # (b, c, h, w)
+        fire, grad = self.guidance(x, t)
+        # ε̂ = ε_θ − s √(1 − ᾱ_t) ∇ log p(ŷ' | x_t), only where the confidence rule fires
+        shift = self.scale * self.sigma[t].view(-1, *([1] * (x.ndim - 1))) * grad
+        self.calls += b
+        self.guided += int(fire.sum())
+        self.last_guided = fire
+        return torch.where(fire.view(-1, *([1] * (x.ndim - 1))), eps - shift, eps)
+
+    def step_info(self) -> dict:
+        inner = getattr(self.model, "step_info", None)
+        return {**(inner() if inner is not None else {}), "guided": self.last_guided}
+
+    def observe_step(self, x: torch.Tensor, x_prev: torch.Tensor, step_fn) -> None:
+        inner = getattr(self.model, "observe_step", None)
+        if inner is not None:
+            inner(x, x_prev, step_fn)
+
+    @property
+    def guided_fraction(self) -> float:
+        return self.guided / self.calls if self.calls else 0.0
+
+
+def protect(model: torch.nn.Module, classifiers: torch.nn.Module | Mapping[str, torch.nn.Module], *, alpha: float = 0.25,
+            scale: float = 1000.0) -> torch.nn.Module:
+    """Wrap a single denoiser (one classifier) or each member of a composed one (a classifier per member name)."""
+    if isinstance(model, ComposedDenoiser):
+        if not isinstance(classifiers, Mapping):
+            raise SilodiffError("a composed model needs one protection classifier per compartment")
+        missing = [n for n in model.names if n not in classifiers]
+        if missing:
+            raise SilodiffError(f"no protection classifier for compartment(s) {', '.join(missing)}: "
+                                "run `silodiff train protection-classifier --compartment NAME`")
+        for k, n in enumerate(model.names):  # only the allowed members are held, so only their classifiers act
+            model.members[k] = CPSampleDenoiser(model.members[k], classifiers[n], alpha=alpha, scale=scale)
+        return model
+    if isinstance(classifiers, Mapping):
+        raise SilodiffError("a single model needs exactly one protection classifier")
+    return CPSampleDenoiser(model, classifiers, alpha=alpha, scale=scale)
+
+
+def guided_fraction(model: torch.nn.Module) -> float:
+    """Fraction of (row, step) evaluations that were guided, over every wrapped denoiser."""
+    wrapped = [m for m in model.modules() if isinstance(m, CPSampleDenoiser)]
+    calls = sum(m.calls for m in wrapped)
+    return sum(m.guided for m in wrapped) / calls if calls else 0.0
+
+
+def load_classifier(store: Store, name: str) -> torch.nn.Module:
+    """The active protection classifier for a compartment, ``paragon`` or an artifact hash."""
+    rows = store.active(KIND, name)
+    if not rows:
+        flag = "--paragon" if name == PARAGON else (f"--compartment {name}" if len(name) != 64 else f"--artifact {name[:12]}")
+        raise SilodiffError(f"no protection classifier for {name[:12] if len(name) == 64 else name!r}: "
+                            f"run `silodiff train protection-classifier {flag}`")
+    return store.load(rows[-1]["hash"])
+
+
+def protect_from_store(store: Store, model: torch.nn.Module, which: str, *, alpha: float = 0.25, scale: float = 1000.0) -> torch.nn.Module:
+    """Wrap a loaded model (``load_denoiser(store, which)``) with its stored protection classifier(s)."""
+    if isinstance(model, ComposedDenoiser):
+        return protect(model, {n: load_classifier(store, n) for n in model.names}, alpha=alpha, scale=scale)
+    if which == PARAGON or which in trained_compartments(store):
+        name = which
+    else:
+        name = store.catalog.artifact(which)["hash"]
+    return protect(model, load_classifier(store, name), alpha=alpha, scale=scale)

@@ -1,0 +1,151 @@
+"""CPSample: bits, the protection classifier, guidance exactly when the confidence rule fires, and
+no change at all when the classifier says ½; single and composed models; CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from silodiff.cli.main import app
+from silodiff.compose import compose, load_denoiser
+from silodiff.defences import (
+    CPSampleDenoiser, guided_fraction, protect, protect_from_store, protection_bits, train_protection_classifier,
+)
+from silodiff.errors import SilodiffError
+from silodiff.sampling import NoiseTrajectory, make_scheduler, sample
+from silodiff.training import TrainConfig, noise_scheduler
+
+
+class Half(torch.nn.Module):
+    """p(y | x_t, t) = ½ everywhere (but still a function of x, so gradients exist and are zero)."""
+
+    def forward(self, x, t, labels=None):
+        return torch.zeros(len(x), 2) + 0 * x.flatten(1).sum(1, keepdim=True)
+
+
+class Slope(torch.nn.Module):
+    """logit(p) = a · mean(x): confident where |mean(x)| is large."""
+
+    def __init__(self, a: float):
+        super().__init__()
+        self.a = a
+
+    def forward(self, x, t, labels=None):
+        z = self.a * x.flatten(1).mean(1, keepdim=True)
+        return torch.cat([torch.zeros_like(z), z], 1)
+
+
+def test_bits_are_seeded_and_keyed_by_sample_id():
+    ids = [f"s{i}" for i in range(200)]
+    bits = protection_bits(ids, seed=3)
+    assert bits == protection_bits(list(reversed(ids)), seed=3)
+    assert bits != protection_bits(ids, seed=4)
+    assert 60 < sum(bits.values()) < 140
+
+
+@pytest.mark.parametrize("alpha", [0.5, 0.25, 0.001])
+def test_guidance_applied_exactly_when_the_rule_fires(tiny_mlp, alpha):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 1, 8, 8, generator=gen) * torch.linspace(0.01, 30, 64).view(-1, 1, 1, 1)
+    x[:4] = 0  # p = ½ exactly: never guided, not even at α = 0.5
+    t = torch.randint(0, 1000, (64,), generator=gen)
+    clf, s = Slope(8.0), 7.0
+    wrapped = CPSampleDenoiser(tiny_mlp, clf, alpha=alpha, scale=s)
+    with torch.no_grad():
+        got = wrapped(x, t)
+        eps = tiny_mlp(x, t)
+    # reference: p, the rule, and ∇_x log p(opposite) by hand (logit z = a·mean(x))
+    z = clf(x, t)[:, 1]
+    p = torch.sigmoid(z)
+    fire = torch.maximum(p, 1 - p) > 1 - alpha
+    opposite_is_one = p < 0.5
+    dlogp_dz = torch.where(opposite_is_one, 1 - p, -p)  # d log σ(z) = 1 − p;  d log(1 − σ(z)) = −p
+    grad = (dlogp_dz * clf.a / 64).view(-1, 1, 1, 1).expand_as(x)
+    sigma = (1 - noise_scheduler().alphas_cumprod[t]).sqrt().view(-1, 1, 1, 1)
+    want = torch.where(fire.view(-1, 1, 1, 1), eps - s * sigma * grad, eps)
+    assert 0 < int(fire.sum()) < 64
+    assert torch.allclose(got, want, atol=1e-5)
+    assert torch.equal(got[~fire], eps[~fire])
+    assert wrapped.guided == int(fire.sum()) and wrapped.calls == 64
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+@pytest.mark.parametrize("alpha", [0.5, 1.0])
+def test_half_classifier_leaves_sampling_unchanged(tiny_mlp, sampler, alpha):
+    noise = NoiseTrajectory.draw((6, 1, 8, 8), 8, torch.Generator().manual_seed(1))
+    labels = torch.arange(6)
+    plain = sample(tiny_mlp, None, make_scheduler(sampler), steps=8, labels=labels, noise=noise, eta=0.5)
+    wrapped = CPSampleDenoiser(tiny_mlp, Half(), alpha=alpha, scale=1e4)
+    guarded = sample(wrapped, None, make_scheduler(sampler), steps=8, labels=labels, noise=noise, eta=0.5)
+    assert torch.equal(plain, guarded)
+    assert wrapped.guided == (6 * 8 if alpha == 1.0 else 0)  # α = 1 fires always, with a zero gradient
+
+
+def test_confident_classifier_changes_sampling(tiny_mlp):
+    noise = NoiseTrajectory.draw((6, 1, 8, 8), 8, torch.Generator().manual_seed(1))
+    plain = sample(tiny_mlp, None, make_scheduler("ddim"), steps=8, noise=noise)
+    guarded = sample(CPSampleDenoiser(tiny_mlp, Slope(50.0), alpha=0.5, scale=100.0), None, make_scheduler("ddim"), steps=8, noise=noise)
+    assert not torch.equal(plain, guarded)
+
+
+def test_bad_alpha_and_scale_are_loud(tiny_mlp):
+    with pytest.raises(SilodiffError, match="alpha"):
+        CPSampleDenoiser(tiny_mlp, Half(), alpha=0.0)
+    with pytest.raises(SilodiffError, match="scale"):
+        CPSampleDenoiser(tiny_mlp, Half(), scale=-1)
+
+
+def test_composed_model_wraps_only_allowed_members(defence_store):
+    names = sorted(c["name"] for c in defence_store.catalog.compartments())
+    only = compose(defence_store, [names[0]], router="uniform")
+    wrapped = protect(only, {names[0]: Slope(50.0)}, alpha=0.5, scale=10.0)  # no classifier needed for names[1]
+    assert [type(m) for m in wrapped.members] == [CPSampleDenoiser]
+    images = sample(wrapped, (4, 1, 8, 8), make_scheduler("ddpm"), steps=4, labels=torch.zeros(4, dtype=torch.long),
+                    generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(images).all() and guided_fraction(wrapped) > 0
+    with pytest.raises(SilodiffError, match="no protection classifier"):
+        protect(compose(defence_store, names, router="uniform"), {names[0]: Half()})
+
+
+def test_protection_classifier_artifact_and_store_wiring(defence_store):
+    store = defence_store
+    names = sorted(c["name"] for c in store.catalog.compartments())
+    config = TrainConfig(epochs=3, batch_size=16, label_dropout=0.0)
+    for name in names:
+        r = train_protection_classifier(store, compartment=name, config=config, width=8, max_epochs=3, progress=False)
+        row = store.catalog.artifact(r["artifact"])
+        assert row["kind"] == "protection-classifier" and row["compartment"] == name
+        ids = store.catalog.lineage(row["hash"])
+        member = store.active("compartment", name)[-1]["hash"]
+        assert ids == store.catalog.lineage(member)  # lineage = the compartment's own training set
+        clf = store.load(row["hash"])
+        assert set(clf.info["bits"]) == set(ids) and 0 <= r["train_accuracy"] <= 1
+    model = protect_from_store(store, compose(store, names[:1], router="trajectory"), "composed", alpha=0.25, scale=10.0)
+    assert isinstance(model.members[0], CPSampleDenoiser)
+    with pytest.raises(SilodiffError, match="paragon"):
+        protect_from_store(store, load_denoiser(store, "paragon"), "paragon")
+    with pytest.raises(SilodiffError, match="exactly one"):
+        train_protection_classifier(store, compartment=names[0], paragon=True)
+
+
+def test_cli_train_and_sample(defence_store, tmp_path):
+    runner = CliRunner()
+    store = str(defence_store.root)
+    r = runner.invoke(app, ["train", "protection-classifier", "--store", store, "--paragon", "--epochs", "2", "--width", "8",
+                            "--target-accuracy", "0", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)[0]["protects"] == "paragon"
+    r = runner.invoke(app, ["sample", "--store", store, "--model", "paragon", "--cpsample", "--alpha", "0.5", "--scale", "10",
+                            "--n", "4", "--steps", "4", "--sampler", "ddim", "--out", str(tmp_path / "s"), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert 0 <= out["cpsample"]["guided_fraction"] <= 1 and (tmp_path / "s" / "samples.npz").exists()
+    r = runner.invoke(app, ["sample", "--store", store, "--model", "paragon", "--cpsample", "--alpha", "0", "--n", "2",
+                            "--out", str(tmp_path / "s2")])
+    assert r.exit_code == 2 and r.output.startswith("error:") and "alpha" in r.output
+    r = runner.invoke(app, ["train", "iet-agc", "--store", store, "--shards", "2", "--rounds", "1", "--local-epochs", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["compartmentalised"] is False
