@@ -91,17 +91,26 @@ class ComposedDenoiser(Denoiser):
         self.last_weights = w
         return eps
 
+    def reset(self) -> None:
+        """End the current run: the next forward starts a new one (the router restarts from the prior).
+        Callers that query single steps out of order (membership attacks) call this per batch."""
+        self._batch_key, self._t_last = None, None
+
     def observe_step(self, x: torch.Tensor, x_prev: torch.Tensor, step_fn) -> None:
-        """Trajectory-filter update: score x_{t-1} under each evaluated member's own step."""
+        """Trajectory-filter update: score x_{t-1} under each evaluated member's own step.
+
+        ``step_fn(eps, x) -> (mean, std)`` is the sampler's step; all members' rows go
+        through it in one batched call (the step is row-wise).
+        """
         observe = getattr(self.router, "observe", None)
         if observe is None or not self._evals:
             return
-        means, std = {}, 0.0
-        for k, (rows, e) in self._evals.items():
-            full = torch.zeros_like(x)
-            full[rows] = e
-            mean, std = step_fn(full)  # the step is row-wise, so other rows do not matter
-            means[k] = (rows, mean[rows])
+        rows = [r for r, _ in self._evals.values()]
+        mean, std = step_fn(torch.cat([e for _, e in self._evals.values()]), x[torch.cat(rows)])  # (Σ rows, c, h, w)
+        means, start = {}, 0
+        for k, (r, _) in self._evals.items():
+            means[k] = (r, mean[start : start + len(r)])
+            start += len(r)
         observe(x_prev, means, std)
 
     def step_info(self) -> dict:

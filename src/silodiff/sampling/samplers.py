@@ -10,8 +10,9 @@
 
 Injecting the noise trajectory (``NoiseTrajectory``: x_T and every z) makes a
 factual and a counterfactual run share their randomness exactly.  A model may
-define ``observe_step(x, x_prev, step_fn)``; the trajectory-filter router uses
-it to score each member's step density without the sampler knowing about it.
+define ``observe_step(x, x_prev, step_fn)`` with ``step_fn(eps, x) -> (mean, std)``;
+the trajectory-filter router uses it to score each member's step density
+without the sampler knowing about compartments.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def sample(
         # 3. add this step's injected noise
         x_prev = mean + std * noise.z[i] if std > 0 else mean
         if observe is not None:
-            observe(x, x_prev, lambda e, t=t, x=x: step_mean_std(scheduler, e, t, x, eta))
+            observe(x, x_prev, lambda e, rows_x, t=t: step_mean_std(scheduler, e, t, rows_x, eta))
         # 4. report
         if callback is not None:
             info = {"i": i, "t": t, "x": x, "eps": eps, "mean": mean, "std": std, "x_prev": x_prev}

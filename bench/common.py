@@ -1,0 +1,63 @@
+"""Shared helpers of the benchmarks: the machine record and writing JSON + Markdown results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "load_average_1min_at_start": round(load, 2) if load is not None else None,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def command() -> str:
+    return "python " + " ".join([Path(sys.argv[0]).as_posix().split("/work/main/")[-1], *sys.argv[1:]])
+
+
+def write_results(name: str, results: dict[str, Any], rows: list[tuple[str, Any, str]], notes: list[str]) -> None:
+    """Write ``bench/results/<name>.json`` and a Markdown table ``<name>.md``.
+
+    ``rows`` are (key, value, target-or-comment) triples for the table.
+    """
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": name, "command": command(), "machine": machine(), "results": results, "notes": notes}
+    tmp = RESULTS / f"{name}.json.part"
+    tmp.write_text(json.dumps(payload, indent=2, default=float))
+    tmp.replace(RESULTS / f"{name}.json")
+    m = payload["machine"]
+    lines = [f"# Benchmark: {name}", "", f"Command: `{payload['command']}`", "",
+             f"Machine: {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']} ({m['torch_threads']} threads), "
+             f"load average at start {m['load_average_1min_at_start']}, {m['date']}", "",
+             "| figure | value | target / note |", "| --- | --- | --- |"]
+    for key, value, note in rows:
+        lines.append(f"| {key} | {_fmt(value)} | {note} |")
+    lines += ["", *[f"- {n}" for n in notes], ""]
+    (RESULTS / f"{name}.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items())
+    return str(v)

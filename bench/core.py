@@ -1,0 +1,204 @@
+"""Core benchmark (issue 2): composition quality vs the paragon, sampling cost,
+training-loop overhead and the demo's wall time, on the embedded digits data.
+
+    python bench/core.py [--quick] [--epochs E] [--seeds 3] [--demo]
+
+Figures (bench/results/core.json + core.md):
+- fld_paragon, fld_composed[K][router] (mean ± std over seeds), fld_ratio_best (best K=8 / paragon)
+- class_accuracy of conditional samples
+- sampling_cost_ratio_dense / _gated (K=8 over the paragon, same images and steps) and the FLD change gating causes
+- train_throughput_ratio (silodiff's loop / a bare PyTorch loop, same model and batches)
+- demo_seconds (`silodiff demo`, install excluded)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import write_results  # noqa: E402
+
+import silodiff as sd  # noqa: E402
+from silodiff.sampling import balanced_labels  # noqa: E402
+from silodiff.training import TrainConfig, new_state, noise_scheduler, train  # noqa: E402
+
+ROUTERS = ("classifier", "trajectory", "uniform")
+
+
+def build_store(root: Path, k: int, config: TrainConfig, router_epochs: int) -> sd.Store:
+    store = sd.Store(root / f"k{k}")
+    store.ingest(sd.load_digits(f"random:{k}"), "digits")
+    sd.plan_compartments(store, by="source", slices=1)
+    sd.train_compartments(store, config=config, backend="process", progress=False)
+    sd.train_router(store, config=TrainConfig(epochs=router_epochs), progress=False)
+    return store
+
+
+def timed_generate(model, n, steps, seed):
+    t0 = time.perf_counter()
+    images, _ = sd.generate(model, n, labels=balanced_labels(n, 10), steps=steps, seed=seed)
+    return images, time.perf_counter() - t0
+
+
+def throughput_ratio(steps: int, repeats: int) -> dict:
+    """Images/s of ``train`` over a bare loop (forward, loss, backward, AdamW) on the same model and batches."""
+    data = sd.load_digits("single")
+    config = TrainConfig(epochs=1, batch_size=64)
+    scheduler = noise_scheduler()
+    x_all = data.x()
+
+    def bare() -> float:
+        torch.manual_seed(0)
+        model = sd.nn.MLPDenoiser()
+        opt = torch.optim.AdamW(model.parameters(), lr=config.lr)
+        gen = torch.Generator().manual_seed(0)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            rows = torch.randint(0, len(data), (config.batch_size,), generator=gen)
+            x0, y = x_all[rows], data.labels[rows]
+            t = torch.randint(0, 1000, (len(rows),), generator=gen)
+            noise = torch.randn(x0.shape, generator=gen)
+            loss = (model(scheduler.add_noise(x0, noise, t), t, y) - noise).pow(2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return steps * config.batch_size / (time.perf_counter() - t0)
+
+    def ours() -> float:
+        torch.manual_seed(0)
+        state = new_state(sd.nn.MLPDenoiser(), config)
+        t0 = time.perf_counter()
+        train(state, data, config, steps=steps, progress=False)
+        return steps * config.batch_size / (time.perf_counter() - t0)
+
+    bare_ips, ours_ips = [], []
+    for _ in range(repeats):  # interleaved, so drifting machine load hits both alike
+        bare_ips.append(bare())
+        ours_ips.append(ours())
+    ratios = [o / b for o, b in zip(ours_ips, bare_ips)]
+    return {"ratio_median": statistics.median(ratios), "ratios": ratios,
+            "bare_images_per_s": statistics.median(bare_ips), "silodiff_images_per_s": statistics.median(ours_ips)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
+    p.add_argument("--epochs", type=int, default=400)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--n", type=int, default=1000, help="images per FLD evaluation")
+    p.add_argument("--steps", type=int, default=100, help="sampling steps")
+    p.add_argument("--gates", default="0.05,0.1,0.2,0.3")
+    p.add_argument("--demo", action="store_true", help="also time `silodiff demo`")
+    args = p.parse_args()
+    if args.quick:
+        args.epochs, args.seeds, args.n, args.steps = 20, 2, 200, 30
+    torch.set_num_threads(2)
+    config = TrainConfig(epochs=args.epochs)
+    root = Path(tempfile.mkdtemp(prefix="silodiff-bench-core-"))
+    results: dict = {"settings": vars(args)}
+
+    # 1. stores with K = 4 and 8 compartments (random sources), one paragon on all data
+    t0 = time.perf_counter()
+    stores = {k: build_store(root, k, config, max(10, args.epochs // 4)) for k in (4, 8)}
+    results["train_compartments_seconds"] = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
+    sd.train_paragon(stores[8], config=config, slices=1, progress=False)
+    results["train_paragon_seconds"] = round(time.perf_counter() - t0, 1)
+    net = sd.feature_net(stores[8], progress=False)
+    real = stores[8].dataset().x()
+    labels = balanced_labels(args.n, 10)
+    seeds = list(range(1, args.seeds + 1))
+
+    # 2. FLD floor: real data against itself (a held-out half), the best any model can hope for
+    half = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))[: len(real) // 2]
+    results["fld_real_half_vs_all"] = sd.fld(net, real[half], real)
+
+    def quality(model) -> dict:
+        flds, accs = [], []
+        for seed in seeds:
+            images, _ = sd.generate(model, args.n, labels=labels, steps=args.steps, seed=seed)
+            flds.append(sd.fld(net, images, real))
+            accs.append(sd.class_accuracy(net, images, labels))
+        return {"fld_mean": statistics.mean(flds), "fld_std": statistics.stdev(flds) if len(flds) > 1 else 0.0,
+                "flds": flds, "class_accuracy": statistics.mean(accs)}
+
+    paragon = sd.load_denoiser(stores[8], "paragon")
+    results["paragon"] = quality(paragon)
+    results["composed"] = {}
+    for k, store in stores.items():
+        for router in ROUTERS:
+            results["composed"][f"K{k}/{router}"] = quality(sd.compose(store, router=router))
+            print(f"K={k} {router}: {results['composed'][f'K{k}/{router}']}", flush=True)
+    best_key = min((key for key in results["composed"] if key.startswith("K8/")), key=lambda key: results["composed"][key]["fld_mean"])
+    results["fld_ratio_best"] = results["composed"][best_key]["fld_mean"] / results["paragon"]["fld_mean"]
+    results["fld_ratio_best_router"] = best_key
+
+    # 3. sampling cost, K = 8 over the paragon: same images, steps and noise
+    n_cost = min(args.n, 500)
+    _, t_paragon = timed_generate(paragon, n_cost, args.steps, 0)
+    cost = {"paragon_seconds": t_paragon}
+    for router in ("classifier", "trajectory"):
+        dense_images, t_dense = timed_generate(sd.compose(stores[8], router=router), n_cost, args.steps, 0)
+        fld_dense = sd.fld(net, dense_images, real)
+        cost[router] = {"dense_ratio": t_dense / t_paragon, "fld_dense": fld_dense, "gated": {}}
+        for gate in [float(g) for g in args.gates.split(",")]:
+            model = sd.compose(stores[8], router=router, gate=gate)
+            images, t_gated = timed_generate(model, n_cost, args.steps, 0)
+            f = sd.fld(net, images, real)
+            cost[router]["gated"][str(gate)] = {
+                "ratio": t_gated / t_paragon, "fld": f, "fld_change": f / fld_dense - 1,
+                "member_rows_fraction": float(model.calls.sum()) / (n_cost * args.steps * 8),
+            }
+    results["sampling_cost"] = cost
+    ok = [(r, g, v) for r in ("classifier", "trajectory") for g, v in cost[r]["gated"].items() if abs(v["fld_change"]) <= 0.02]
+    best_gated = min(ok, key=lambda x: x[2]["ratio"]) if ok else None
+    results["sampling_cost_ratio_dense"] = cost["classifier"]["dense_ratio"]
+    results["sampling_cost_ratio_gated"] = best_gated[2]["ratio"] if best_gated else None
+    results["sampling_cost_gated_choice"] = f"{best_gated[0]} router, gate {best_gated[1]}" if best_gated else "no gate kept FLD within 2%"
+
+    # 4. training-loop overhead
+    results["train_throughput"] = throughput_ratio(steps=150 if args.quick else 400, repeats=3 if args.quick else 5)
+
+    # 5. the demo's wall time (install excluded)
+    if args.demo:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "silodiff.cli.main", "demo", "--out", str(root / "demo")], check=True,
+                       stdout=subprocess.DEVNULL)
+        results["demo_seconds"] = round(time.perf_counter() - t0, 1)
+
+    comp = results["composed"]
+    rows = [("fld_paragon", f"{results['paragon']['fld_mean']:.2f} ± {results['paragon']['fld_std']:.2f}", "FLD, mean ± std over seeds"),
+            ("fld_real_half_vs_all", results["fld_real_half_vs_all"], "noise floor: real images vs real images")]
+    rows += [(f"fld_composed {key}", f"{v['fld_mean']:.2f} ± {v['fld_std']:.2f}", f"class accuracy {v['class_accuracy']:.3f}") for key, v in comp.items()]
+    rows += [("fld_ratio_best", results["fld_ratio_best"], f"{best_key}; target ≤ 1.10 → {'met' if results['fld_ratio_best'] <= 1.10 else 'NOT met'}"),
+             ("class_accuracy paragon", results["paragon"]["class_accuracy"], ""),
+             ("sampling_cost_ratio_dense", results["sampling_cost_ratio_dense"], "K=8 classifier router / paragon"),
+             ("sampling_cost_ratio_gated", results["sampling_cost_ratio_gated"],
+              f"{results['sampling_cost_gated_choice']}; target ≤ 3.0 with FLD within 2% of dense")]
+    for r in ("classifier", "trajectory"):
+        for g, v in cost[r]["gated"].items():
+            rows.append((f"gated {r} gate={g}", f"ratio {v['ratio']:.2f}, FLD change {100 * v['fld_change']:+.1f}%",
+                         f"member rows evaluated {100 * v['member_rows_fraction']:.0f}% of dense"))
+    tp = results["train_throughput"]
+    rows.append(("train_throughput_ratio", tp["ratio_median"], f"median of interleaved runs {['%.3f' % r for r in tp['ratios']]}; target ≥ 0.95"))
+    if "demo_seconds" in results:
+        rows.append(("demo_seconds", results["demo_seconds"], "target ≤ 300"))
+    notes = [f"digits (1,797 images), sources random:K, one compartment per source, 1 slice, {args.epochs} epochs "
+             f"for every model (the paragon does K× the steps of a compartment); DDPM sampler, {args.steps} steps, "
+             f"{args.n} class-balanced images per FLD, seeds {seeds}.",
+             "FLD is the Fréchet distance in silodiff's own CNN features (not Inception), against all 1,797 real images.",
+             "Sampling cost: wall time for the same images, steps and noise; gating threshold on the router weights, "
+             "each row's top compartment always kept."]
+    write_results("core", results, rows, notes)
+
+
+if __name__ == "__main__":
+    main()
