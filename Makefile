@@ -19,8 +19,13 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/silodiff demo --out demo-out
 
-test: setup
+test: setup browser
 	$(PY) -m pytest
+
+# Debian's chromium + driver for the web-page test in a real headless browser (tests/service/test_page.py).
+.PHONY: browser bench-service
+browser:
+	@(command -v chromium && command -v chromedriver) >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 
 # Debian's Fashion-MNIST (IDX files) for the targets that need it.
 fashion-mnist:
@@ -33,3 +38,6 @@ bench-core: setup
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache
+
+bench-service: setup
+	$(PY) bench/service.py
