@@ -41,3 +41,6 @@ clean:
 
 bench-service: setup
 	$(PY) bench/service.py
+
+bench-ray: setup
+	$(PY) bench/ray_bench.py
