@@ -67,7 +67,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
         raise SilodiffError("FLD needs at least two images on each side")
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    root = linalg.sqrtm(cov_a @ cov_b)  # (d, d); `disp=` is deprecated in SciPy ≥ 1.16, gone in 1.18
     if not np.isfinite(root).all():  # near-singular product: regularise (as pytorch-fid does)
         eps = np.eye(len(cov_a)) * 1e-6
         root = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
