@@ -91,8 +91,9 @@ def membership_split(
                             "nonmembers_from_holdout": sum(len(p) for p in parts) - len(outside),
                             "holdout_dropped_as_members": dropped}
     if not parts:
-        raise SilodiffError(f"no non-members for model {served.name!r}: every live sample is in its lineage; "
-                            "ingest a held-out source after training or pass a holdout data set (--holdout)")
+        given = f" and all {len(holdout)} holdout images are" if holdout is not None and len(holdout) else " is"
+        raise SilodiffError(f"no non-members for model {served.name!r}: every live sample{given} in its lineage; "
+                            "ingest a held-out source after training, or pass held-out images (--holdout)")
     nonmembers = parts[0] if len(parts) == 1 else SampleSet(
         torch.cat([p.pixels for p in parts]), torch.cat([p.labels for p in parts]),
         sum((p.sample_ids for p in parts), []), sum((p.sources for p in parts), []))

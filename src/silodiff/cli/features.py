@@ -5,3 +5,4 @@ from . import attribute  # noqa: F401
 from . import serve  # noqa: F401
 from . import keys  # noqa: F401
 from . import defences  # noqa: F401
+from . import audit  # noqa: F401
