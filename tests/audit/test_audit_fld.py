@@ -45,7 +45,8 @@ def test_frechet_distance_matches_the_symmetric_square_root_on_random_covariance
     vals, vecs = np.linalg.eigh(cov_a)
     root_a = vecs @ np.diag(np.sqrt(vals)) @ vecs.T
     inner = np.linalg.eigvalsh(root_a @ cov_b @ root_a)
-    expected = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.sqrt(inner.clip(0)).sum()
+    trace_root = np.sqrt(inner.clip(0)).sum()
+    expected = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_root
     assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-7)
     # and scipy's sqrtm of the product, the route pytorch-fid takes
     root = linalg.sqrtm(cov_a @ cov_b).real
@@ -98,7 +99,8 @@ def test_fld_of_a_set_with_itself_and_a_shift(trained_store):
 
 def test_feature_net_is_cached(trained_store, monkeypatch):
     (row,) = trained_store.active("feature-net", FEATURE_NET)
-    assert set(trained_store.catalog.lineage(row["hash"])) == {r["sample_id"] for r in trained_store.catalog.sample_rows()}
+    everything = {r["sample_id"] for r in trained_store.catalog.sample_rows()}
+    assert set(trained_store.catalog.lineage(row["hash"])) == everything
     fld_module = sys.modules["silodiff.audit.fld"]  # the package attribute ``fld`` is the function
     monkeypatch.setattr(fld_module, "train", lambda *a, **k: pytest.fail("the cached FLD network was retrained"))
     assert feature_net(trained_store, progress=False).artifact_hash == row["hash"]

@@ -38,9 +38,11 @@ def assert_one_line_error(result, *fragments: str) -> None:
 def cli_store(tmp_path_factory):
     """A store built entirely through the CLI (tiny epochs)."""
     store = tmp_path_factory.mktemp("cli") / "store"
-    ingest = cli_json("data", "ingest", "--store", store, "--dataset", "digits", "--limit", "120", "--sources", "random:3")
+    ingest = cli_json("data", "ingest", "--store", store, "--dataset", "digits", "--limit", "120",
+                      "--sources", "random:3")
     assert ingest["loaded"] == ingest["added"] == 120 and len(ingest["sources"]) == 3
-    trained = cli_json("train", "compartments", "--store", store, "--epochs", "2", "--slices", "2", "--batch-size", "32")
+    trained = cli_json("train", "compartments", "--store", store, "--epochs", "2", "--slices", "2",
+                       "--batch-size", "32")
     assert sorted(r["compartment"] for r in trained) == ["source-0", "source-1", "source-2"]
     assert all(r["checkpoints"] == 2 and r["resumed_from_slice"] == 0 for r in trained)
     assert cli_json("train", "paragon", "--store", store, "--epochs", "2")["paragon"]
@@ -55,15 +57,16 @@ def test_ingest_again_adds_nothing(cli_store):
 
 
 def test_training_again_resumes_past_the_last_slice(cli_store):
-    rows = cli_json("train", "compartments", "--store", cli_store, "--epochs", "2", "--batch-size", "32", "--only", "source-1")
+    rows = cli_json("train", "compartments", "--store", cli_store, "--epochs", "2", "--batch-size", "32",
+                    "--only", "source-1")
     assert rows == [{"compartment": "source-1", "checkpoints": 0, "final": None, "steps": 0,
                      "seconds": rows[0]["seconds"], "resumed_from_slice": 2}]
 
 
 def test_sample_composed_writes_png_and_npz_with_weights(cli_store, tmp_path):
     out = tmp_path / "samples"
-    summary = cli_json("sample", "--store", cli_store, "--out", out, "--n", "6", "--steps", "3", "--router", "trajectory",
-                       "--allowed", "source-0,source-2", "--labels", "1,2")
+    summary = cli_json("sample", "--store", cli_store, "--out", out, "--n", "6", "--steps", "3",
+                       "--router", "trajectory", "--allowed", "source-0,source-2", "--labels", "1,2")
     assert summary["compartments"] == ["source-0", "source-2"]
     assert set(summary["member_evaluations"]) == {"source-0", "source-2"}
     assert (out / "samples.png").stat().st_size > 0
@@ -74,17 +77,18 @@ def test_sample_composed_writes_png_and_npz_with_weights(cli_store, tmp_path):
     np.testing.assert_allclose(npz["weights_mean"].sum(1), 1, rtol=1e-5)
     assert npz["compartments"].tolist() == ["source-0", "source-2"]
     # same seed → same images
-    cli("sample", "--store", cli_store, "--out", tmp_path / "again", "--n", "6", "--steps", "3", "--router", "trajectory",
-        "--allowed", "source-0,source-2", "--labels", "1,2")
+    cli("sample", "--store", cli_store, "--out", tmp_path / "again", "--n", "6", "--steps", "3",
+        "--router", "trajectory", "--allowed", "source-0,source-2", "--labels", "1,2")
     assert np.array_equal(np.load(tmp_path / "again" / "samples.npz")["images"], npz["images"])
 
 
 def test_sample_paragon_and_classifier_router(cli_store, tmp_path):
-    paragon = cli_json("sample", "--store", cli_store, "--out", tmp_path / "p", "--model", "paragon", "--n", "4", "--steps", "2",
-                       "--labels", "none", "--sampler", "ddim")
+    paragon = cli_json("sample", "--store", cli_store, "--out", tmp_path / "p", "--model", "paragon", "--n", "4",
+                       "--steps", "2", "--labels", "none", "--sampler", "ddim")
     npz = np.load(tmp_path / "p" / "samples.npz")
     assert "weights_mean" not in npz and npz["labels"].tolist() == [-1] * 4 and "compartments" not in paragon
-    gated = cli_json("sample", "--store", cli_store, "--out", tmp_path / "c", "--n", "4", "--steps", "2", "--gate", "0.5")
+    gated = cli_json("sample", "--store", cli_store, "--out", tmp_path / "c", "--n", "4", "--steps", "2",
+                     "--gate", "0.5")
     assert len(gated["compartments"]) == 3
     assert sum(gated["member_evaluations"].values()) < 3 * 4 * 2  # gating skipped members
 
@@ -158,7 +162,8 @@ def test_help_on_every_command():
 )
 def test_bad_input_is_one_error_line(cli_store, tmp_path, args, fragments):
     before = Store(cli_store, create=False).catalog.verify_chain()[1]
-    result = runner.invoke(app, [*args, "--store", str(cli_store)] + (["--out", str(tmp_path / "o")] if args[0] == "sample" else []))
+    out = ["--out", str(tmp_path / "o")] if args[0] == "sample" else []
+    result = runner.invoke(app, [*args, "--store", str(cli_store), *out])
     assert_one_line_error(result, *fragments)
     assert Store(cli_store, create=False).catalog.verify_chain()[1] == before  # nothing was recorded
 
@@ -178,13 +183,15 @@ def test_unknown_dataset_is_one_error_line(tmp_path):
 
 def test_ingest_of_bad_files_registers_nothing(tmp_path):
     images = tmp_path / "train-images-idx3-ubyte.gz"
-    images.write_bytes(gzip.compress(bytes([0, 0, 8, 3, 0, 0, 0, 9, 0, 0, 0, 4, 0, 0, 0, 4]) + bytes(50)))  # 9·16 bytes promised
+    header = bytes([0, 0, 8, 3, 0, 0, 0, 9, 0, 0, 0, 4, 0, 0, 0, 4])  # 9 images of 4×4: 144 bytes promised
+    images.write_bytes(gzip.compress(header + bytes(50)))
     labels = tmp_path / "train-labels-idx1-ubyte"
     labels.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 9]) + bytes(9))
     store = tmp_path / "s"
     cli("data", "ingest", "--store", store, "--limit", "10")  # an existing store with data
     before = Store(store, create=False).catalog.sample_rows()
-    result = runner.invoke(app, ["data", "ingest", "--store", str(store), "--dataset", "idx", "--path", f"{images},{labels}"])
+    result = runner.invoke(app, ["data", "ingest", "--store", str(store), "--dataset", "idx",
+                                 "--path", f"{images},{labels}"])
     assert_one_line_error(result, str(images), "truncated")
     assert Store(store, create=False).catalog.sample_rows() == before
     folder = tmp_path / "folder" / "alice" / "x"

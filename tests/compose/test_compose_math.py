@@ -60,7 +60,8 @@ def run(router, seed: int = 0):
     """Sample N images with the composition; record (t, x_t, weights) at every step."""
     model = ComposedDenoiser({"a": GaussianDenoiser(MEANS[0], S), "b": GaussianDenoiser(MEANS[1], S)}, router, COUNTS)
     steps = []
-    out = sample(model, (N, 1, 2, 2), make_scheduler("ddpm"), steps=STEPS, generator=torch.Generator().manual_seed(seed),
+    out = sample(model, (N, 1, 2, 2), make_scheduler("ddpm"), steps=STEPS,
+                 generator=torch.Generator().manual_seed(seed),
                  callback=lambda info: steps.append((info["t"], info["x"].clone(), info["weights"].clone())))
     return out, steps
 

@@ -40,7 +40,8 @@ def test_excluded_compartments_are_never_read_or_evaluated(trained_store, reads,
         expected.add(trained_store.active("router")[0]["hash"])
     assert set(reads) == expected and not excluded_hashes & set(reads)
     seen_weights = []
-    images, _ = generate(model, 6, labels=list(range(6)), steps=4, seed=0, callback=lambda i: seen_weights.append(i["weights"]))
+    images, _ = generate(model, 6, labels=list(range(6)), steps=4, seed=0,
+                         callback=lambda i: seen_weights.append(i["weights"]))
     assert images.shape == (6, 1, 8, 8)
     assert all(w.shape == (6, 2) and torch.allclose(w.sum(1), torch.ones(6)) for w in seen_weights)
     # a member runs exactly on the rows where its weight is non-zero (the trajectory filter's

@@ -75,7 +75,8 @@ def test_unknown_dataset_is_an_error():
 
 # ----------------------------------------------------------------------------- IDX
 def _idx_bytes(array: np.ndarray) -> bytes:
-    return bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
 
 
 def _write_idx_pair(folder, images: np.ndarray, labels: np.ndarray, gz: bool, prefix: str = "train"):
@@ -224,7 +225,8 @@ def test_failed_ingest_registers_nothing(tmp_path, digits32):
 
 def test_ingest_of_a_different_image_size_is_refused(tmp_store):
     before = len(tmp_store.catalog.sample_rows())
-    other = SampleSet.from_arrays(np.zeros((2, 1, 4, 4), np.uint8) + np.arange(2)[:, None, None, None], [0, 1], ["x", "x"])
+    pixels = np.zeros((2, 1, 4, 4), np.uint8) + np.arange(2, dtype=np.uint8)[:, None, None, None]
+    other = SampleSet.from_arrays(pixels, [0, 1], ["x", "x"])
     with pytest.raises(SilodiffError, match="do not match"):
         tmp_store.ingest(other, "other")
     assert len(tmp_store.catalog.sample_rows()) == before

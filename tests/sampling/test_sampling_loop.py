@@ -87,7 +87,10 @@ def test_ddim_step_mean_std_matches_diffusers(eta, index):
     x, eps = torch.randn(3, 1, 4, 4, generator=g), 0.5 * torch.randn(3, 1, 4, 4, generator=g)
     z = torch.randn(x.shape, generator=g)
     mean, std = step_mean_std(scheduler, eps, t, x, eta)
-    ref = scheduler.step(eps, t, x, eta=eta, variance_noise=z).prev_sample if eta > 0 else scheduler.step(eps, t, x).prev_sample
+    if eta > 0:
+        ref = scheduler.step(eps, t, x, eta=eta, variance_noise=z).prev_sample
+    else:
+        ref = scheduler.step(eps, t, x).prev_sample
     torch.testing.assert_close(mean + std * z, ref, rtol=1e-5, atol=1e-5)
     a_t, a_prev = _alphas(scheduler, t, t - 50)
     sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)) ** 0.5

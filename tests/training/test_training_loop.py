@@ -3,7 +3,6 @@ dropout and config validation."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
@@ -84,7 +83,8 @@ def test_hook_drop_changes_the_gradient_as_expected(digits32):
         ref = _fresh()
         ref.load_state_dict(start)
         ref.train()
-        loss = ref.loss(batch["x0"][keep], batch["labels"][keep], batch["t"][keep], batch["noise"][keep], noise_scheduler())
+        x0, labels, t, noise = (batch[k][keep] for k in ("x0", "labels", "t", "noise"))
+        loss = ref.loss(x0, labels, t, noise, noise_scheduler())
         loss.mean().backward()
         return {n: p.grad for n, p in ref.named_parameters()}
 
@@ -128,7 +128,8 @@ def test_label_dropout_replaces_labels_with_the_null_class(digits32):
 
 @pytest.mark.parametrize(
     "field, value, message",
-    [("epochs", 0, "epochs"), ("batch_size", 0, "batch_size"), ("lr", 0.0, "lr"), ("label_dropout", 1.0, "label_dropout"),
+    [("epochs", 0, "epochs"), ("batch_size", 0, "batch_size"), ("lr", 0.0, "lr"),
+     ("label_dropout", 1.0, "label_dropout"),
      ("num_train_timesteps", 0, "num_train_timesteps")],
 )
 def test_config_validation(digits32, field, value, message):
@@ -146,8 +147,8 @@ def test_empty_data_is_an_error(digits32):
 
 def test_steps_for_and_default_length(digits32):
     assert steps_for(32, CONFIG) == 4 and steps_for(33, CONFIG) == 5 and steps_for(32, CONFIG, 0.5) == 2
-    state = train(new_state(_fresh(), TrainConfig(epochs=2, batch_size=16)), digits32, TrainConfig(epochs=2, batch_size=16),
-                  progress=False)
+    config = TrainConfig(epochs=2, batch_size=16)
+    state = train(new_state(_fresh(), config), digits32, config, progress=False)
     assert state.step == 4
 
 
