@@ -86,3 +86,16 @@ def test_posterior_for_an_image_file(comp_store, tmp_path):
     (tmp_path / "junk.png").write_bytes(b"not an image")
     with pytest.raises(SilodiffError, match="unreadable"):
         read_image(tmp_path / "junk.png", data.image_shape)
+
+
+def test_demo_step_writes_its_pictures_and_a_section(comp_store, tmp_path):
+    from silodiff.attribution import demo_step
+
+    section = demo_step(comp_store, tmp_path, quick=True)
+    assert section.startswith("## Attribution")
+    for name in ("attribution-images.png", "attribution-weights.png", "attribution-loo.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    lines = section.splitlines()
+    for c in comp_store.catalog.compartments():  # one posterior row per compartment
+        assert any(line.startswith(f"| {c['name']} |") for line in lines)
+    assert sum(line.startswith("| 0 |") or line.startswith("| 3 |") for line in lines) == 2  # image rows 0..3

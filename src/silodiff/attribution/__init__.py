@@ -8,11 +8,12 @@
 
 from .compartments import CompartmentAttribution, attribute_compartments, attribute_generation, compartment_posterior, read_image
 from .encoded import EncodedPlan, balanced_codes, check_plan, load_ensemble, load_plan, make_plan, plan_units, train_encoded
+from .demo import demo_step
 from .ensemble import EnsembleDenoiser
 from .influence import UnitInfluence, attribute_units, first_order_influence, rank_agreement
 
 __all__ = [
     "CompartmentAttribution", "attribute_compartments", "attribute_generation", "compartment_posterior", "read_image",
     "EncodedPlan", "balanced_codes", "check_plan", "load_ensemble", "load_plan", "make_plan", "plan_units", "train_encoded",
-    "EnsembleDenoiser", "UnitInfluence", "attribute_units", "first_order_influence", "rank_agreement",
+    "demo_step", "EnsembleDenoiser", "UnitInfluence", "attribute_units", "first_order_influence", "rank_agreement",
 ]
