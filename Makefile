@@ -36,6 +36,9 @@ bench: bench-core
 bench-core: setup
 	$(PY) bench/core.py
 
+bench-defences: setup
+	$(PY) bench/defences.py
+
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache
 
