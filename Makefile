@@ -47,3 +47,7 @@ bench-service: setup
 
 bench-ray: setup
 	$(PY) bench/ray_bench.py
+
+.PHONY: bench-attribution
+bench-attribution: setup
+	$(PY) bench/attribution.py
