@@ -125,6 +125,19 @@ def test_same_hashes_and_lineage_as_serial(cluster, serial, tmp_path):
     _consistent(store)
 
 
+def test_ensemble_members_same_hashes_as_serial(cluster, tmp_path):
+    from silodiff.attribution.encoded import train_encoded
+
+    catalogs = []
+    for backend in ("serial", "ray"):
+        store = _store(tmp_path / backend)
+        plan, results = train_encoded(store, members=4, unit="source", config=CONFIG, model=_model(), backend=backend, progress=False,
+                                      **({"timeout": TIMEOUT} if backend == "ray" else {}))
+        assert [r.name for r in results] == plan.member_names
+        catalogs.append({row for row in _catalog(store) if row[0] == "member"})
+    assert catalogs[0] == catalogs[1] and len(catalogs[0]) == 4
+
+
 def test_failed_task_is_retried_and_resumes_after_its_last_slice(cluster, serial, tmp_path):
     store = _store(tmp_path / "store")
     cluster.set(store, "source-1", slice=1, times=1)  # the first attempt dies before saving slice 1
@@ -173,6 +186,16 @@ def test_cli_prints_a_failure_in_one_line(cluster, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: 1 of 3 job(s) failed")
     assert "compartment 'source-0' failed after 1 attempt(s): RuntimeError: injected fault" in lines[0]
+
+
+def test_demo_step_replays_a_compartment_bit_for_bit(cluster, serial, tmp_path):
+    from silodiff.jobs.ray_demo import demo_step
+
+    before = _catalog(serial)
+    section = demo_step(serial, tmp_path, quick=True)
+    assert section.startswith("## Scale-out") and "**the same checkpoints, bit for bit**" in section
+    assert [line.split(" | ")[0] for line in section.splitlines() if line.startswith("| ") and "`" in line] == ["| 1", "| 2"]
+    assert _catalog(serial) == before  # the demo store is not touched
 
 
 def test_a_task_no_node_can_hold_is_refused(cluster, tmp_path):

@@ -10,8 +10,9 @@ only the small ``JobResult`` travels back.
 
 ``run_jobs_ray(jobs, address=, num_cpus=, num_gpus=, max_retries=, timeout=)``:
   1. connect: reuse a Ray session this process already holds, join the cluster
-     at ``address`` ("auto", "host:port", "ray://host:10001"), or start a
-     private local one (``address=None``), shut down again at the end;
+     at ``address`` ("auto", "host:port", "ray://host:10001"; default: the
+     ``RAY_ADDRESS`` environment variable), or else start a private local one,
+     shut down again at the end;
   2. submit one task per job with its resource request (``num_cpus`` and a
      fractional ``num_gpus`` per task) and ``max_retries``: Ray re-runs a task
      whose worker died or which raised.  A re-run resumes after the job's last
@@ -27,6 +28,7 @@ only the small ``JobResult`` travels back.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -48,7 +50,7 @@ def import_ray():
     return ray
 
 
-def _task(job: SliceJob) -> tuple[JobResult | None, str | None]:
+def train_job(job: SliceJob) -> tuple[JobResult | None, str | None]:
     """The body of one Ray task: ``run_job``; a SilodiffError comes back as a value (no retry)."""
     try:
         return run_job(job), None
@@ -104,7 +106,8 @@ def _cancel(ray, refs: list, grace: float = 10.0) -> None:
     _, stuck = ray.wait(refs, num_returns=len(refs), timeout=grace)
     for ref in stuck:
         ray.cancel(ref, force=True)
-    ray.wait(stuck, num_returns=len(stuck), timeout=grace)
+    if stuck:
+        ray.wait(stuck, num_returns=len(stuck), timeout=grace)
     for ref in refs:  # collect the cancellation errors, so Ray does not print them as unhandled
         try:
             ray.get(ref, timeout=0)
@@ -130,6 +133,9 @@ def run_jobs_ray(
     if timeout is not None and timeout <= 0:
         raise SilodiffError(f"timeout must be > 0 seconds, got {timeout}")
     ray = import_ray()
+    if not jobs:
+        return []
+    address = address or os.environ.get("RAY_ADDRESS") or None  # Ray's own convention for "join this cluster"
     started = _connect(ray, address, dict(init_options or {}))
     try:
         if address is None:  # a joined cluster may autoscale: only a local one is checked up front
@@ -142,7 +148,7 @@ def run_jobs_ray(
 
 def _run(ray, jobs: list[SliceJob], num_cpus: float, num_gpus: float, max_retries: int, timeout: float | None) -> list[JobResult]:
     # 2. one task per job; workers print nothing (no progress bars), results are tiny
-    remote = ray.remote(_task)
+    remote = ray.remote(train_job)
     options = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": max_retries, "retry_exceptions": True}
     refs = [remote.options(**options, name=f"silodiff:{j.kind}:{j.name}").remote(replace(j, progress=False)) for j in jobs]
     index = {ref: i for i, ref in enumerate(refs)}
