@@ -158,7 +158,7 @@ def main() -> None:
                 "member_rows_fraction": float(model.calls.sum()) / (n_cost * args.steps * 8),
             }
     results["sampling_cost"] = cost
-    ok = [(r, g, v) for r in ("classifier", "trajectory") for g, v in cost[r]["gated"].items() if abs(v["fld_change"]) <= 0.02]
+    ok = [(r, g, v) for r in ("classifier", "trajectory") for g, v in cost[r]["gated"].items() if v["fld_change"] <= 0.02]
     best_gated = min(ok, key=lambda x: x[2]["ratio"]) if ok else None
     results["sampling_cost_ratio_dense"] = cost["classifier"]["dense_ratio"]
     results["sampling_cost_ratio_gated"] = best_gated[2]["ratio"] if best_gated else None
@@ -196,7 +196,8 @@ def main() -> None:
              f"{args.n} class-balanced images per FLD, seeds {seeds}.",
              "FLD is the Fréchet distance in silodiff's own CNN features (not Inception), against all 1,797 real images.",
              "Sampling cost: wall time for the same images, steps and noise; gating threshold on the router weights, "
-             "each row's top compartment always kept."]
+             "each row's top compartment always kept. 'FLD within 2% of dense' is read as: gated FLD ≤ 1.02 × dense FLD "
+             "(lower FLD is better, so a gate that improves FLD qualifies)."]
     write_results("core", results, rows, notes)
 
 

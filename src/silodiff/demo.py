@@ -3,11 +3,14 @@
 Steps: ingest digits with four owners → train one compartment per owner (SISA
 slices, process pool) and the paragon → train the router → sample from the
 composition with each router → FLD and class accuracy for every model →
-per-image compartment weights → ``report.md`` with pictures.
+per-image compartment weights → then each feature's own step (memorisation
+defences, attribution, two users served over HTTP, the audit, forgetting a
+sample and a source) → ``report.md`` with pictures.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import time
@@ -27,12 +30,30 @@ from .store import Store
 from .training import TrainConfig
 
 
+# Feature steps, in order: each module's ``demo_step(store, out, quick) -> str`` returns a
+# Markdown section. Forgetting comes last because it changes the store.
+FEATURE_STEPS = (
+    ("memorisation defences", "silodiff.defences.demo"),
+    ("attribution", "silodiff.attribution.demo"),
+    ("service", "silodiff.service.demo"),
+    ("audit", "silodiff.audit.report"),
+    ("forgetting", "silodiff.unlearning.demo"),
+)
+OPTIONAL_STEPS = {"ray": ("scale-out on Ray", "silodiff.jobs.ray_demo")}
+
+
 def _log(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
 
 
-def run_demo(out: str | Path = "demo-out", *, quick: bool = False, backend: str = "process") -> Path:
-    """Run the demo into ``out`` (recreated) and return the path of ``report.md``."""
+def run_demo(
+    out: str | Path = "demo-out", *, quick: bool = False, backend: str = "process", extra: tuple[str, ...] = (),
+    skip: tuple[str, ...] = (),
+) -> Path:
+    """Run the demo into ``out`` (recreated) and return the path of ``report.md``.
+
+    ``extra`` adds optional steps (``ray``); ``skip`` leaves out feature steps by name.
+    """
     from .viz import save_grid, save_weight_bars
 
     t_start = time.perf_counter()
@@ -89,17 +110,24 @@ def run_demo(out: str | Path = "demo-out", *, quick: bool = False, backend: str 
     bars = save_weight_bars(mean_w, composed.names, out / "weights.png", title="mean router weight per image")
     save_grid(few, out / "weights-images.png", nrow=6)
 
+    # 5. every feature's own step, on the same store
+    sections = []
+    steps = [st for st in FEATURE_STEPS if st[0] not in skip] + [OPTIONAL_STEPS[e] for e in extra]
+    for title, module in steps:
+        step = importlib.import_module(module).demo_step
+        sections.append(timed(title, step, store, out, quick))
+
     timings["total"] = round(time.perf_counter() - t_start, 1)
     summary = {"sources": sources, "quality": rows, "timings_s": timings, "mean_weights": mean_w.round(3).tolist(),
                "compartments": composed.names, "chain_ok": store.catalog.verify_chain()[0]}
     (out / "report.json").write_text(json.dumps(summary, indent=2))
     report = out / "report.md"
-    report.write_text(_markdown(summary, grids, bars))
+    report.write_text(_markdown(summary, grids, bars, sections))
     _log(f"done in {timings['total']} s; report at {report}")
     return report
 
 
-def _markdown(s: dict[str, Any], grids: dict[str, Path], bars: Path) -> str:
+def _markdown(s: dict[str, Any], grids: dict[str, Path], bars: Path, sections: list[str]) -> str:
     lines = ["# silodiff demo report", "", "Data: scikit-learn digits, four owners (sources), one compartment each.", "",
              "| source | samples |", "| --- | --- |"]
     lines += [f"| {r['name']} | {r['n']} |" for r in s["sources"]]
@@ -112,6 +140,8 @@ def _markdown(s: dict[str, Any], grids: dict[str, Path], bars: Path) -> str:
               f"![weights]({bars.name})", "", "| image | " + " | ".join(s["compartments"]) + " |",
               "| --- " * (len(s["compartments"]) + 1) + "|"]
     lines += [f"| {i} | " + " | ".join(f"{w:.2f}" for w in row) + " |" for i, row in enumerate(s["mean_weights"])]
+    for section in sections:
+        lines += ["", section.strip()]
     lines += ["", "## Timings (s)", "", "| step | s |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in s["timings_s"].items()]
     lines += ["", f"Event log hash chain verifies: {s['chain_ok']}", ""]

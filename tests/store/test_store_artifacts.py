@@ -187,3 +187,19 @@ def test_failing_transaction_rolls_back(tmp_store):
 def test_catalog_is_shared_between_store_handles(tmp_store):
     other = Store(tmp_store.root, create=False)
     assert {r["sample_id"] for r in other.catalog.sample_rows()} == set(tmp_store.dataset().sample_ids)
+
+
+def test_failed_ingest_leaves_no_pixels_on_disk(tmp_path):
+    """A bad source name anywhere in the data: nothing registered, no shard file written."""
+    from silodiff.data import SampleSet, load_digits
+    from silodiff.errors import SilodiffError
+    from silodiff.store import Store
+
+    data = load_digits("random:2", limit=20)
+    sources = ["good"] * 10 + ["bad name/.."] * (len(data) - 10)
+    bad = SampleSet(data.pixels, data.labels, data.sample_ids, sources)
+    store = Store(tmp_path / "st")
+    with pytest.raises(SilodiffError, match="bad source name"):
+        store.ingest(bad, "digits")
+    assert store.catalog.sample_rows() == []
+    assert list((tmp_path / "st" / "data").iterdir()) == []

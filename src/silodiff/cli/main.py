@@ -232,11 +232,13 @@ def catalog_verify(store: StoreOpt, as_json: JsonOpt = False) -> None:
 def demo_cmd(
     out: Annotated[Path, typer.Option(help="Folder for the store and the report.")] = Path("demo-out"),
     quick: Annotated[bool, typer.Option(help="A smaller, faster run (for tests).")] = False,
+    ray: Annotated[bool, typer.Option(help="Also replay a compartment on a local Ray cluster.")] = False,
+    skip: Annotated[str | None, typer.Option(help="Comma-separated feature steps to leave out.")] = None,
 ) -> None:
     """The main job end to end on the embedded digits data; writes a Markdown + PNG report."""
     from ..demo import run_demo
 
-    report = run_demo(out, quick=quick)
+    report = run_demo(out, quick=quick, extra=("ray",) if ray else (), skip=tuple(_names(skip) or ()))
     typer.echo(f"report: {report}")
 
 

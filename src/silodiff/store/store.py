@@ -81,18 +81,31 @@ class Store:
         shapes = {tuple(s.image_shape) for s in [self._read_shard(n) for n in self.source_names()] if s is not None and len(s)}
         if shapes and tuple(data.image_shape) not in shapes:
             raise SilodiffError(f"images of shape {data.image_shape} do not match the store's {shapes.pop()}")
-        for source in sorted(set(data.sources)):
-            new = data.where([s == source for s in data.sources])
-            old = self._read_shard(source)
-            if old is not None:
-                known = set(old.sample_ids)
-                new = new.where([sid not in known for sid in new.sample_ids])
-                new = SampleSet(
-                    torch.cat([old.pixels, new.pixels]), torch.cat([old.labels, new.labels]),
-                    old.sample_ids + new.sample_ids, old.sources + new.sources,
-                )
-            self.write_shard(source, new)
-        return self.catalog.add_samples(data.sample_ids, data.labels.tolist(), data.sources, dataset)
+        sources = sorted(set(data.sources))
+        for source in sources:  # validate every name before anything is written
+            self._shard(source)
+        previous = {source: self._read_shard(source) for source in sources}
+        try:
+            for source in sources:
+                new = data.where([s == source for s in data.sources])
+                old = previous[source]
+                if old is not None:
+                    known = set(old.sample_ids)
+                    new = new.where([sid not in known for sid in new.sample_ids])
+                    new = SampleSet(
+                        torch.cat([old.pixels, new.pixels]), torch.cat([old.labels, new.labels]),
+                        old.sample_ids + new.sample_ids, old.sources + new.sources,
+                    )
+                self.write_shard(source, new)
+            return self.catalog.add_samples(data.sample_ids, data.labels.tolist(), data.sources, dataset)
+        except BaseException:
+            # nothing half-registered: put every shard back as it was (or remove the new ones)
+            for source, old in previous.items():
+                if old is None:
+                    self._shard(source).unlink(missing_ok=True)
+                else:
+                    self.write_shard(source, old)
+            raise
 
     def source_names(self) -> list[str]:
         return [s["name"] for s in self.catalog.sources()]
