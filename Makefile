@@ -51,3 +51,7 @@ bench-ray: setup
 .PHONY: bench-attribution
 bench-attribution: setup
 	$(PY) bench/attribution.py
+
+.PHONY: bench-forget
+bench-forget: setup
+	$(PY) bench/forget.py
