@@ -48,6 +48,10 @@ bench-service: setup
 bench-ray: setup
 	$(PY) bench/ray_bench.py
 
+.PHONY: bench-audit
+bench-audit: setup fashion-mnist
+	$(PY) bench/audit.py
+
 .PHONY: bench-attribution
 bench-attribution: setup
 	$(PY) bench/attribution.py

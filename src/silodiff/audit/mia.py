@@ -20,7 +20,9 @@ Three attacks, scikit-learn shaped (``fit(model) -> self``, ``score(images, labe
   AUC below 0.5, which the report shows as measured).
 
 The attacker sees only the served model, ``eps = model(x_t, t, labels)``, so a
-composed model is attacked exactly like a single one.  ``evaluate_attack`` gives
+composed model is attacked exactly like a single one (each batch is a fresh
+query: with the trajectory-filter router a single query sees the prior weights,
+since that router needs a sampling trajectory).  ``evaluate_attack`` gives
 AUC, the best-threshold accuracy and the TPR at 1% FPR (the largest FPR ≤ 1%);
 ``run_attack`` scores members and non-members at every t of the grid and
 reports the best t (chosen on the same data, as the papers do: optimistic).
@@ -52,7 +54,7 @@ def _xy(data: Images) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 class MembershipAttack:
     """Shared machinery: batching, the timestep grid, calibration.  Subclasses
-    implement ``_score_batch(x0, labels, generator) -> (b, len(timesteps_))``."""
+    implement ``_score_batch(x0, labels, timesteps, generator) -> (b, len(timesteps))``."""
 
     name = ""
     default_timesteps: tuple[int, ...] = ()
@@ -72,8 +74,8 @@ class MembershipAttack:
         self.random_state = random_state
         self.progress = progress
 
-    def _check_timesteps(self, T: int) -> tuple[int, ...]:
-        grid = tuple(sorted({int(t) for t in (self.timesteps or self.default_timesteps)}))
+    def _check_timesteps(self, T: int, timesteps: tuple[int, ...] | None = None) -> tuple[int, ...]:
+        grid = tuple(sorted({int(t) for t in (timesteps or self.timesteps or self.default_timesteps)}))
         if not grid or grid[0] < 1 or grid[-1] >= T:
             raise SilodiffError(f"{self.name} timesteps must lie in 1..{T - 1}, got {grid}")
         return grid
@@ -95,10 +97,14 @@ class MembershipAttack:
         return self
 
     @torch.no_grad()
-    def score_grid(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> np.ndarray:
-        """Scores at every t of the grid, (n, len(timesteps_)); higher = more likely a member."""
-        if not hasattr(self, "model_"):
-            raise SilodiffError(f"call {type(self).__name__}.fit(model) before score()")
+    def score_grid(self, images: torch.Tensor, labels: torch.Tensor | None = None,
+                   timesteps: tuple[int, ...] | None = None) -> np.ndarray:
+        """Scores at every t of the grid (default ``timesteps_``), (n, T); higher = more likely a member."""
+        self._require_fit()
+        if timesteps is None:
+            timesteps = self.timesteps_
+        elif tuple(timesteps) != (self.timestep_,):
+            timesteps = self._check_timesteps(self.scheduler_.config.num_train_timesteps, tuple(timesteps))
         x, y = _xy((images, labels))
         if y is not None and len(y) != len(x):
             raise SilodiffError(f"{len(y)} labels for {len(x)} images")
@@ -111,21 +117,13 @@ class MembershipAttack:
             rows = slice(start, start + self.batch_size)
             if reset is not None:
                 reset()
-            out.append(self._score_batch(x[rows], None if y is None else y[rows], generator))
-        return torch.cat(out).double().numpy() if out else np.zeros((0, len(self.timesteps_)))
+            out.append(self._score_batch(x[rows], None if y is None else y[rows], timesteps, generator))
+        return torch.cat(out).double().numpy() if out else np.zeros((0, len(timesteps)))
 
     def score(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> np.ndarray:
         """Per-sample membership score at the chosen timestep ``timestep_``, (n,)."""
         self._require_fit()
-        return self._at(self.timestep_, images, labels)
-
-    def _at(self, t: int, images, labels) -> np.ndarray:
-        grid = self.timesteps_
-        try:
-            self.timesteps_ = (t,)
-            return self.score_grid(images, labels)[:, 0]
-        finally:
-            self.timesteps_ = grid
+        return self.score_grid(images, labels, (self.timestep_,))[:, 0]
 
     def _require_fit(self) -> None:
         if not hasattr(self, "model_"):
@@ -155,11 +153,12 @@ class LossAttack(MembershipAttack):
         super().__init__(timesteps, **kwargs)
         self.repeats = repeats
 
-    def _score_batch(self, x0: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+    def _score_batch(self, x0: torch.Tensor, labels: torch.Tensor | None, timesteps: tuple[int, ...],
+                     generator: torch.Generator) -> torch.Tensor:
         if self.repeats < 1:
             raise SilodiffError(f"repeats must be ≥ 1, got {self.repeats}")
         cols = []
-        for t in self.timesteps_:
+        for t in timesteps:
             tt = torch.full((len(x0),), t, dtype=torch.long)
             # ℓ = mean((ε_θ(x_t, t) − ε)²), averaged over independent ε draws, (b,)
             loss = sum(self.model_.loss(x0, labels, tt, torch.randn(x0.shape, generator=generator), self.scheduler_)
@@ -174,10 +173,11 @@ class PIA(MembershipAttack):
     name = "pia"
     default_timesteps = (10, 20, 50, 100, 200, 500)
 
-    def _score_batch(self, x0: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+    def _score_batch(self, x0: torch.Tensor, labels: torch.Tensor | None, timesteps: tuple[int, ...],
+                     generator: torch.Generator) -> torch.Tensor:
         eps0 = self._eps(x0, 0, labels)  # 1. ε₀ = ε_θ(x_0, 0), (b, c, h, w)
         cols = []
-        for t in self.timesteps_:
+        for t in timesteps:
             x_t = self.scheduler_.add_noise(x0, eps0, torch.full((len(x0),), t, dtype=torch.long))  # 2. deterministic x_t
             cols.append(-(self._eps(x_t, t, labels) - eps0).abs().pow(4).flatten(1).sum(1))  # 3. −Σ|ε_θ(x_t,t) − ε₀|⁴
         return torch.stack(cols, 1)
@@ -193,13 +193,14 @@ class SecMI(MembershipAttack):
         super().__init__(timesteps, **kwargs)
         self.interval = interval
 
-    def _check_timesteps(self, T: int) -> tuple[int, ...]:
-        grid = super()._check_timesteps(T)
+    def _check_timesteps(self, T: int, timesteps: tuple[int, ...] | None = None) -> tuple[int, ...]:
+        grid = super()._check_timesteps(T, timesteps)
         if self.interval < 1 or T % self.interval or any(t % self.interval for t in grid):
             raise SilodiffError(f"secmi timesteps must be multiples of the interval {self.interval} (which must divide {T})")
         return grid
 
-    def _score_batch(self, x0: torch.Tensor, labels: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+    def _score_batch(self, x0: torch.Tensor, labels: torch.Tensor | None, timesteps: tuple[int, ...],
+                     generator: torch.Generator) -> torch.Tensor:
         k, T = self.interval, self.scheduler_.config.num_train_timesteps
         config = self.scheduler_.config
         inverse = DDIMInverseScheduler.from_config(config, clip_sample=False)
@@ -207,16 +208,16 @@ class SecMI(MembershipAttack):
         inverse.set_timesteps(T // k)
         ddim.set_timesteps(T // k)  # both step by k timesteps
         x, s, cols = x0, 0, {}
-        for t in range(k, max(self.timesteps_) + 1, k):
+        for t in range(k, max(timesteps) + 1, k):
             # 1. deterministic inversion x_s → x_t (s = t − k), ε evaluated at (x_s, s)
             x_next = inverse.step(self._eps(x, s, labels), t, x).prev_sample
-            if t in self.timesteps_:
+            if t in timesteps:
                 # 2. one DDIM step back x_t → x̂_s, η = 0
                 x_hat = ddim.step(self._eps(x_next, t, labels), t, x_next, eta=0.0).prev_sample
                 # 3. SecMI-stat: −‖x_s − x̂_s‖²
                 cols[t] = -(x_hat - x).pow(2).flatten(1).sum(1)
             x, s = x_next, t
-        return torch.stack([cols[t] for t in self.timesteps_], 1)
+        return torch.stack([cols[t] for t in timesteps], 1)
 
 
 ATTACKS: dict[str, type[MembershipAttack]] = {"loss": LossAttack, "pia": PIA, "secmi": SecMI}

@@ -244,17 +244,19 @@ def run_audits(store: Store, out: str | Path, models: tuple[str, ...] = ("parago
 
 def comparison_markdown(rows: list[dict[str, Any]], summaries: dict[str, dict[str, Any]], heading: str = "#",
                         prefix: str = "") -> str:
-    keys = sorted({k for r in rows for k in r} - {"model"}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
+    """Markdown of ``comparison`` rows, linking each model's own report (``prefix`` = their folder's path)."""
+    keys = list(dict.fromkeys(k for r in rows for k in r if k != "model"))  # first-seen order
     fmt = lambda v: "—" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
     lines = [f"{heading} Audit: memorisation and membership inference", "",
              "| model | " + " | ".join(keys) + " |", "| --- " * (len(keys) + 1) + "|"]
     lines += [f"| {r['model']} | " + " | ".join(fmt(r.get(k)) for k in keys) + " |" for r in rows]
     lines += ["", "Memorised fractions: NN ratio < 1/3, IET-AGC ratio < 0.30, feature cosine > threshold. "
               "MIA: AUC and TPR at 1% FPR at each attack's best t (0.5 / 0.01 = no leak).", ""]
-    for model in summaries:
+    for model, s in summaries.items():
         sub = f"{prefix}{_folder(model)}"
-        lines.append(f"- [{model}]({sub}/report.md): ![{model} memorised]({sub}/memorised.png) ![{model} roc]({sub}/roc.png)"
-                     if summaries[model]["membership"] else f"- [{model}]({sub}/report.md): ![{model} memorised]({sub}/memorised.png)")
+        line = f"- [{model}]({sub}/report.md): ![{model} memorised]({sub}/memorised.png)"
+        skipped = s["membership_split"].get("skipped")
+        lines.append(line + (f" — membership inference skipped: {skipped}" if skipped else f" ![{model} roc]({sub}/roc.png)"))
     return "\n".join(lines) + "\n"
 
 
