@@ -90,6 +90,7 @@ def test_paragon_with_agc_records_skip_counts_and_does_not_reuse_plain_checkpoin
     assert row["active"] and row["metrics"]["hooks"] == ["agc"]
     assert 0 <= row["metrics"]["agc_skipped_fraction"] <= 1
     info = tmp_store.load(row["hash"]).info
+    assert info["hook_specs"] == agc_hooks()  # a retrain can rebuild the same hook
     counts = skip_counts(info["hooks"]["agc"])
     assert set(counts) == set(tmp_store.catalog.lineage(row["hash"]))
     assert not tmp_store.catalog.artifact(plain.artifacts[-1])["active"]

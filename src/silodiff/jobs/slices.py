@@ -72,6 +72,7 @@ def _save_checkpoint(store: Store, job: SliceJob, state: TrainState, r: int, set
     reports, summaries = hook_reports(hooks or [])
     if reports:
         info["hooks"] = reports  # e.g. AGC skip counts per sample_id
+        info["hook_specs"] = job.extra["hooks"]  # so a retrain (forgetting) can rebuild the same hooks
     digest = store.artifacts.put(tensors, {"model": job.model, "info": info})
     with store.catalog.transaction() as db:
         if job.activate:
