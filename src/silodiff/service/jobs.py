@@ -59,18 +59,21 @@ class JobRunner:
     def _run(self, job: Job, fn: Callable[[], dict[str, Any]]) -> None:
         job.status, job.started_at = "running", now()
         t0 = time.perf_counter()
+        result, error = None, None
         try:
             result = fn()
         except Exception as exc:  # a failed job reports its error; the server keeps serving
-            job.error = f"{type(exc).__name__}: {exc}"
-            job.status = "failed"
+            error = f"{type(exc).__name__}: {exc}"
             traceback.print_exc()
-        else:
-            with self.active.switched():  # 3. no request on the old snapshot survives "done"
-                job.result, job.status = result, "done"
         job.finished_at, job.seconds = now(), round(time.perf_counter() - t0, 3)
+        status = "failed" if error else "done"
         self.store.catalog.log_event("service-job", {"job": job.id, "kind": job.kind, "key": job.owner,
-                                                     "status": job.status, "seconds": job.seconds, "error": job.error})
+                                                     "status": status, "seconds": job.seconds, "error": error})
+        if error:
+            job.error, job.status = error, "failed"
+            return
+        with self.active.switched():  # 3. no request on the old snapshot survives "done"
+            job.result, job.status = result, "done"
 
     def get(self, job_id: str) -> Job:
         with self._lock:
