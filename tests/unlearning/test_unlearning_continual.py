@@ -32,3 +32,15 @@ def test_add_source_trains_only_the_new_compartment_and_the_router(fstore):
 def test_add_source_refuses_existing_sources(fstore):
     with pytest.raises(SilodiffError, match="already exist"):
         add_source(fstore, _new_data("source-1"), "digits")
+
+
+def test_add_source_resumes_after_an_interruption(fstore):
+    from silodiff.training.plan import split_slices
+
+    data = _new_data("museum-d")
+    with fstore.catalog.transaction():  # what a call killed before training leaves behind
+        fstore.ingest(data, "digits")
+        fstore.catalog.plan_compartment("museum-d", split_slices(data.sample_ids, 2))
+    result = add_source(fstore, data, "digits")
+    assert list(result["compartments"]) == ["museum-d"] and len(result["compartments"]["museum-d"]) == 2
+    assert {c["name"]: c["status"] for c in fstore.catalog.compartments()}["museum-d"] == "trained"

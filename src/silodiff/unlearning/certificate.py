@@ -64,14 +64,17 @@ def build_certificate(store: Store, req: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_certificate(certificate: dict[str, Any] | str | Path) -> dict[str, Any]:
-    if isinstance(certificate, dict):
-        return certificate
-    try:
-        cert = json.loads(Path(certificate).read_text())
-    except (OSError, ValueError) as exc:
-        raise SilodiffError(f"cannot read certificate {certificate}: {exc}") from None
-    if not isinstance(cert, dict) or cert.get("kind") != KIND:
-        raise SilodiffError(f"{certificate} is not a silodiff forget certificate")
+    """A certificate given as a dict or a JSON file path; anything else is an error."""
+    cert = certificate
+    if not isinstance(certificate, dict):
+        try:
+            cert = json.loads(Path(certificate).read_text())
+        except (OSError, ValueError) as exc:
+            raise SilodiffError(f"cannot read certificate {certificate}: {exc}") from None
+    fields = ("forgotten", "old_artifacts", "new_artifacts", "digest", "event_log")
+    if not isinstance(cert, dict) or cert.get("kind") != KIND or any(k not in cert for k in fields):
+        name = "the given certificate" if isinstance(certificate, dict) else str(certificate)
+        raise SilodiffError(f"{name} is not a silodiff forget certificate")
     return cert
 
 

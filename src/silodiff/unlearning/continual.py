@@ -47,6 +47,8 @@ def add_source(store: Store, data: SampleSet, dataset: str, *, config: TrainConf
     if len(data) == 0:
         raise SilodiffError("nothing to add: the data set is empty")
     new_sources = sorted(set(data.sources))
+    if _interrupted(store, data):  # the same call was killed after ingesting: resume its training
+        return _finish(store, data, dataset, new_sources, config, progress, ingest=False)
     existing = {c["name"] for c in store.catalog.compartments()} | set(store.source_names())
     clash = sorted(set(new_sources) & existing)
     if clash:
@@ -54,19 +56,35 @@ def add_source(store: Store, data: SampleSet, dataset: str, *, config: TrainConf
     known = [s for s in data.sample_ids if store.catalog.sample(s) is not None]
     if known:
         raise SilodiffError(f"{len(known)} sample(s) are already in the store (e.g. {known[0][:12]}), under another source")
+    return _finish(store, data, dataset, new_sources, config, progress, ingest=True)
+
+
+def _interrupted(store: Store, data: SampleSet) -> bool:
+    """Every sample already registered under its own source, each source a compartment not yet trained."""
+    for sid, src in zip(data.sample_ids, data.sources):
+        row = store.catalog.sample(sid)
+        if row is None or row["source"] != src or row["forgotten_at"] is not None:
+            return False
+    status = {c["name"]: c["status"] for c in store.catalog.compartments()}
+    return all(status.get(s) == "planned" for s in set(data.sources))
+
+
+def _finish(store: Store, data: SampleSet, dataset: str, new_sources: list[str], config: TrainConfig | None,
+            progress: bool, *, ingest: bool) -> dict[str, Any]:
     with store_lock(store):
         n_slices, model, train = _template(store)
         if model is not None and data.num_classes > model.get("num_classes", data.num_classes):
             raise SilodiffError(f"the new data has labels up to {data.num_classes - 1}; the compartments' "
                                 f"model has {model['num_classes']} classes")
         before = {n: final_checkpoint(store, "compartment", n)["hash"] for n in trained_compartments(store)}
-        store.ingest(data, dataset)
-        # 1. one compartment per new source, same slice count (deterministic slices)
-        with store.catalog.transaction():
-            for source in new_sources:
-                ids = [s for s, src in zip(data.sample_ids, data.sources) if src == source]
-                store.catalog.plan_compartment(source, split_slices(ids, min(n_slices, len(ids))))
-        # 2. train only them
+        if ingest:
+            # 1. register the samples and one compartment per new source (same slice count) in one transaction
+            with store.catalog.transaction():
+                store.ingest(data, dataset)
+                for source in new_sources:
+                    ids = [s for s, src in zip(data.sample_ids, data.sources) if src == source]
+                    store.catalog.plan_compartment(source, split_slices(ids, min(n_slices, len(ids))))
+        # 2. train only them (a rerun resumes after the last checkpoint written)
         config = config or (TrainConfig(**train) if train else TrainConfig())
         results = train_compartments(store, new_sources, config=config, model=model, progress=progress)
         # 3. the router's output set changed: retrain it over all compartments
