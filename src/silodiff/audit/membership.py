@@ -81,7 +81,8 @@ def membership_split(
     dropped = 0
     if holdout is not None and len(holdout):
         if tuple(holdout.image_shape) != tuple(members.image_shape):
-            raise SilodiffError(f"holdout images of shape {holdout.image_shape} do not match the model's {members.image_shape}")
+            raise SilodiffError(f"holdout images of shape {holdout.image_shape} do not match "
+                                f"the model's {members.image_shape}")
         known = set(outside)
         keep = [s not in lineage and s not in known for s in holdout.sample_ids]
         dropped = int(sum(s in lineage for s in holdout.sample_ids))

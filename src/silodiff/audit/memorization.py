@@ -55,7 +55,8 @@ def unit_pixels(images: torch.Tensor | np.ndarray) -> torch.Tensor:
 
 
 def _search(
-    query: torch.Tensor, base: torch.Tensor, k: int, *, metric: str, batch_size: int, base_chunk: int, progress: bool | str
+    query: torch.Tensor, base: torch.Tensor, k: int, *, metric: str, batch_size: int, base_chunk: int,
+    progress: bool | str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact k-nearest search of (n, d) ``query`` rows among (m, d) ``base`` rows.
 
@@ -75,7 +76,8 @@ def _search(
     base_sq = base.pow(2).sum(1)  # (m,)
     dists, index = [], []
     blocks = range(0, n, batch_size)
-    for start in tqdm(blocks, desc=progress if isinstance(progress, str) else "nn search", disable=not progress, leave=False):
+    desc = progress if isinstance(progress, str) else "nn search"
+    for start in tqdm(blocks, desc=desc, disable=not progress, leave=False):
         q = query[start : start + batch_size]  # (b, d)
         best_v = best_i = None
         for c0 in range(0, m, base_chunk):
@@ -195,7 +197,8 @@ class MemorizationAuditor:
     @torch.no_grad()
     def score(self, generated: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
         """Per generated image: ``nn_ratio``, ``carlini_ratio``, ``cosine`` (best feature match),
-        ``nn_index``/``nn_distance`` (pixel NN1), ``cosine_index`` (its best feature match), and the boolean ``memorised``
+        ``nn_index``/``nn_distance`` (pixel NN1), ``cosine_index`` (its best feature match), and the
+        boolean ``memorised``
         (NN ratio below its threshold) and ``replicate`` (cosine above its threshold)."""
         if not hasattr(self, "training_"):
             raise SilodiffError("call fit(training_images) before score()")
@@ -207,7 +210,8 @@ class MemorizationAuditor:
         dist, idx = _search(q, self.training_, self.k_, metric="l2", batch_size=self.batch_size, base_chunk=16384,
                             progress=progress)
         dist, idx = dist.numpy(), idx.numpy()
-        feats = torch.nn.functional.normalize(_embed(generated, self.feature_net, self.batch_size) - self.feature_mean_, dim=1)
+        feats = _embed(generated, self.feature_net, self.batch_size) - self.feature_mean_
+        feats = torch.nn.functional.normalize(feats, dim=1)  # centred on the training mean, unit rows
         cos, cos_idx = _search(feats, self.features_, 1, metric="cosine", batch_size=self.batch_size, base_chunk=16384,
                                progress=False)
         ratio, carlini = nn_ratio(dist), carlini_ratio(dist, self.k_)

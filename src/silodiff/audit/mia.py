@@ -178,7 +178,8 @@ class PIA(MembershipAttack):
         eps0 = self._eps(x0, 0, labels)  # 1. ε₀ = ε_θ(x_0, 0), (b, c, h, w)
         cols = []
         for t in timesteps:
-            x_t = self.scheduler_.add_noise(x0, eps0, torch.full((len(x0),), t, dtype=torch.long))  # 2. deterministic x_t
+            tt = torch.full((len(x0),), t, dtype=torch.long)
+            x_t = self.scheduler_.add_noise(x0, eps0, tt)  # 2. deterministic x_t
             cols.append(-(self._eps(x_t, t, labels) - eps0).abs().pow(4).flatten(1).sum(1))  # 3. −Σ|ε_θ(x_t,t) − ε₀|⁴
         return torch.stack(cols, 1)
 
@@ -196,7 +197,8 @@ class SecMI(MembershipAttack):
     def _check_timesteps(self, T: int, timesteps: tuple[int, ...] | None = None) -> tuple[int, ...]:
         grid = super()._check_timesteps(T, timesteps)
         if self.interval < 1 or T % self.interval or any(t % self.interval for t in grid):
-            raise SilodiffError(f"secmi timesteps must be multiples of the interval {self.interval} (which must divide {T})")
+            raise SilodiffError(f"secmi timesteps must be multiples of the interval {self.interval} "
+                                f"(which must divide {T})")
         return grid
 
     def _score_batch(self, x0: torch.Tensor, labels: torch.Tensor | None, timesteps: tuple[int, ...],

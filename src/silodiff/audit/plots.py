@@ -16,7 +16,9 @@ import torch
 from ..viz import _plt, _save, image_grid
 
 
-def save_pairs(generated: torch.Tensor, nearest: torch.Tensor, ratios: np.ndarray, path: str | Path, *, title: str = "") -> Path:
+def save_pairs(
+    generated: torch.Tensor, nearest: torch.Tensor, ratios: np.ndarray, path: str | Path, *, title: str = ""
+) -> Path:
     """Row 1: generations; row 2: their nearest training images; NN ratio under each pair."""
     plt = _plt()
     n = len(generated)

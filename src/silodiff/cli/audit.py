@@ -54,7 +54,7 @@ def audit_cmd(
     if as_json:
         emit({"report": str(report), "results": rows}, True)
     else:
-        emit(rows if isinstance(rows, list) else [rows], False, title=f"report: {report}")
+        emit(rows, False, title=f"report: {report}")  # one model: a key / value table; several: one row each
 
 
 def _headline(summary: dict) -> dict:
