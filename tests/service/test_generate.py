@@ -128,3 +128,30 @@ def test_attribute_reports_weights_for_the_allowed_compartments(client, auth):
     # leave-one-out multiplies the work by K + 1: 3 × 5 × 100 > 800
     r = client.post("/v1/attribute", json={"n": 5, "steps": 100, "leave_one_out": True}, headers=auth("alice"))
     assert r.status_code == 422 and r.json()["limit"].endswith("× 3 runs")
+
+
+def test_cpsample_guides_with_the_allowed_compartments_classifiers_only(fresh_store, auth, app_factory, instrumented):
+    from fastapi.testclient import TestClient
+
+    from silodiff.defences.cpsample import train_protection_classifier
+    from silodiff.training import TrainConfig
+
+    client = TestClient(app_factory(fresh_store))
+    req = {"n": 2, "steps": 4, "seed": 1, "cpsample": {"alpha": 0.5, "scale": 500}}
+    r = client.post("/v1/generate", json=req, headers=auth("alice"))
+    assert r.status_code == 422 and "protection classifier" in r.json()["detail"]
+    for name in ("source-0", "source-1", "source-2"):
+        train_protection_classifier(fresh_store, compartment=name, config=TrainConfig(epochs=1, batch_size=32), max_epochs=1,
+                                    progress=False)
+    loaded, _ = instrumented
+    loaded.clear()
+    body = client.post("/v1/generate", json=req, headers=auth("alice")).json()
+    assert 0 <= body["guided_fraction"] <= 1
+    protection = {k: v for k, v in body["artifacts"].items() if k.startswith("protection:")}
+    assert set(protection) == {"protection:source-0", "protection:source-1"}
+    assert not hashes_that_saw(fresh_store, "source-2") & set(loaded)  # source-2's classifier never read
+    plain = client.post("/v1/generate", json={k: v for k, v in req.items() if k != "cpsample"}, headers=auth("alice")).json()
+    assert plain["guided_fraction"] is None and not any(k.startswith("protection:") for k in plain["artifacts"])
+    bad = client.post("/v1/generate", json={**req, "cpsample": {"alpha": 0}}, headers=auth("alice"))
+    assert bad.status_code == 422
+    assert client.post("/v1/attribute", json=req, headers=auth("alice")).status_code == 422  # not an attribute option

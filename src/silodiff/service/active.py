@@ -223,15 +223,38 @@ class ActiveSet:
     # -- serving -----------------------------------------------------------------
     @contextmanager
     def serve(self, caller: Caller, requested: Sequence[str] | None = None, router: str = "auto",
-              gate: float = 0.0) -> Iterator[Served]:
-        """Resolve one snapshot and hold the read lock while the caller runs the model."""
+              gate: float = 0.0, cpsample: tuple[float, float] | None = None) -> Iterator[Served]:
+        """Resolve one snapshot and hold the read lock while the caller runs the model.
+
+        ``cpsample = (alpha, scale)`` wraps each member with its compartment's protection classifier.
+        """
         with self.lock.read():
             with self.store.catalog.transaction():  # 1. one consistent snapshot; the switch cannot interleave
                 names = self._choose(caller, requested)
                 chosen = self._router(caller, router, names)
                 model = compose(self.store, names, router=chosen, gate=gate, load=self.cache.load)
+                hashes = dict(model.artifact_hashes)
+                if cpsample is not None:
+                    model, protection = self._protect(caller, model, names, *cpsample)
+                    hashes.update({f"protection:{n}": h for n, h in protection.items()})
                 generation = self.generation
-            yield Served(model, names, chosen, dict(model.artifact_hashes), generation)
+            yield Served(model, names, chosen, hashes, generation)
+
+    def _protect(self, caller: Caller, model: ComposedDenoiser, names: list[str], alpha: float,
+                 scale: float) -> tuple[ComposedDenoiser, dict[str, str]]:
+        """CPSample (``silodiff.defences.cpsample``): each allowed member guided by its own protection classifier."""
+        from ..defences.cpsample import KIND, protect
+
+        found = {}
+        for name in names:
+            rows = self.store.active(KIND, name)
+            if not rows:
+                raise SilodiffError(f"compartment {name!r} has no protection classifier: "
+                                    f"run `silodiff train protection-classifier --compartment {name}`")
+            if not caller.may_use(self.lineage_sources(rows[-1]["hash"])):
+                raise Forbidden(f"the protection classifier of {name!r} was trained outside this key's rights")
+            found[name] = rows[-1]["hash"]
+        return protect(model, {n: self.cache.load(h) for n, h in found.items()}, alpha=alpha, scale=scale), found
 
     def artifacts(self, caller: Caller, requested: Sequence[str] | None = None, router: str = "auto") -> dict[str, str]:
         """The hashes a request would be served by now (no model is loaded)."""

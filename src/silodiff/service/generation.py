@@ -68,24 +68,30 @@ def run_generation(state: ServiceState, caller: Caller, req: GenerateRequest) ->
     """Generate ``req.n`` images from the caller's compartments; returns the response body."""
     check_limits(state.settings, req.n, req.steps)
     t0 = time.perf_counter()
-    with state.active.serve(caller, req.compartments, req.router, req.gate) as served:
+    cpsample = (req.cpsample.alpha, req.cpsample.scale) if req.cpsample is not None else None
+    with state.active.serve(caller, req.compartments, req.router, req.gate, cpsample) as served:
         labels = request_labels(req, served.model.num_classes)
         recorder = WeightRecorder()
         images, _ = generate(served.model, req.n, labels=labels, sampler=req.sampler, steps=req.steps, seed=req.seed,
                              callback=recorder)
+    guided = None
+    if cpsample is not None:
+        from ..defences.cpsample import guided_fraction
+
+        guided = round(guided_fraction(served.model), 4)
     mean_w, last_w = recorder.result()  # (n, K) each
     pixels = to_uint8(images)  # (n, c, h, w) uint8
     seconds = round(time.perf_counter() - t0, 4)
     state.store.catalog.log_event("generate", {
         "key": caller.name, "compartments": served.compartments, "artifacts": served.artifacts, "router": served.router,
         "seed": req.seed, "n": req.n, "steps": req.steps, "sampler": req.sampler, "labels": labels.tolist(),
-        "seconds": seconds})
+        "cpsample": req.cpsample.model_dump() if req.cpsample else None, "seconds": seconds})
     log.info("generate for key %s: %d images from %s (router %s, seed %d) in %.2f s", caller.name, req.n,
              ",".join(served.compartments), served.router, req.seed, seconds)
     return {
         "key": caller.name, "compartments": served.compartments, "artifacts": served.artifacts, "router": served.router,
         "sampler": req.sampler, "steps": req.steps, "seed": req.seed, "generation": served.generation, "seconds": seconds,
-        "images": [{"index": i, "label": int(labels[i]), "png": png_base64(pixels[i]),
+        "guided_fraction": guided, "images": [{"index": i, "label": int(labels[i]), "png": png_base64(pixels[i]),
                     "weights": _by_name(served.compartments, mean_w[i]), "weights_last": _by_name(served.compartments, last_w[i])}
                    for i in range(req.n)],
     }

@@ -13,7 +13,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 Label = Annotated[int, Field(ge=0, description="A class index.")]
 
 
-class GenerateRequest(BaseModel):
+class CPSampleOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    alpha: float = Field(0.25, gt=0.0, le=1.0, description="Guide where the protection classifier's confidence > 1 − alpha.")
+    scale: float = Field(1000.0, ge=0.0, description="Guidance scale s.")
+
+
+class SampleRequest(BaseModel):
+    """What every generation-like request shares."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
     n: int = Field(4, ge=1, description="Number of images.")
@@ -27,7 +36,12 @@ class GenerateRequest(BaseModel):
     gate: float = Field(0.0, ge=0.0, lt=1.0, description="Sparse gating: drop members whose weight is below this.")
 
 
-class AttributeRequest(GenerateRequest):
+class GenerateRequest(SampleRequest):
+    cpsample: CPSampleOptions | None = Field(
+        None, description="Guide sampling away from training images with each compartment's protection classifier (CPSample).")
+
+
+class AttributeRequest(SampleRequest):
     leave_one_out: bool = Field(False, description="Also resample without each compartment (same noise): K more runs.")
 
 
@@ -38,7 +52,7 @@ class ForgetRequest(BaseModel):
     sources: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _something(self) -> "ForgetRequest":
+    def _ids_or_sources(self) -> "ForgetRequest":
         if not self.sample_ids and not self.sources:
             raise ValueError("give sample_ids and/or sources to forget")
         return self
@@ -61,6 +75,7 @@ class GenerateResponse(BaseModel):
     steps: int
     seed: int
     generation: int = Field(description="Bumped each time a service job switches the active set.")
+    guided_fraction: float | None = Field(None, description="With cpsample: the fraction of member evaluations guided.")
     seconds: float
     images: list[ImageOut]
 
