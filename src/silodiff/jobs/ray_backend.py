@@ -28,7 +28,9 @@ only the small ``JobResult`` travels back.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -136,14 +138,16 @@ def run_jobs_ray(
     if not jobs:
         return []
     address = address or os.environ.get("RAY_ADDRESS") or None  # Ray's own convention for "join this cluster"
-    started = _connect(ray, address, dict(init_options or {}))
-    try:
-        if address is None:  # a joined cluster may autoscale: only a local one is checked up front
-            _check_feasible(ray, num_cpus, num_gpus)
-        return _run(ray, list(jobs), num_cpus, num_gpus, max_retries, timeout)
-    finally:
-        if started:
-            ray.shutdown()
+    # Ray prints retries and worker deaths on stdout: send them to stderr, stdout stays the caller's (--json)
+    with contextlib.redirect_stdout(sys.stderr):
+        started = _connect(ray, address, dict(init_options or {}))
+        try:
+            if address is None:  # a joined cluster may autoscale: only a local one is checked up front
+                _check_feasible(ray, num_cpus, num_gpus)
+            return _run(ray, list(jobs), num_cpus, num_gpus, max_retries, timeout)
+        finally:
+            if started:
+                ray.shutdown()
 
 
 def _run(ray, jobs: list[SliceJob], num_cpus: float, num_gpus: float, max_retries: int, timeout: float | None) -> list[JobResult]:
