@@ -44,8 +44,12 @@ def service_store(tmp_path_factory) -> Store:
 def keys(service_store) -> dict[str, str]:
     from silodiff.service.keys import create_key
 
-    rights = {"admin": (None, True), "alice": (["source-0", "source-1"], False), "bob": (["source-2"], False),
-              "ops": (["source-2"], True)}
+    rights = {
+        "admin": (None, True),
+        "alice": (["source-0", "source-1"], False),
+        "bob": (["source-2"], False),
+        "ops": (["source-2"], True),
+    }
     return {name: create_key(service_store, name, sources, admin=admin)[1] for name, (sources, admin) in rights.items()}
 
 

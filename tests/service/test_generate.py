@@ -14,7 +14,6 @@ from silodiff.nn.denoisers import MLPDenoiser
 from silodiff.store.artifacts import ArtifactStore
 
 
-
 def hashes_that_saw(store, source: str) -> set[str]:
     """Every artifact whose lineage holds a sample of ``source`` (compartment checkpoints and the router)."""
     ids = [r["sample_id"] for r in store.catalog.sample_rows(source)]
@@ -123,8 +122,11 @@ def test_attribute_reports_weights_for_the_allowed_compartments(client, auth):
         assert sum(im["weights_mean"].values()) == pytest.approx(1, abs=1e-4)
     # same request, same router weights as /v1/generate's
     gen = client.post("/v1/generate", json={"n": 2, "steps": 5, "seed": 2}, headers=auth("alice")).json()
-    np.testing.assert_allclose([list(im["weights"].values()) for im in gen["images"]],
-                               [list(im["weights_mean"].values()) for im in body["images"]], atol=1e-4)
+    np.testing.assert_allclose(
+        [list(im["weights"].values()) for im in gen["images"]],
+        [list(im["weights_mean"].values()) for im in body["images"]],
+        atol=1e-4,
+    )
     # leave-one-out multiplies the work by K + 1: 3 × 5 × 100 > 800
     r = client.post("/v1/attribute", json={"n": 5, "steps": 100, "leave_one_out": True}, headers=auth("alice"))
     assert r.status_code == 422 and r.json()["limit"].endswith("× 3 runs")
@@ -141,8 +143,9 @@ def test_cpsample_guides_with_the_allowed_compartments_classifiers_only(fresh_st
     r = client.post("/v1/generate", json=req, headers=auth("alice"))
     assert r.status_code == 422 and "protection classifier" in r.json()["detail"]
     for name in ("source-0", "source-1", "source-2"):
-        train_protection_classifier(fresh_store, compartment=name, config=TrainConfig(epochs=1, batch_size=32), max_epochs=1,
-                                    progress=False)
+        train_protection_classifier(
+            fresh_store, compartment=name, config=TrainConfig(epochs=1, batch_size=32), max_epochs=1, progress=False
+        )
     loaded, _ = instrumented
     loaded.clear()
     body = client.post("/v1/generate", json=req, headers=auth("alice")).json()
@@ -150,7 +153,9 @@ def test_cpsample_guides_with_the_allowed_compartments_classifiers_only(fresh_st
     protection = {k: v for k, v in body["artifacts"].items() if k.startswith("protection:")}
     assert set(protection) == {"protection:source-0", "protection:source-1"}
     assert not hashes_that_saw(fresh_store, "source-2") & set(loaded)  # source-2's classifier never read
-    plain = client.post("/v1/generate", json={k: v for k, v in req.items() if k != "cpsample"}, headers=auth("alice")).json()
+    plain = client.post(
+        "/v1/generate", json={k: v for k, v in req.items() if k != "cpsample"}, headers=auth("alice")
+    ).json()
     assert plain["guided_fraction"] is None and not any(k.startswith("protection:") for k in plain["artifacts"])
     bad = client.post("/v1/generate", json={**req, "cpsample": {"alpha": 0}}, headers=auth("alice"))
     assert bad.status_code == 422

@@ -24,8 +24,15 @@ def stage_and_switch(store, names: list[str], pause: float) -> dict[str, str]:
         with torch.no_grad():
             for p in module.parameters():
                 p.add_(1e-3)
-        new[name] = store.save(module, "compartment", name, store.catalog.lineage_sets(old["hash"]), compartment=name,
-                               slice=old["slice"], active=False)
+        new[name] = store.save(
+            module,
+            "compartment",
+            name,
+            store.catalog.lineage_sets(old["hash"]),
+            compartment=name,
+            slice=old["slice"],
+            active=False,
+        )
         time.sleep(pause / len(names))
     with store.catalog.transaction():
         for name in names:

@@ -10,7 +10,6 @@ from silodiff.cli.main import app as cli
 from silodiff.service.keys import create_key, hash_key, list_keys, lookup, revoke_key
 
 
-
 def test_keys_are_stored_hashed_and_never_listed(fresh_store):
     record, key = create_key(fresh_store, "carol", ["source-1"])
     assert record == {"name": "carol", "sources": ["source-1"], "admin": False}
@@ -38,7 +37,9 @@ def test_revoked_key_gets_401(client, service_store):
 def test_cli_create_list_revoke(fresh_store):
     runner = CliRunner()
     store = str(fresh_store.root)
-    out = runner.invoke(cli, ["keys", "create", "--store", store, "--name", "dave", "--sources", "source-0,source-2", "--json"])
+    out = runner.invoke(
+        cli, ["keys", "create", "--store", store, "--name", "dave", "--sources", "source-0,source-2", "--json"]
+    )
     assert out.exit_code == 0, out.output
     created = json.loads(out.stdout)
     assert created["sources"] == ["source-0", "source-2"] and lookup(fresh_store, created["key"]).name == "dave"
@@ -53,7 +54,11 @@ def test_cli_create_list_revoke(fresh_store):
 def test_cli_rejects_bad_input_with_one_line(fresh_store):
     runner = CliRunner()
     store = str(fresh_store.root)
-    for args in (["--name", "x", "--sources", "no-such-source"], ["--name", "x"], ["--name", "bad name!", "--sources", "*"],
-                 ["--name", "alice", "--sources", "source-0"]):
+    for args in (
+        ["--name", "x", "--sources", "no-such-source"],
+        ["--name", "x"],
+        ["--name", "bad name!", "--sources", "*"],
+        ["--name", "alice", "--sources", "source-0"],
+    ):
         out = runner.invoke(cli, ["keys", "create", "--store", store, *args])
         assert out.exit_code == 2 and out.output.startswith("error: "), (args, out.output)

@@ -12,9 +12,14 @@ import pytest
 
 from silodiff.service.server import background_server
 
-CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
-pytestmark = pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
-                                reason="needs Debian's chromium and chromium-driver (make browser)")
+CHROMIUM, DRIVER = (
+    shutil.which("chromium") or "/usr/bin/chromium",
+    shutil.which("chromedriver") or "/usr/bin/chromedriver",
+)
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("chromium") and shutil.which("chromedriver")),
+    reason="needs Debian's chromium and chromium-driver (make browser)",
+)
 
 
 @pytest.fixture
@@ -25,9 +30,19 @@ def browser():
     profile = tempfile.mkdtemp(prefix="silodiff-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM  # the system browser: nothing is downloaded
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1200,900"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--window-size=1200,900",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
     driver.set_page_load_timeout(60)
@@ -72,8 +87,12 @@ def test_page_generates_with_weight_bars_and_shows_the_admin_view(service_store,
             browser.find_element(By.ID, field).send_keys(value)
         browser.find_element(By.ID, "generate").click()
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card img")) == 3)
-        wait.until(lambda d: all(d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", im) == 8
-                                 for im in d.find_elements(By.CSS_SELECTOR, "#results .card img")))
+        wait.until(
+            lambda d: all(
+                d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", im) == 8
+                for im in d.find_elements(By.CSS_SELECTOR, "#results .card img")
+            )
+        )
         for card in browser.find_elements(By.CSS_SELECTOR, "#results .card"):
             segs = card.find_elements(By.CSS_SELECTOR, ".bar .seg")
             assert {s.get_attribute("data-compartment") for s in segs} == {"source-0", "source-1"}

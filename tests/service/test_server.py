@@ -26,7 +26,14 @@ def test_background_server_answers_over_real_http_and_never_logs_keys(service_st
             assert page.status_code == 200 and "<title>silodiff</title>" in page.text
             assert http.get("/static/app.js").status_code == 200
             paths = http.get("/openapi.json").json()["paths"]
-            assert {"/v1/generate", "/v1/attribute", "/v1/forget", "/v1/jobs/{job_id}", "/v1/events", "/healthz"} <= set(paths)
+            assert {
+                "/v1/generate",
+                "/v1/attribute",
+                "/v1/forget",
+                "/v1/jobs/{job_id}",
+                "/v1/events",
+                "/healthz",
+            } <= set(paths)
             r = http.post("/v1/generate", json={"n": 2, "steps": 3}, headers={"X-API-Key": keys["bob"]})
             assert r.status_code == 200 and r.json()["compartments"] == ["source-2"]
             assert http.get("/v1/me", headers={"Authorization": f"Bearer {keys['alice']}"}).status_code == 200
@@ -47,8 +54,22 @@ def test_serve_flags_become_settings(service_store, monkeypatch):
 
     seen = []
     monkeypatch.setattr(server, "serve", seen.append)
-    out = CliRunner().invoke(cli, ["serve", "--store", str(service_store.root), "--port", "9123", "--max-n", "5", "--max-steps", "7",
-                                   "--rate", "11"])
+    out = CliRunner().invoke(
+        cli,
+        [
+            "serve",
+            "--store",
+            str(service_store.root),
+            "--port",
+            "9123",
+            "--max-n",
+            "5",
+            "--max-steps",
+            "7",
+            "--rate",
+            "11",
+        ],
+    )
     assert out.exit_code == 0, out.output
     (settings,) = seen
     assert (settings.store, settings.host, settings.port) == (service_store.root, "127.0.0.1", 9123)
@@ -71,8 +92,7 @@ def test_silodiff_serve_process(service_store, keys, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [SILODIFF, "serve", "--store", str(service_store.root), "--port", str(port),
-           "--rate", "2", "--max-n", "3"]
+    cmd = [SILODIFF, "serve", "--store", str(service_store.root), "--port", str(port), "--rate", "2", "--max-n", "3"]
     log = open(tmp_path / "serve.log", "w+")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
@@ -99,7 +119,9 @@ def test_silodiff_serve_process(service_store, keys, tmp_path):
 
 @pytest.mark.slow
 def test_cli_without_the_service_imports_no_web_framework():
-    code = "import sys, silodiff, silodiff.cli.main, silodiff.service.keys; print('fastapi' in sys.modules, 'uvicorn' in sys.modules)"
+    code = (
+        "import sys, silodiff, silodiff.cli.main, silodiff.service.keys; "
+        "print('fastapi' in sys.modules, 'uvicorn' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
-

@@ -40,13 +40,18 @@ def keys_list(store: StoreOpt, as_json: JsonOpt = False) -> None:
     from ..service.keys import list_keys
 
     rows = list_keys(_open(store))
-    emit(rows if as_json else [dict(r, sources=",".join(r["sources"])) for r in rows], as_json,
-         ["name", "sources", "admin", "created_at", "revoked_at"])
+    emit(
+        rows if as_json else [dict(r, sources=",".join(r["sources"])) for r in rows],
+        as_json,
+        ["name", "sources", "admin", "created_at", "revoked_at"],
+    )
 
 
 @keys_app.command("revoke")
 @cli_errors
-def keys_revoke(store: StoreOpt, name: Annotated[str, typer.Argument(help="The key's name.")], as_json: JsonOpt = False) -> None:
+def keys_revoke(
+    store: StoreOpt, name: Annotated[str, typer.Argument(help="The key's name.")], as_json: JsonOpt = False
+) -> None:
     """Revoke a key: every later request with it gets 401."""
     from ..service.keys import revoke_key
 

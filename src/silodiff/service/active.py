@@ -134,14 +134,18 @@ class ActiveSet:
         if digest not in self._sources:
             rows = self.store.catalog.db.execute(
                 "SELECT DISTINCT s.source FROM lineage l JOIN sample_sets m ON m.set_id = l.set_id "
-                "JOIN samples s ON s.sample_id = m.sample_id WHERE l.artifact = ?", (digest,))
+                "JOIN samples s ON s.sample_id = m.sample_id WHERE l.artifact = ?",
+                (digest,),
+            )
             self._sources[digest] = frozenset(r[0] for r in rows)
         return self._sources[digest]
 
     def _planned_sources(self, compartment: str) -> frozenset[str]:
         rows = self.store.catalog.db.execute(
             "SELECT DISTINCT s.source FROM slice_members m JOIN samples s ON s.sample_id = m.sample_id "
-            "WHERE m.compartment = ?", (compartment,))
+            "WHERE m.compartment = ?",
+            (compartment,),
+        )
         return frozenset(r[0] for r in rows)
 
     def compartments(self, caller: Caller) -> list[dict[str, Any]]:
@@ -161,9 +165,18 @@ class ActiveSet:
                 sources = self.lineage_sources(final) if final else self._planned_sources(c["name"])
                 if not caller.may_use(sources):
                     continue
-                out.append({"name": c["name"], "status": c["status"], "n": c["n"], "n_slices": c["n_slices"],
-                            "sources": sorted(sources), "artifact": final, "trained": final is not None,
-                            "labels": {str(y): k for y, k in sorted(self.store.catalog.label_counts(c["name"]).items())}})
+                out.append(
+                    {
+                        "name": c["name"],
+                        "status": c["status"],
+                        "n": c["n"],
+                        "n_slices": c["n_slices"],
+                        "sources": sorted(sources),
+                        "artifact": final,
+                        "trained": final is not None,
+                        "labels": {str(y): k for y, k in sorted(self.store.catalog.label_counts(c["name"]).items())},
+                    }
+                )
         return out
 
     def compartment(self, caller: Caller, name: str) -> dict[str, Any]:
@@ -208,8 +221,10 @@ class ActiveSet:
         rows = self.store.active("router", ROUTER_NAME)
         ok = bool(rows) and caller.may_use(self.lineage_sources(rows[-1]["hash"]))
         if router == "classifier" and rows and not ok:
-            raise Forbidden("the shard-classifier router was trained on sources outside this key's rights: "
-                            "use router 'trajectory' or 'auto'")
+            raise Forbidden(
+                "the shard-classifier router was trained on sources outside this key's rights: "
+                "use router 'trajectory' or 'auto'"
+            )
         if router == "auto":
             return "classifier" if ok and self._router_covers(rows[-1]["hash"], names) else "trajectory"
         return router
@@ -222,8 +237,14 @@ class ActiveSet:
 
     # -- serving -----------------------------------------------------------------
     @contextmanager
-    def serve(self, caller: Caller, requested: Sequence[str] | None = None, router: str = "auto",
-              gate: float = 0.0, cpsample: tuple[float, float] | None = None) -> Iterator[Served]:
+    def serve(
+        self,
+        caller: Caller,
+        requested: Sequence[str] | None = None,
+        router: str = "auto",
+        gate: float = 0.0,
+        cpsample: tuple[float, float] | None = None,
+    ) -> Iterator[Served]:
         """Resolve one snapshot and hold the read lock while the caller runs the model.
 
         ``cpsample = (alpha, scale)`` wraps each member with its compartment's protection classifier.
@@ -240,8 +261,9 @@ class ActiveSet:
                 generation = self.generation
             yield Served(model, names, chosen, hashes, generation)
 
-    def _protect(self, caller: Caller, model: ComposedDenoiser, names: list[str], alpha: float,
-                 scale: float) -> tuple[ComposedDenoiser, dict[str, str]]:
+    def _protect(
+        self, caller: Caller, model: ComposedDenoiser, names: list[str], alpha: float, scale: float
+    ) -> tuple[ComposedDenoiser, dict[str, str]]:
         """CPSample (``silodiff.defences.cpsample``): each allowed member guided by its own protection classifier."""
         from ..defences.cpsample import KIND, protect
 
@@ -249,8 +271,10 @@ class ActiveSet:
         for name in names:
             rows = self.store.active(KIND, name)
             if not rows:
-                raise SilodiffError(f"compartment {name!r} has no protection classifier: "
-                                    f"run `silodiff train protection-classifier --compartment {name}`")
+                raise SilodiffError(
+                    f"compartment {name!r} has no protection classifier: "
+                    f"run `silodiff train protection-classifier --compartment {name}`"
+                )
             if not caller.may_use(self.lineage_sources(rows[-1]["hash"])):
                 raise Forbidden(f"the protection classifier of {name!r} was trained outside this key's rights")
             found[name] = rows[-1]["hash"]

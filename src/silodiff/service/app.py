@@ -45,8 +45,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         yield
         state.jobs.shutdown()
 
-    app = FastAPI(title="silodiff", version=__version__, lifespan=lifespan,
-                  description="Access-controlled generation from compartmentalised diffusion models.")
+    app = FastAPI(
+        title="silodiff",
+        version=__version__,
+        lifespan=lifespan,
+        description="Access-controlled generation from compartmentalised diffusion models.",
+    )
     app.state.silodiff = state
     for router in ROUTERS:
         app.include_router(router)

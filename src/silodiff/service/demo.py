@@ -57,7 +57,7 @@ def demo_step(store: Store, out: Path, quick: bool) -> str:
     sources = store.source_names()
     if len(sources) < 2:
         raise ValueError("the service demo needs a store with at least two sources")
-    halves = {"customer-a": sources[: len(sources) // 2], "customer-b": sources[len(sources) // 2:]}
+    halves = {"customer-a": sources[: len(sources) // 2], "customer-b": sources[len(sources) // 2 :]}
     keys = {}
     for name, rights in halves.items():
         record, keys[name] = create_key(store, _unique(store, f"demo-{name}"), rights)
@@ -75,29 +75,57 @@ def demo_step(store: Store, out: Path, quick: bool) -> str:
                 body = r.json()
                 other = next(k for k in keys if k != name)
                 forbidden = [s for s in halves[other] if s in {c["name"] for c in store.catalog.compartments()}][:1]
-                denied = http.post("/v1/generate", headers=h, json={"n": 1, "steps": 2, "compartments": forbidden}) \
-                    if forbidden else None
-                grid = save_grid(_decode(body["images"]), out / f"service-{name}.png", nrow=n, title=f"{name} over HTTP")
+                denied = (
+                    http.post("/v1/generate", headers=h, json={"n": 1, "steps": 2, "compartments": forbidden})
+                    if forbidden
+                    else None
+                )
+                grid = save_grid(
+                    _decode(body["images"]), out / f"service-{name}.png", nrow=n, title=f"{name} over HTTP"
+                )
                 weights = np.asarray([[im["weights"][c] for c in body["compartments"]] for im in body["images"]])
-                bars = save_weight_bars(weights[: min(n, 6)], body["compartments"], out / f"service-{name}-weights.png",
-                                        title=f"{name}: compartment weight per image")
+                bars = save_weight_bars(
+                    weights[: min(n, 6)],
+                    body["compartments"],
+                    out / f"service-{name}-weights.png",
+                    title=f"{name}: compartment weight per image",
+                )
                 pictures.append((name, grid, bars))
-                rows.append({"key": name, "rights": halves[name], "listed": listed, "served_by": body["compartments"],
-                             "router": body["router"], "seconds": body["seconds"],
-                             "forbidden": f"{forbidden[0]} → {denied.status_code}" if denied is not None else "—"})
-                _log(f"{name}: listed {listed}, generated {n} images from {body['compartments']} in {body['seconds']} s; "
-                     f"{rows[-1]['forbidden']}")
+                rows.append(
+                    {
+                        "key": name,
+                        "rights": halves[name],
+                        "listed": listed,
+                        "served_by": body["compartments"],
+                        "router": body["router"],
+                        "seconds": body["seconds"],
+                        "forbidden": f"{forbidden[0]} → {denied.status_code}" if denied is not None else "—",
+                    }
+                )
+                _log(
+                    f"{name}: listed {listed}, generated {n} images from {body['compartments']} "
+                    f"in {body['seconds']} s; "
+                    f"{rows[-1]['forbidden']}"
+                )
     _log("server stopped")
     ok = all(r["listed"] == r["served_by"] and set(r["served_by"]) <= set(r["rights"]) for r in rows)
-    lines = ["## Serving two customers with different rights (HTTP service)", "",
-             "Two API keys, each allowed half of the sources; the real server (uvicorn on 127.0.0.1) answered every "
-             "request below over HTTP. A key's requests are composed only from the compartments whose training "
-             "lineage lies within its rights; the shard-classifier router saw every source, so these keys get the "
-             "trajectory-filter router instead.", "",
-             "| key | rights (sources) | GET /v1/compartments | generation served by | router | seconds | other key's compartment |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['key']} | {', '.join(r['rights'])} | {', '.join(r['listed'])} | {', '.join(r['served_by'])} | "
-              f"{r['router']} | {r['seconds']} | {r['forbidden']} |" for r in rows]
+    lines = [
+        "## Serving two customers with different rights (HTTP service)",
+        "",
+        "Two API keys, each allowed half of the sources; the real server (uvicorn on 127.0.0.1) answered every "
+        "request below over HTTP. A key's requests are composed only from the compartments whose training "
+        "lineage lies within its rights; the shard-classifier router saw every source, so these keys get the "
+        "trajectory-filter router instead.",
+        "",
+        "| key | rights (sources) | GET /v1/compartments | generation served by | router | seconds "
+        "| other key's compartment |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {r['key']} | {', '.join(r['rights'])} | {', '.join(r['listed'])} | {', '.join(r['served_by'])} | "
+        f"{r['router']} | {r['seconds']} | {r['forbidden']} |"
+        for r in rows
+    ]
     lines += ["", f"Each key got only its own compartments: {ok}", ""]
     for name, grid, bars in pictures:
         lines += [f"**{name}**", "", f"![{name}]({grid.name})", "", f"![{name} weights]({bars.name})", ""]

@@ -73,8 +73,11 @@ def get_principal(
     if key is None and authorization and authorization.lower().startswith("bearer "):
         key = authorization[7:].strip()
     if not key:
-        raise HTTPException(401, "missing API key: send 'X-API-Key: <key>' or 'Authorization: Bearer <key>'",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401,
+            "missing API key: send 'X-API-Key: <key>' or 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     caller = lookup(state.store, key)
     if caller is None:
         raise HTTPException(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})

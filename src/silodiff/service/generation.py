@@ -36,7 +36,9 @@ def check_limits(settings, n: int, steps: int, runs: int = 1) -> None:
     if steps > settings.max_steps:
         raise LimitExceeded("steps", settings.max_steps, steps)
     if n * steps * runs > settings.max_image_steps:
-        raise LimitExceeded("images × steps" + (f" × {runs} runs" if runs > 1 else ""), settings.max_image_steps, n * steps * runs)
+        raise LimitExceeded(
+            "images × steps" + (f" × {runs} runs" if runs > 1 else ""), settings.max_image_steps, n * steps * runs
+        )
 
 
 def request_labels(req: GenerateRequest, num_classes: int) -> torch.Tensor:
@@ -72,8 +74,9 @@ def run_generation(state: ServiceState, caller: Caller, req: GenerateRequest) ->
     with state.active.serve(caller, req.compartments, req.router, req.gate, cpsample) as served:
         labels = request_labels(req, served.model.num_classes)
         recorder = WeightRecorder()
-        images, _ = generate(served.model, req.n, labels=labels, sampler=req.sampler, steps=req.steps, seed=req.seed,
-                             callback=recorder)
+        images, _ = generate(
+            served.model, req.n, labels=labels, sampler=req.sampler, steps=req.steps, seed=req.seed, callback=recorder
+        )
     guided = None
     if cpsample is not None:
         from ..defences.cpsample import guided_fraction
@@ -82,18 +85,52 @@ def run_generation(state: ServiceState, caller: Caller, req: GenerateRequest) ->
     mean_w, last_w = recorder.result()  # (n, K) each
     pixels = to_uint8(images)  # (n, c, h, w) uint8
     seconds = round(time.perf_counter() - t0, 4)
-    state.store.catalog.log_event("generate", {
-        "key": caller.name, "compartments": served.compartments, "artifacts": served.artifacts, "router": served.router,
-        "seed": req.seed, "n": req.n, "steps": req.steps, "sampler": req.sampler, "labels": labels.tolist(),
-        "cpsample": req.cpsample.model_dump() if req.cpsample else None, "seconds": seconds})
-    log.info("generate for key %s: %d images from %s (router %s, seed %d) in %.2f s", caller.name, req.n,
-             ",".join(served.compartments), served.router, req.seed, seconds)
+    state.store.catalog.log_event(
+        "generate",
+        {
+            "key": caller.name,
+            "compartments": served.compartments,
+            "artifacts": served.artifacts,
+            "router": served.router,
+            "seed": req.seed,
+            "n": req.n,
+            "steps": req.steps,
+            "sampler": req.sampler,
+            "labels": labels.tolist(),
+            "cpsample": req.cpsample.model_dump() if req.cpsample else None,
+            "seconds": seconds,
+        },
+    )
+    log.info(
+        "generate for key %s: %d images from %s (router %s, seed %d) in %.2f s",
+        caller.name,
+        req.n,
+        ",".join(served.compartments),
+        served.router,
+        req.seed,
+        seconds,
+    )
     return {
-        "key": caller.name, "compartments": served.compartments, "artifacts": served.artifacts, "router": served.router,
-        "sampler": req.sampler, "steps": req.steps, "seed": req.seed, "generation": served.generation, "seconds": seconds,
-        "guided_fraction": guided, "images": [{"index": i, "label": int(labels[i]), "png": png_base64(pixels[i]),
-                    "weights": _by_name(served.compartments, mean_w[i]), "weights_last": _by_name(served.compartments, last_w[i])}
-                   for i in range(req.n)],
+        "key": caller.name,
+        "compartments": served.compartments,
+        "artifacts": served.artifacts,
+        "router": served.router,
+        "sampler": req.sampler,
+        "steps": req.steps,
+        "seed": req.seed,
+        "generation": served.generation,
+        "seconds": seconds,
+        "guided_fraction": guided,
+        "images": [
+            {
+                "index": i,
+                "label": int(labels[i]),
+                "png": png_base64(pixels[i]),
+                "weights": _by_name(served.compartments, mean_w[i]),
+                "weights_last": _by_name(served.compartments, last_w[i]),
+            }
+            for i in range(req.n)
+        ],
     }
 
 
@@ -108,31 +145,64 @@ def run_attribution(state: ServiceState, caller: Caller, req: AttributeRequest, 
         from ..attribution.compartments import attribute_generation
     except ImportError:  # an older build: the router weights of the generation itself
         body = run_generation(state, caller, GenerateRequest(**req.model_dump(exclude={"leave_one_out"})))
-        return {"compartments": body["compartments"], "artifacts": body["artifacts"], "router": body["router"],
-                "method": "router-weights", "images": [
-                    {"index": im["index"], "label": im["label"], "weights_mean": im["weights"], "weights_last": im["weights_last"],
-                     "top_by_weight": max(im["weights"], key=im["weights"].get)} for im in body["images"]]}
+        return {
+            "compartments": body["compartments"],
+            "artifacts": body["artifacts"],
+            "router": body["router"],
+            "method": "router-weights",
+            "images": [
+                {
+                    "index": im["index"],
+                    "label": im["label"],
+                    "weights_mean": im["weights"],
+                    "weights_last": im["weights_last"],
+                    "top_by_weight": max(im["weights"], key=im["weights"].get),
+                }
+                for im in body["images"]
+            ],
+        }
     for _ in range(attempts):
         before = state.active.artifacts(caller, req.compartments, req.router)
         names = [n for n in before if n != "router"]
-        check_limits(state.settings, req.n, req.steps, runs=1 + (len(names) if req.leave_one_out and len(names) > 1 else 0))
+        check_limits(
+            state.settings, req.n, req.steps, runs=1 + (len(names) if req.leave_one_out and len(names) > 1 else 0)
+        )
         router = "classifier" if "router" in before else ("trajectory" if req.router == "auto" else req.router)
         labels = request_labels(req, _num_classes(state))
         t0 = time.perf_counter()
         with state.active.lock.read():
             try:
-                result = attribute_generation(state.store, labels=labels.tolist(), seed=req.seed, allowed=names, router=router,
-                                              sampler=req.sampler, steps=req.steps, leave_one_out=req.leave_one_out)
+                result = attribute_generation(
+                    state.store,
+                    labels=labels.tolist(),
+                    seed=req.seed,
+                    allowed=names,
+                    router=router,
+                    sampler=req.sampler,
+                    steps=req.steps,
+                    leave_one_out=req.leave_one_out,
+                )
             except SilodiffError:
                 if state.active.artifacts(caller, req.compartments, req.router) == before:
                     raise
                 continue  # the active set switched (and old files went) under the run: redo it
         if state.active.artifacts(caller, req.compartments, req.router) != before:
             continue
-        state.store.catalog.log_event("attribute", {
-            "key": caller.name, "compartments": names, "artifacts": before, "router": router, "seed": req.seed, "n": req.n,
-            "steps": req.steps, "sampler": req.sampler, "leave_one_out": req.leave_one_out,
-            "seconds": round(time.perf_counter() - t0, 4)})
+        state.store.catalog.log_event(
+            "attribute",
+            {
+                "key": caller.name,
+                "compartments": names,
+                "artifacts": before,
+                "router": router,
+                "seed": req.seed,
+                "n": req.n,
+                "steps": req.steps,
+                "sampler": req.sampler,
+                "leave_one_out": req.leave_one_out,
+                "seconds": round(time.perf_counter() - t0, 4),
+            },
+        )
         return {**result, "artifacts": before, "method": "leave-one-out" if req.leave_one_out else "router-weights"}
     raise Unavailable("the active set kept changing during attribution; retry")
 

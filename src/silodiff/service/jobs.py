@@ -52,7 +52,9 @@ class JobRunner:
         job = Job(uuid.uuid4().hex, kind, owner, params)
         with self._lock:
             self._jobs[job.id] = job
-        self.store.catalog.log_event("service-job", {"job": job.id, "kind": kind, "key": owner, "status": "queued", **params})
+        self.store.catalog.log_event(
+            "service-job", {"job": job.id, "kind": kind, "key": owner, "status": "queued", **params}
+        )
         self._pool.submit(self._run, job, fn)
         return job
 
@@ -67,8 +69,17 @@ class JobRunner:
             traceback.print_exc()
         job.finished_at, job.seconds = now(), round(time.perf_counter() - t0, 3)
         status = "failed" if error else "done"
-        self.store.catalog.log_event("service-job", {"job": job.id, "kind": job.kind, "key": job.owner,
-                                                     "status": status, "seconds": job.seconds, "error": error})
+        self.store.catalog.log_event(
+            "service-job",
+            {
+                "job": job.id,
+                "kind": job.kind,
+                "key": job.owner,
+                "status": status,
+                "seconds": job.seconds,
+                "error": error,
+            },
+        )
         if error:
             job.error, job.status = error, "failed"
             return

@@ -56,8 +56,13 @@ def ensure_table(store: Store) -> None:
         db.execute(SCHEMA)  # one statement: executescript would commit the open transaction
 
 
-def create_key(store: Store, name: str, sources: list[str] | None, *, admin: bool = False) -> tuple[dict[str, Any], str]:
-    """Create key ``name`` with rights over ``sources`` (``["*"]`` = all); returns (record, the plain key — shown once)."""
+def create_key(
+    store: Store, name: str, sources: list[str] | None, *, admin: bool = False
+) -> tuple[dict[str, Any], str]:
+    """Create key ``name`` with rights over ``sources`` (``["*"]`` = all).
+
+    Returns (record, the plain key); the key is never stored, so this is the only time it is seen.
+    """
     check_name(name, "key name")
     sources = sorted(set(sources or ([ALL_SOURCES] if admin else [])))
     if not sources:
@@ -65,14 +70,18 @@ def create_key(store: Store, name: str, sources: list[str] | None, *, admin: boo
     known = set(store.source_names())
     unknown = [s for s in sources if s != ALL_SOURCES and s not in known]
     if unknown:
-        raise SilodiffError(f"unknown source(s) {', '.join(unknown)}: the store has {', '.join(sorted(known)) or 'none'}")
+        raise SilodiffError(
+            f"unknown source(s) {', '.join(unknown)}: the store has {', '.join(sorted(known)) or 'none'}"
+        )
     key = PREFIX + secrets.token_urlsafe(32)
     ensure_table(store)
     with store.catalog.transaction() as db:
         if db.execute("SELECT 1 FROM api_keys WHERE name = ?", (name,)).fetchone():
             raise SilodiffError(f"a key named {name!r} exists (revoke it or pick another name)")
-        db.execute("INSERT INTO api_keys(name, key_hash, sources, admin, created_at) VALUES (?,?,?,?,?)",
-                   (name, hash_key(key), json.dumps(sources), int(admin), now()))
+        db.execute(
+            "INSERT INTO api_keys(name, key_hash, sources, admin, created_at) VALUES (?,?,?,?,?)",
+            (name, hash_key(key), json.dumps(sources), int(admin), now()),
+        )
         store.catalog.log_event("api-key", {"action": "create", "name": name, "sources": sources, "admin": admin})
     return {"name": name, "sources": sources, "admin": admin}, key
 

@@ -16,7 +16,9 @@ Label = Annotated[int, Field(ge=0, description="A class index.")]
 class CPSampleOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    alpha: float = Field(0.25, gt=0.0, le=1.0, description="Guide where the protection classifier's confidence > 1 − alpha.")
+    alpha: float = Field(
+        0.25, gt=0.0, le=1.0, description="Guide where the protection classifier's confidence > 1 − alpha."
+    )
     scale: float = Field(1000.0, ge=0.0, description="Guidance scale s.")
 
 
@@ -26,19 +28,28 @@ class SampleRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     n: int = Field(4, ge=1, description="Number of images.")
-    labels: list[Label] | None = Field(None, min_length=1, description="Class labels, cycled to n; omitted: 0, 1, …, C−1, 0, …")
+    labels: list[Label] | None = Field(
+        None, min_length=1, description="Class labels, cycled to n; omitted: 0, 1, …, C−1, 0, …"
+    )
     seed: int = Field(0, ge=0, le=2**63 - 1, description="Seed of the noise trajectory: same request, same images.")
     sampler: Literal["ddpm", "ddim"] = "ddpm"
     steps: int = Field(50, ge=1, le=1000, description="Sampling steps.")
-    compartments: list[str] | None = Field(None, min_length=1, description="A subset of the key's compartments; omitted: all.")
+    compartments: list[str] | None = Field(
+        None, min_length=1, description="A subset of the key's compartments; omitted: all."
+    )
     router: Literal["auto", "classifier", "trajectory", "uniform"] = Field(
-        "auto", description="auto: the shard classifier if the key may use all its training data, else the trajectory filter.")
+        "auto",
+        description="auto: the shard classifier if the key may use all its training data, else the trajectory filter.",
+    )
     gate: float = Field(0.0, ge=0.0, lt=1.0, description="Sparse gating: drop members whose weight is below this.")
 
 
 class GenerateRequest(SampleRequest):
     cpsample: CPSampleOptions | None = Field(
-        None, description="Guide sampling away from training images with each compartment's protection classifier (CPSample).")
+        None,
+        description="Guide sampling away from training images with each compartment's protection classifier "
+        "(CPSample).",
+    )
 
 
 class AttributeRequest(SampleRequest):
@@ -69,7 +80,9 @@ class ImageOut(BaseModel):
 class GenerateResponse(BaseModel):
     key: str
     compartments: list[str]
-    artifacts: dict[str, str] = Field(description="The artifact hash of every member (and the router) that served this.")
+    artifacts: dict[str, str] = Field(
+        description="The artifact hash of every member (and the router) that served this."
+    )
     router: str
     sampler: str
     steps: int

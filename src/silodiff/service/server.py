@@ -25,7 +25,13 @@ from .settings import Settings
 def serve(settings: Settings) -> None:
     """Serve ``settings.store`` on ``settings.host:settings.port`` until interrupted."""
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, log_config=log_config(settings.log_level))
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=log_config(settings.log_level),
+    )
 
 
 def log_config(level: str) -> dict:
@@ -36,8 +42,9 @@ def log_config(level: str) -> dict:
 
 
 @contextmanager
-def background_server(app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
-                      timeout: float = 30.0) -> Iterator[str]:
+def background_server(
+    app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning", timeout: float = 30.0
+) -> Iterator[str]:
     """A real uvicorn server for ``app`` on ``host:port`` in a thread; yields ``http://host:port``."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

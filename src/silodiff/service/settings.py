@@ -20,8 +20,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port).")
     max_n: int = Field(64, ge=1, description="Most images per request (generate, attribute).")
     max_steps: int = Field(250, ge=1, le=1000, description="Most sampling steps per request.")
-    max_image_steps: int = Field(64 * 100, ge=1,
-                                 description="Most images × steps per request (× (K+1) for leave-one-out attribution).")
+    max_image_steps: int = Field(
+        64 * 100, ge=1, description="Most images × steps per request (× (K+1) for leave-one-out attribution)."
+    )
     rate_per_minute: int = Field(60, ge=0, description="Requests per key per minute (0 = unlimited).")
     cache_size: int = Field(32, ge=1, description="Loaded models kept in memory, by artifact hash.")
     events_limit: int = Field(500, ge=1, description="Most events one /v1/events call returns.")

@@ -2,5 +2,13 @@
 
 from . import attribute, compartments, events, forget, generate, health, jobs, me
 
-ROUTERS = [health.router, me.router, compartments.router, generate.router, attribute.router, forget.router, jobs.router,
-           events.router]
+ROUTERS = [
+    health.router,
+    me.router,
+    compartments.router,
+    generate.router,
+    attribute.router,
+    forget.router,
+    jobs.router,
+    events.router,
+]

@@ -1,4 +1,7 @@
-"""``GET /v1/events`` (admin): the catalog's hash-chained event log (newest last); ``/v1/events/verify`` re-checks the chain."""
+"""``GET /v1/events`` (admin): the catalog's hash-chained event log, newest last.
+
+``GET /v1/events/verify`` re-checks the chain.
+"""
 
 from typing import Annotated
 

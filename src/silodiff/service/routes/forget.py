@@ -35,6 +35,7 @@ def forget(req: ForgetRequest, caller: Admin, state: State) -> dict:
             raise Forbidden(f"sample {sid[:12]}… belongs to a source outside key {caller.name!r}'s rights")
     ids, sources = list(req.sample_ids), list(req.sources)
     params = {"sources": sources, "n_sample_ids": len(ids)}
-    job = state.jobs.submit("forget", caller.name, params,
-                            lambda: forget_fn(state.store, sample_ids=ids, sources=sources, progress=False))
+    job = state.jobs.submit(
+        "forget", caller.name, params, lambda: forget_fn(state.store, sample_ids=ids, sources=sources, progress=False)
+    )
     return job.to_dict()
