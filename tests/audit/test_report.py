@@ -71,6 +71,14 @@ def test_run_audit_writes_a_complete_report(tiny_store, tmp_path):
     assert "## Memorisation" in text and "## Membership inference" in text and "![roc](roc.png)" in text
 
 
+def test_without_non_members_the_report_says_why(tiny_store, tmp_path):
+    report = run_audit(tiny_store, tmp_path / "p", "paragon", attacks=("loss",), **FAST)
+    summary = json.loads((report.parent / "report.json").read_text())
+    assert summary["membership"] == {} and "no non-members" in summary["membership_split"]["skipped"]
+    assert "Skipped: no non-members" in report.read_text() and not (report.parent / "roc.png").exists()
+    assert summary["memorisation"]["n"] == 40  # memorisation is still audited
+
+
 def test_cli_audit_and_its_errors(tiny_store, tmp_path):
     runner = CliRunner()
     args = ["audit", "--store", str(tiny_store.root), "--out", str(tmp_path / "cli"), "--n", "20", "--steps", "5",
@@ -87,6 +95,8 @@ def test_cli_audit_and_its_errors(tiny_store, tmp_path):
 
 def test_demo_step_returns_markdown_with_pictures(tiny_store, tmp_path):
     text = demo_step(tiny_store, tmp_path, quick=True)
-    assert text.startswith("## Audit") and "| paragon |" in text and "| composed |" in text
+    first = tiny_store.catalog.compartments()[0]["name"]
+    assert text.startswith("## Audit") and "| paragon |" in text and "| composed |" in text and f"| {first} |" in text
+    assert text.count("roc.png") == 3  # non-members: the digits this tiny store never ingested
     assert (tmp_path / "audit" / "paragon" / "memorised.png").exists()
     assert (tmp_path / "audit" / "composed" / "report.md").exists()
