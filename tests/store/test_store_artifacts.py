@@ -203,3 +203,15 @@ def test_failed_ingest_leaves_no_pixels_on_disk(tmp_path):
         store.ingest(bad, "digits")
     assert store.catalog.sample_rows() == []
     assert list((tmp_path / "st" / "data").iterdir()) == []
+
+
+def test_damaged_data_shard_is_a_clear_error(tmp_path):
+    from silodiff.data import load_digits
+    from silodiff.errors import SilodiffError
+    from silodiff.store import Store
+
+    store = Store(tmp_path / "st")
+    store.ingest(load_digits("single:owner", limit=10), "digits")
+    (tmp_path / "st" / "data" / "owner.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(SilodiffError, match="owner.safetensors: damaged data shard"):
+        store.dataset()

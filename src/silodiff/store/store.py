@@ -59,9 +59,12 @@ class Store:
         path = self._shard(source)
         if not path.exists():
             return None
-        with safe_open(str(path), framework="pt") as f:
-            ids = json.loads(f.metadata()["sample_ids"])
-            return SampleSet(f.get_tensor("pixels"), f.get_tensor("labels"), ids, [source] * len(ids))
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                ids = json.loads(f.metadata()["sample_ids"])
+                return SampleSet(f.get_tensor("pixels"), f.get_tensor("labels"), ids, [source] * len(ids))
+        except Exception as exc:  # safetensors raises its own error type for a damaged file
+            raise SilodiffError(f"{path}: damaged data shard ({type(exc).__name__}: {exc})") from None
 
     def write_shard(self, source: str, data: SampleSet) -> None:
         """Atomically replace the stored copy of one source's samples."""
