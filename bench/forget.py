@@ -45,9 +45,15 @@ S, R = 8, 4
 MIA_T = (10, 50, 100, 200)
 
 
-def timed(fn, *args, **kwargs):
-    t0 = time.perf_counter()
+CPU: dict[str, list[float]] = {"paragon": [], "single": []}  # process CPU seconds (robust to other jobs' load)
+
+
+def timed(fn, *args, cpu: str | None = None, **kwargs):
+    """(result, wall seconds); with ``cpu``, also records this process's CPU seconds under that key."""
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn(*args, **kwargs)
+    if cpu is not None:
+        CPU[cpu].append(time.process_time() - c0)
     return out, time.perf_counter() - t0
 
 
@@ -114,7 +120,7 @@ def main() -> None:
     store.ingest(train, "digits")
     sd.plan_compartments(store, by="source", slices=R)
     _, t_compartments = timed(sd.train_compartments, store, config=config, progress=False)
-    _, t_paragon_1 = timed(sd.train_paragon, store, config=config, slices=R, progress=False)
+    _, t_paragon_1 = timed(sd.train_paragon, store, config=config, slices=R, progress=False, cpu="paragon")
     net = sd.feature_net(store, progress=False)  # kept in memory: the fixed FLD instrument (a forget drops its artifact)
     real = data.x()
     print(f"built: compartments {t_compartments:.1f} s, paragon {t_paragon_1:.1f} s", flush=True)
@@ -123,14 +129,14 @@ def main() -> None:
     certs, single = [], []
     for _ in range(args.requests):
         sid = rng.choice([r["sample_id"] for r in store.catalog.sample_rows()])
-        cert, seconds = timed(forget, store, sample_ids=[sid])
+        cert, seconds = timed(forget, store, sample_ids=[sid], cpu="single")
         certs.append(cert)
         c = cert["compartments"][0]
         single.append({"seconds": round(seconds, 3), "compartment": c["name"], "first_slice": c["first_slice"],
                        "cost_fraction": c["cost_fraction"], "estimated_speedup": cert["estimate"].get("speedup_vs_paragon")})
         print(f"forget 1 sample: {seconds:.2f} s (slice {c['first_slice']}, cost {c['cost_fraction']})", flush=True)
     # the paragon from scratch again, on the data left (the real alternative to forget)
-    _, t_paragon_2 = timed(sd.train_paragon, store, config=config, slices=R, progress=False)
+    _, t_paragon_2 = timed(sd.train_paragon, store, config=config, slices=R, progress=False, cpu="paragon")
     t_paragon = (t_paragon_1 + t_paragon_2) / 2
     t_single = statistics.mean(r["seconds"] for r in single)
 
@@ -171,6 +177,8 @@ def main() -> None:
         "paragon_seconds": [round(t_paragon_1, 2), round(t_paragon_2, 2)], "compartments_train_seconds": round(t_compartments, 2),
         "forget_one_sample": single, "forget_one_sample_mean_seconds": round(t_single, 3),
         "forget_speedup_one_sample": round(speedup, 2),
+        "forget_speedup_one_sample_cpu_time": round(statistics.mean(CPU["paragon"]) / statistics.mean(CPU["single"]), 2),
+        "cpu_seconds": {k: [round(v, 2) for v in vs] for k, vs in CPU.items()},
         "forget_speedup_one_sample_mean_of_ratios": round(statistics.mean(t_paragon / r["seconds"] for r in single), 2),
         "forget_speedup_one_sample_estimated_from_steps": round(statistics.mean(
             r["estimated_speedup"] for r in single if r["estimated_speedup"]), 2),
@@ -195,6 +203,9 @@ def main() -> None:
         ("forget_speedup_one_sample", speedup,
          f"target ≥ 10 (theory {theory:.1f}): {'met' if speedup >= 10 else 'NOT met'}; paragon {t_paragon:.1f} s (mean of 2) / "
          f"mean forget {t_single:.2f} s over {len(single)} random requests"),
+        ("forget_speedup_one_sample (process CPU time)", results["forget_speedup_one_sample_cpu_time"],
+         f"target ≥ 10: {'met' if results['forget_speedup_one_sample_cpu_time'] >= 10 else 'NOT met'}; the same runs, "
+         "CPU seconds of this process (less sensitive to the other jobs sharing the cores)"),
         ("forget_speedup_one_sample (optimizer-step estimate)", results["forget_speedup_one_sample_estimated_from_steps"],
          "the plan's own step count: paragon steps / forget steps"),
         ("forget_speedup_source", results["forget_speedup_source"], f"drop only, nothing retrained ({t_source:.2f} s)"),
