@@ -72,7 +72,7 @@ def run_attribute(
         raise SilodiffError("the allowed set is empty")
     if image is not None:
         x = read_image(image, store.dataset([store.catalog.sample_rows()[0]["sample_id"]]).image_shape)
-        y = _labels(store, labels, 1)[0] if labels not in ("all",) else None
+        y = None if labels == "all" else _labels(store, labels, 1)[0]  # the file's label, or unconditional
         result = compartment_posterior(store, x, label=y, allowed=allowed)
         result.update(image=str(image), json=str(_write_json(out / "posterior.json", result)))
         result["png"] = str(save_weight_bars(np.asarray([list(result["posterior"].values())]), result["compartments"],
@@ -110,7 +110,7 @@ def _run_ensemble(store: Store, out: Path, *, seed, labels, n, image, sampler, s
     else:
         plan, ens = load_ensemble(store)
         x = read_image(image, ens.image_shape)[None]
-        y = label_tensor([_labels(store, labels, 1)[0] if labels != "all" else None], ens.num_classes)
+        y = label_tensor([None if labels == "all" else _labels(store, labels, 1)[0]], ens.num_classes)
         subsets, unit_subset = np.unique(~plan.codes, axis=0, return_inverse=True)
         tau = loss_influence(ens, subsets, x, y)[:, unit_subset.reshape(-1)]  # (1, U)
         top = np.argsort(-tau, axis=1, kind="stable")[:, : min(top_k, len(plan.units))]
