@@ -47,9 +47,9 @@ from silodiff.store import Store  # noqa: E402
 from silodiff.training import TrainConfig  # noqa: E402
 
 FULL = dict(n=64, epochs=4000, shards=2, rounds=8, shard_batch=32, n_gen=400, steps=50, clf_epochs=500, clf_max=2000,
-            scales=(10.0, 100.0, 1000.0))
+            scales=(1.0, 3.0, 10.0, 100.0), fld_epochs=1000)
 QUICK = dict(n=60, epochs=30, shards=3, rounds=2, shard_batch=20, n_gen=60, steps=10, clf_epochs=20, clf_max=20,
-             scales=(100.0,))
+             scales=(100.0,), fld_epochs=30)
 ALPHAS = (0.5, 0.25, 0.001)
 SAMPLER = "ddpm"
 
@@ -71,8 +71,9 @@ def main() -> None:
     holdout = all_digits.subset(all_digits.sample_ids[p["n"] :])
     store = Store(root / "store")
     store.ingest(train_set, "digits")
-    net = feature_net(store, progress=False)
+    net = feature_net(store, epochs=p["fld_epochs"], progress=False)  # 64 images: the default 30 epochs are 30 steps
     real = store.dataset().x()
+    fld_accuracy = store.active("feature-net")[-1]["metrics"]["train_accuracy"]
     auditor = MemorizationAuditor().fit(real)
     labels = balanced_labels(p["n_gen"], 10)
 
@@ -162,7 +163,8 @@ def main() -> None:
     rows = [("train set / held-out (digits, one source)", f"{p['n']} / {p['n']}", "members / non-members for the MIA"),
             ("baseline epochs; IET shards × rounds × local epochs", f"{p['epochs']}; {p['shards']} × {p['rounds']} × {local:g}",
              "same epochs per sample"),
-            (f"generated images per row ({SAMPLER.upper()}, same noise)", f"{p['n_gen']} × {p['steps']} steps", "")]
+            (f"generated images per row ({SAMPLER.upper()}, same noise)", f"{p['n_gen']} × {p['steps']} steps", ""),
+            ("FLD network: accuracy on the training images", fld_accuracy, f"{p['fld_epochs']} epochs")]
     for r in part_a:
         rows.append((f"A · {r['model']}: memorised / replicates / FLD / class acc",
                      f"{r['memorised']:.4f} / {r['replicate_rate']:.4f} / {r['fld']:.4g} / {r['class_accuracy']:.3f}",
