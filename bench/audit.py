@@ -1,7 +1,11 @@
 """Audit benchmark (issue 4): do compartments reduce memorisation and membership leakage?
 And how fast is the exact nearest-neighbour search at Fashion-MNIST scale?
 
-    python bench/audit.py [--quick] [--n-train 300] [--k 8] [--epochs 1000] [--skip-nn]
+    python bench/audit.py [--quick] [--n-train 100] [--k 8] [--epochs 3000] [--skip-nn]
+
+The recorded runs: ``audit`` (defaults: 100 images × 3000 epochs, where the
+paragon's membership leaks completely) and ``audit-n300`` (``--n-train 300
+--epochs 1000 --mia-n 300``).
 
 Figures (bench/results/audit.json + audit.md):
 - small-data regime of digits: ``--n-train`` images (seeded subset) in K sources →
@@ -77,12 +81,12 @@ def nn_search(threads: int, limit: int | None) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smoke run: tiny training, few generations, 1k × 6k NN search")
-    p.add_argument("--n-train", type=int, default=300)
+    p.add_argument("--n-train", type=int, default=100)
     p.add_argument("--k", type=int, default=8)
-    p.add_argument("--epochs", type=int, default=1000)
+    p.add_argument("--epochs", type=int, default=3000)
     p.add_argument("--n-gen", type=int, default=500)
     p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--mia-n", type=int, default=300)
+    p.add_argument("--mia-n", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-nn", action="store_true", help="skip the Fashion-MNIST search")
     args = p.parse_args()
