@@ -102,7 +102,7 @@ def attribute_compartments(
     allowed: Sequence[str] | None = None,
     router: str = "classifier",
     sampler: str = "ddpm",
-    steps: int = 50,
+    steps: int = 100,
     eta: float = 0.0,
     leave_one_out: bool = True,
     grid: int = 10,
@@ -165,7 +165,7 @@ def attribute_generation(
     allowed: Sequence[str] | None = None,
     router: str = "classifier",
     sampler: str = "ddpm",
-    steps: int = 50,
+    steps: int = 100,
     leave_one_out: bool = True,
 ) -> dict[str, Any]:
     """JSON-ready attribution of generated images (the service calls this): per image the mean and

@@ -168,7 +168,7 @@ def rank_agreement(predicted: np.ndarray, true: np.ndarray) -> float:
 
 
 def attribute_units(
-    store, *, labels: Sequence[int | None] | None, seed: int, n: int | None = None, sampler: str = "ddpm", steps: int = 50,
+    store, *, labels: Sequence[int | None] | None, seed: int, n: int | None = None, sampler: str = "ddpm", steps: int = 100,
     eta: float = 0.0, top_k: int = 5, loss_change: bool = True, first_order: bool = False,
 ) -> tuple[UnitInfluence, dict[str, Any]]:
     """Generate images from the store's encoded ensemble with ``seed`` and attribute them to units.

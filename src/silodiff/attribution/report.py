@@ -52,7 +52,7 @@ def _normalised(rows: np.ndarray) -> np.ndarray:
 
 def run_attribute(
     store: Store, out: str | Path, *, seed: int | None = None, labels: str = "all", n: int = 1, image: str | Path | None = None,
-    ensemble: bool = False, allowed: list[str] | None = None, router: str = "classifier", sampler: str = "ddpm", steps: int = 50,
+    ensemble: bool = False, allowed: list[str] | None = None, router: str = "classifier", sampler: str = "ddpm", steps: int = 100,
     top_k: int = 5, leave_one_out: bool = True, first_order: bool = False,
 ) -> dict[str, Any]:
     """Attribute generated images (``seed``) or an image file (``image``) and write the results into ``out``."""

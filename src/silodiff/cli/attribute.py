@@ -49,7 +49,7 @@ def attribute_cmd(
     allowed: Annotated[str | None, typer.Option(help="Comma-separated compartments (default: all).")] = None,
     router: Annotated[str, typer.Option(help="classifier, trajectory or uniform.")] = "classifier",
     sampler: Annotated[str, typer.Option(help="ddpm or ddim.")] = "ddpm",
-    steps: Annotated[int, typer.Option(help="Sampling steps.")] = 50,
+    steps: Annotated[int, typer.Option(help="Sampling steps (the same default as `sample`).")] = 100,
     top_k: Annotated[int, typer.Option(help="Most influential units to show (--ensemble).")] = 5,
     loo: Annotated[bool, typer.Option("--loo/--no-loo", help="Exact leave-one-compartment-out resampling.")] = True,
     first_order: Annotated[bool, typer.Option("--first-order", help="Also the jvp shortcut and its rank agreement (--ensemble).")] = False,
