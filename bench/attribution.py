@@ -35,18 +35,24 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_results  # noqa: E402
+from common import write_results
 
-import silodiff as sd  # noqa: E402
-from silodiff.attribution import (  # noqa: E402
-    UnitInfluence, attribute_compartments, compartment_posterior, first_order_influence, load_ensemble, rank_agreement, train_encoded,
+import silodiff as sd
+from silodiff.attribution import (
+    UnitInfluence,
+    attribute_compartments,
+    compartment_posterior,
+    first_order_influence,
+    load_ensemble,
+    rank_agreement,
+    train_encoded,
 )
-from silodiff.attribution.likelihood import loss_grid, timestep_grid  # noqa: E402
-from silodiff.data import SampleSet, to_uint8, to_unit_range  # noqa: E402
-from silodiff.data.dataset import sample_id  # noqa: E402
-from silodiff.jobs import SliceJob, run_jobs  # noqa: E402
-from silodiff.sampling import NoiseTrajectory  # noqa: E402
-from silodiff.training import TrainConfig  # noqa: E402
+from silodiff.attribution.likelihood import loss_grid, timestep_grid
+from silodiff.data import SampleSet, to_uint8, to_unit_range
+from silodiff.data.dataset import sample_id
+from silodiff.jobs import SliceJob, run_jobs
+from silodiff.sampling import NoiseTrajectory
+from silodiff.training import TrainConfig
 
 
 def log(msg: str) -> None:
@@ -75,29 +81,55 @@ def compartment_benchmark(root: Path, args) -> tuple[dict, list]:
                 with torch.no_grad():
                     truth = net(res.images).argmax(1).numpy()  # the class the FLD CNN reads in each image
             want = np.asarray([res.names.index(holder[int(y)]) for y in truth])
-            routes = {"router_weights_mean": res.weights_mean.argmax(1), "router_weights_last": res.weights_last.argmax(1),
-                      "loo_distance": res.loo_distance.argmax(1), "loo_loss_change": res.loo_loss_change.argmax(1)}
+            routes = {
+                "router_weights_mean": res.weights_mean.argmax(1),
+                "router_weights_last": res.weights_last.argmax(1),
+                "loo_distance": res.loo_distance.argmax(1),
+                "loo_loss_change": res.loo_loss_change.argmax(1),
+            }
             acc = {k: float((v == want).mean()) for k, v in routes.items()}
             if router == "trajectory":  # the likelihood posterior on the saved (uint8) images, no composition involved
-                post = [compartment_posterior(store, to_unit_range(to_uint8(x)), label=y, grid=args.grid, draws=2)
-                        for x, y in zip(res.images[: args.n_posterior], labels[: args.n_posterior])]
+                post = [
+                    compartment_posterior(store, to_unit_range(to_uint8(x)), label=y, grid=args.grid, draws=2)
+                    for x, y in zip(res.images[: args.n_posterior], labels[: args.n_posterior])
+                ]
                 acc["posterior_on_saved_image"] = float(np.mean([p["top"] == res.names[w] for p, w in zip(post, want)]))
-            out[kind][router] = {"n": len(labels), "accuracy": acc, "seconds": res.seconds,
-                                 "loo_label_unsupported_fraction": float(res.label_unsupported[np.arange(len(want)), want].mean()),
-                                 "ground_truth_classes": np.bincount(truth, minlength=10).tolist()}
+            out[kind][router] = {
+                "n": len(labels),
+                "accuracy": acc,
+                "seconds": res.seconds,
+                "loo_label_unsupported_fraction": float(res.label_unsupported[np.arange(len(want)), want].mean()),
+                "ground_truth_classes": np.bincount(truth, minlength=10).tolist(),
+            }
             log(f"{kind} / {router} router: {acc}")
     for router in ("trajectory", "classifier"):
         for kind in ("conditional", "unconditional"):
             a = out[kind][router]["accuracy"]
             for route, key in (("router weights", "router_weights_mean"), ("leave-one-out", "loo_distance")):
-                rows.append((f"compartment_top1_accuracy {kind} / {router} router / {route}", a[key],
-                             f"target ≥ 0.95 → {'met' if a[key] >= 0.95 else 'NOT met'}"))
-            rows.append((f"  other routes, {kind} / {router} router", {k: v for k, v in a.items() if k not in ("router_weights_mean", "loo_distance")},
-                         f"n = {args.n}" + (f" (posterior: first {args.n_posterior})" if "posterior_on_saved_image" in a else "")))
+                rows.append(
+                    (
+                        f"compartment_top1_accuracy {kind} / {router} router / {route}",
+                        a[key],
+                        f"target ≥ 0.95 → {'met' if a[key] >= 0.95 else 'NOT met'}",
+                    )
+                )
+            rows.append(
+                (
+                    f"  other routes, {kind} / {router} router",
+                    {k: v for k, v in a.items() if k not in ("router_weights_mean", "loo_distance")},
+                    f"n = {args.n}"
+                    + (f" (posterior: first {args.n_posterior})" if "posterior_on_saved_image" in a else ""),
+                )
+            )
     for router in ("trajectory", "classifier"):
         s = out["unconditional"][router]["seconds"]
-        rows.append((f"compartment_attribution_cost_ratio ({router})", s["ratio_to_sampling"],
-                     f"factual + 10 leave-one-out runs + loss grids, over one sampling run ({s['sampling']:.2f} s for {args.n} images)"))
+        rows.append(
+            (
+                f"compartment_attribution_cost_ratio ({router})",
+                s["ratio_to_sampling"],
+                f"factual + 10 leave-one-out runs + loss grids, over one sampling run ({s['sampling']:.2f} s for {args.n} images)",
+            )
+        )
     return out, rows
 
 
@@ -178,28 +210,71 @@ def encoded_benchmark(root: Path, args) -> tuple[dict, list]:
     # 3. linear datamodeling score on a budget of retrained subsets (α = 0.5 of the units)
     lds = linear_datamodeling(store, plan, ens, est, labels, config, args)
     out = {
-        "units": len(plan.units), "members": args.members, "samples": len(data), "planted": args.planted, "copies_per_planted": args.copies,
-        "member_epochs": args.member_epochs, "train_seconds": round(train_s, 1), "generations": len(images), "copying_generations": len(copies),
-        "copy_ratio": args.copy_ratio, "copying_generations_at_ratio_one_third": strict,
-        "copy_distance_ratios": [round(float(ratio[i]), 3) for i in copies], "planted_ranks": ranks, "planted_top1_fraction": top1, "planted_ranks_by_loss_change": loss_ranks,
-        "planted_top1_fraction_by_loss_change": float(np.mean([r == 1 for r in loss_ranks])) if loss_ranks else float("nan"),
-        "first_order_rank_agreement": agreement, "first_order_planted_top1": fo_top1_copies,
-        "first_order_seconds": round(fo_s, 2), "influence_seconds": est.seconds_, "lds": lds,
+        "units": len(plan.units),
+        "members": args.members,
+        "samples": len(data),
+        "planted": args.planted,
+        "copies_per_planted": args.copies,
+        "member_epochs": args.member_epochs,
+        "train_seconds": round(train_s, 1),
+        "generations": len(images),
+        "copying_generations": len(copies),
+        "copy_ratio": args.copy_ratio,
+        "copying_generations_at_ratio_one_third": strict,
+        "copy_distance_ratios": [round(float(ratio[i]), 3) for i in copies],
+        "planted_ranks": ranks,
+        "planted_top1_fraction": top1,
+        "planted_ranks_by_loss_change": loss_ranks,
+        "planted_top1_fraction_by_loss_change": float(np.mean([r == 1 for r in loss_ranks]))
+        if loss_ranks
+        else float("nan"),
+        "first_order_rank_agreement": agreement,
+        "first_order_planted_top1": fo_top1_copies,
+        "first_order_seconds": round(fo_s, 2),
+        "influence_seconds": est.seconds_,
+        "lds": lds,
     }
     rows = [
-        ("planted_top1_fraction", top1, f"{len(copies)} of {len(images)} generations copy a planted image (ratio < {args.copy_ratio}; "
-         f"{strict} at < 1/3); mean rank "
-         f"{np.mean(ranks) if ranks else float('nan'):.2f} of {len(plan.units)} units; target ≥ 0.90 → "
-         f"{'met' if ranks and top1 >= 0.9 else 'NOT met'}"),
-        ("planted_top1_fraction by loss change", out["planted_top1_fraction_by_loss_change"], "the likelihood route on the same images"),
-        ("lds (influence distance)", lds["lds_distance"], f"{lds['subsets']} retrained subsets, {lds['images']} images; "
-         f"random baseline {lds['random_mean']:.3f} ± {lds['random_std']:.3f}"),
+        (
+            "planted_top1_fraction",
+            top1,
+            (
+                f"{len(copies)} of {len(images)} generations copy a planted image (ratio < {args.copy_ratio}; "
+                f"{strict} at < 1/3); mean rank "
+                f"{np.mean(ranks) if ranks else float('nan'):.2f} of {len(plan.units)} units; target ≥ 0.90 → "
+                f"{'met' if ranks and top1 >= 0.9 else 'NOT met'}"
+            ),
+        ),
+        (
+            "planted_top1_fraction by loss change",
+            out["planted_top1_fraction_by_loss_change"],
+            "the likelihood route on the same images",
+        ),
+        (
+            "lds (influence distance)",
+            lds["lds_distance"],
+            (
+                f"{lds['subsets']} retrained subsets, {lds['images']} images; "
+                f"random baseline {lds['random_mean']:.3f} ± {lds['random_std']:.3f}"
+            ),
+        ),
         ("lds (loss change)", lds["lds_loss_change"], "same subsets and images"),
-        ("first_order_rank_agreement", agreement, f"Spearman vs true ablation, mean over {len(images)} images; "
-         f"top-1 on copies {fo_top1_copies:.2f}; {fo_s:.1f} s"),
-        ("ensemble_attribution_cost_ratio", est.seconds_["ratio_to_sampling"],
-         f"{est.seconds_['resamples']} sub-ensemble resamples (+ loss grids) over one ensemble sampling run "
-         f"({est.seconds_['sampling']:.2f} s); first-order {fo_s / est.seconds_['sampling']:.1f}×"),
+        (
+            "first_order_rank_agreement",
+            agreement,
+            (
+                f"Spearman vs true ablation, mean over {len(images)} images; "
+                f"top-1 on copies {fo_top1_copies:.2f}; {fo_s:.1f} s"
+            ),
+        ),
+        (
+            "ensemble_attribution_cost_ratio",
+            est.seconds_["ratio_to_sampling"],
+            (
+                f"{est.seconds_['resamples']} sub-ensemble resamples (+ loss grids) over one ensemble sampling run "
+                f"({est.seconds_['sampling']:.2f} s); first-order {fo_s / est.seconds_['sampling']:.1f}×"
+            ),
+        ),
     ]
     return out, rows
 
@@ -214,15 +289,27 @@ def linear_datamodeling(store, plan, ens, est, labels, config: TrainConfig, args
     for s in range(args.subsets):
         masks[s, rng.choice(U, U // 2, replace=False)] = True
     model_cfg = ens.members[0].config
-    jobs = [SliceJob(str(store.root), "lds-subset", f"lds-{s}", [sorted(sid for j in np.flatnonzero(m) for sid in plan.unit_ids[j])],
-                     model_cfg, config.to_dict(), progress=False) for s, m in enumerate(masks)]
+    jobs = [
+        SliceJob(
+            str(store.root),
+            "lds-subset",
+            f"lds-{s}",
+            [sorted(sid for j in np.flatnonzero(m) for sid in plan.unit_ids[j])],
+            model_cfg,
+            config.to_dict(),
+            progress=False,
+        )
+        for s, m in enumerate(masks)
+    ]
     t0 = time.perf_counter()
     results = run_jobs(jobs, "serial")
     log(f"retrained {args.subsets} subsets in {time.perf_counter() - t0:.0f} s")
     images = est.images_[: args.lds_images]
     y = labels[: args.lds_images]
     timesteps, _ = timestep_grid(args.grid)
-    losses = np.stack([loss_grid(store.load(r.artifacts[-1]), images, y, timesteps, draws=2, seed=9).mean(1).numpy() for r in results])  # (S, n)
+    losses = np.stack(
+        [loss_grid(store.load(r.artifacts[-1]), images, y, timesteps, draws=2, seed=9).mean(1).numpy() for r in results]
+    )  # (S, n)
 
     def lds(scores: np.ndarray) -> float:
         pred = masks.astype(float) @ scores[: len(images)].T  # (S, n)
@@ -230,8 +317,15 @@ def linear_datamodeling(store, plan, ens, est, labels, config: TrainConfig, args
         return float(np.nanmean(rhos))
 
     random = [lds(rng.random(est.influence_.shape)) for _ in range(50)]
-    return {"subsets": args.subsets, "alpha": 0.5, "images": len(images), "lds_distance": lds(est.influence_),
-            "lds_loss_change": lds(est.loss_change_), "random_mean": float(np.mean(random)), "random_std": float(np.std(random))}
+    return {
+        "subsets": args.subsets,
+        "alpha": 0.5,
+        "images": len(images),
+        "lds_distance": lds(est.influence_),
+        "lds_loss_change": lds(est.loss_change_),
+        "random_mean": float(np.mean(random)),
+        "random_std": float(np.std(random)),
+    }
 
 
 def main() -> None:
@@ -239,10 +333,40 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="a smoke run (minutes less, figures noisier)")
     args = p.parse_args()
     torch.set_num_threads(1)  # small models: one thread is fastest on a shared 2-core box
-    full = dict(epochs=150, router_epochs=40, n=60, steps=50, grid=8, n_posterior=20, n_base=80, planted=4, copies=20, members=12,
-                member_epochs=300, per_planted=8, subsets=8, lds_images=16, copy_ratio=0.9)
-    quick = dict(epochs=60, router_epochs=20, n=20, steps=20, grid=6, n_posterior=6, n_base=40, planted=2, copies=12, members=8,
-                 member_epochs=100, per_planted=4, subsets=4, lds_images=6, copy_ratio=0.9)
+    full = {
+        "epochs": 150,
+        "router_epochs": 40,
+        "n": 60,
+        "steps": 50,
+        "grid": 8,
+        "n_posterior": 20,
+        "n_base": 80,
+        "planted": 4,
+        "copies": 20,
+        "members": 12,
+        "member_epochs": 300,
+        "per_planted": 8,
+        "subsets": 8,
+        "lds_images": 16,
+        "copy_ratio": 0.9,
+    }
+    quick = {
+        "epochs": 60,
+        "router_epochs": 20,
+        "n": 20,
+        "steps": 20,
+        "grid": 6,
+        "n_posterior": 6,
+        "n_base": 40,
+        "planted": 2,
+        "copies": 12,
+        "members": 8,
+        "member_epochs": 100,
+        "per_planted": 4,
+        "subsets": 4,
+        "lds_images": 6,
+        "copy_ratio": 0.9,
+    }
     for k, v in (quick if args.quick else full).items():
         setattr(args, k, v)
     assert math.comb(args.members, args.members // 2) >= args.n_base + args.planted
@@ -251,23 +375,36 @@ def main() -> None:
         comp, comp_rows = compartment_benchmark(Path(tmp), args)
         enc, enc_rows = encoded_benchmark(Path(tmp), args)
     total = time.perf_counter() - t0
-    results = {"settings": {k: v for k, v in vars(args).items()}, "compartments": comp, "encoded": enc, "seconds": round(total, 1)}
+    results = {
+        "settings": {k: v for k, v in vars(args).items()},
+        "compartments": comp,
+        "encoded": enc,
+        "seconds": round(total, 1),
+    }
     notes = [
-        "Compartments: scikit-learn digits, one compartment per class (sources by-class), MLP denoisers, "
-        f"{args.epochs} epochs; router {args.router_epochs} epochs; DDPM {args.steps} steps; {args.n} conditional "
-        f"(balanced) and {args.n} unconditional images, seed 11.",
-        "Conditional images are attributed by construction by the router (λ_i(y) = 0 for compartments without label y), and "
-        "leave-one-out of the only holder of y leaves no compartment with that label: that counterfactual is drawn "
-        "unconditionally and flagged (loo_label_unsupported_fraction). The unconditional figures are the informative ones.",
+        (
+            "Compartments: scikit-learn digits, one compartment per class (sources by-class), MLP denoisers, "
+            f"{args.epochs} epochs; router {args.router_epochs} epochs; DDPM {args.steps} steps; {args.n} conditional "
+            f"(balanced) and {args.n} unconditional images, seed 11."
+        ),
+        (
+            "Conditional images are attributed by construction by the router (λ_i(y) = 0 for compartments without label y), and "
+            "leave-one-out of the only holder of y leaves no compartment with that label: that counterfactual is drawn "
+            "unconditionally and flagged (loo_label_unsupported_fraction). The unconditional figures are the informative ones."
+        ),
         "Unconditional ground truth = the class silodiff's FLD CNN assigns to the generated image.",
-        f"Encoded ensemble: {args.n_base} digits + {args.planted} planted digits × {args.copies} jittered copies (one unit "
-        f"each, via --unit column:unit), {args.members} members × {args.member_epochs} epochs; a generation copies a planted "
-        "image when its nearest unit is planted and d(nearest unit) / d(second unit) < copy_ratio (0.9). With Gu et al.'s "
-        "1/3 almost none qualify: the ensemble averages the members that saw the planted image with those that never did, so "
-        "its generations are blends that lean toward the planted image rather than exact replicas.",
-        f"LDS: {args.subsets} models retrained from scratch on random halves of the units (same loop and settings as a member); "
-        "score = Spearman over subsets between Σ_{j∈S} τ_ij and −(denoising loss of image i under the subset model), mean over images; "
-        "random baseline = 50 draws of uniform random scores.",
+        (
+            f"Encoded ensemble: {args.n_base} digits + {args.planted} planted digits × {args.copies} jittered copies (one unit "
+            f"each, via --unit column:unit), {args.members} members × {args.member_epochs} epochs; a generation copies a planted "
+            "image when its nearest unit is planted and d(nearest unit) / d(second unit) < copy_ratio (0.9). With Gu et al.'s "
+            "1/3 almost none qualify: the ensemble averages the members that saw the planted image with those that never did, so "
+            "its generations are blends that lean toward the planted image rather than exact replicas."
+        ),
+        (
+            f"LDS: {args.subsets} models retrained from scratch on random halves of the units (same loop and settings as a member); "
+            "score = Spearman over subsets between Σ_{j∈S} τ_ij and −(denoising loss of image i under the subset model), mean over images; "
+            "random baseline = 50 draws of uniform random scores."
+        ),
         "Cost ratios are measured in the same run, on the same images, against one sampling run of the same model.",
         "torch uses 1 thread; the 2 cores were shared with other engineers' work during the run (see load average).",
         f"Total wall time {total:.0f} s.",

@@ -16,7 +16,22 @@ def _run(*args):
 
 def test_attribute_generated_images_writes_json_and_pngs(comp_store, tmp_path):
     out = tmp_path / "a"
-    r = _run("attribute", "--store", comp_store.root, "--seed", 3, "--label", "0,none", "--n", 2, "--steps", 6, "--out", out, "--json")
+    r = _run(
+        "attribute",
+        "--store",
+        comp_store.root,
+        "--seed",
+        3,
+        "--label",
+        "0,none",
+        "--n",
+        2,
+        "--steps",
+        6,
+        "--out",
+        out,
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     result = json.loads((out / "attribution.json").read_text())
     assert [im["label"] for im in result["images"]] == [0, None]
@@ -41,7 +56,9 @@ def test_train_encoded_then_attribute_units(comp_store, tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["units"] == 3
     out = tmp_path / "e"
-    r = _run("attribute", "--store", store, "--ensemble", "--seed", 1, "--n", 2, "--steps", 5, "--top-k", 2, "--out", out)
+    r = _run(
+        "attribute", "--store", store, "--ensemble", "--seed", 1, "--n", 2, "--steps", 5, "--top-k", 2, "--out", out
+    )
     assert r.exit_code == 0, r.output
     result = json.loads((out / "influence.json").read_text())
     assert len(result["images"]) == 2 and len(result["images"][0]["top"]) == 2 and (out / "topk.png").exists()

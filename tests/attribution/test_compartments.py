@@ -98,4 +98,4 @@ def test_demo_step_writes_its_pictures_and_a_section(comp_store, tmp_path):
     lines = section.splitlines()
     for c in comp_store.catalog.compartments():  # one posterior row per compartment
         assert any(line.startswith(f"| {c['name']} |") for line in lines)
-    assert sum(line.startswith("| 0 |") or line.startswith("| 3 |") for line in lines) == 2  # image rows 0..3
+    assert sum(line.startswith(("| 0 |", "| 3 |")) for line in lines) == 2  # image rows 0..3

@@ -87,7 +87,9 @@ def test_ablating_a_member_that_never_saw_a_unit_keeps_its_bookkeeping(enc_store
     kept = plan.drop_members([m])
     saw_before = {plan.member_names[k] for k in plan.saw(j)}
     assert {kept.member_names[k] for k in kept.saw(j)} == saw_before
-    assert {kept.member_names[k] for k in kept.never_saw(j)} == {plan.member_names[k] for k in plan.never_saw(j)} - {plan.member_names[m]}
+    assert {kept.member_names[k] for k in kept.never_saw(j)} == {plan.member_names[k] for k in plan.never_saw(j)} - {
+        plan.member_names[m]
+    }
     # member m's sample ids are unchanged for every member that remains
     for k, name in enumerate(kept.member_names):
         assert kept.member_ids(k) == plan.member_ids(plan.member_names.index(name))

@@ -25,7 +25,9 @@ def test_influence_is_exact_ablation_with_the_same_noise(enc_store):
     expected = ((est.images_ - x_j) / 2).flatten(1).norm(dim=1).numpy()
     assert np.allclose(tau[:, j], expected, atol=1e-4)
     # deterministic, radius and top-k
-    again = UnitInfluence(steps=10, batch_rows=7).fit(ens, plan).score(_noise(ens), labels)  # other batching, same numbers
+    again = (
+        UnitInfluence(steps=10, batch_rows=7).fit(ens, plan).score(_noise(ens), labels)
+    )  # other batching, same numbers
     assert np.allclose(again, tau, atol=1e-4)
     assert np.allclose(est.radius(), tau.max(1))
     top = est.top_k(4)

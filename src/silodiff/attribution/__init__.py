@@ -6,14 +6,45 @@
   balanced codes, the mean-ε ensemble, unit influence, counterfactual radius, top-k.
 """
 
-from .compartments import CompartmentAttribution, attribute_compartments, attribute_generation, compartment_posterior, read_image
-from .encoded import EncodedPlan, balanced_codes, check_plan, load_ensemble, load_plan, make_plan, plan_units, train_encoded
+from .compartments import (
+    CompartmentAttribution,
+    attribute_compartments,
+    attribute_generation,
+    compartment_posterior,
+    read_image,
+)
 from .demo import demo_step
+from .encoded import (
+    EncodedPlan,
+    balanced_codes,
+    check_plan,
+    load_ensemble,
+    load_plan,
+    make_plan,
+    plan_units,
+    train_encoded,
+)
 from .ensemble import EnsembleDenoiser
 from .influence import UnitInfluence, attribute_units, first_order_influence, rank_agreement
 
 __all__ = [
-    "CompartmentAttribution", "attribute_compartments", "attribute_generation", "compartment_posterior", "read_image",
-    "EncodedPlan", "balanced_codes", "check_plan", "load_ensemble", "load_plan", "make_plan", "plan_units", "train_encoded",
-    "demo_step", "EnsembleDenoiser", "UnitInfluence", "attribute_units", "first_order_influence", "rank_agreement",
+    "CompartmentAttribution",
+    "EncodedPlan",
+    "EnsembleDenoiser",
+    "UnitInfluence",
+    "attribute_compartments",
+    "attribute_generation",
+    "attribute_units",
+    "balanced_codes",
+    "check_plan",
+    "compartment_posterior",
+    "demo_step",
+    "first_order_influence",
+    "load_ensemble",
+    "load_plan",
+    "make_plan",
+    "plan_units",
+    "rank_agreement",
+    "read_image",
+    "train_encoded",
 ]

@@ -75,6 +75,7 @@ class CompartmentAttribution:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: one entry per image, each figure keyed by compartment name."""
+
         def by_name(row) -> dict[str, float]:
             return {n: round(float(v), 6) for n, v in zip(self.names, row)}
 
@@ -82,14 +83,19 @@ class CompartmentAttribution:
         for i in range(len(self.labels)):
             y = int(self.labels[i])
             entry: dict[str, Any] = {
-                "index": i, "label": None if y == self.num_classes else y,
-                "weights_mean": by_name(self.weights_mean[i]), "weights_last": by_name(self.weights_last[i]),
+                "index": i,
+                "label": None if y == self.num_classes else y,
+                "weights_mean": by_name(self.weights_mean[i]),
+                "weights_last": by_name(self.weights_last[i]),
                 "top_by_weight": self.names[int(np.argmax(self.weights_mean[i]))],
             }
             if self.loo_distance is not None:
-                entry.update(loo_distance=by_name(self.loo_distance[i]), loo_loss_change=by_name(self.loo_loss_change[i]),
-                             top_by_loo=self.names[int(np.argmax(self.loo_distance[i]))],
-                             label_unsupported_without=[n for n, u in zip(self.names, self.label_unsupported[i]) if u])
+                entry.update(
+                    loo_distance=by_name(self.loo_distance[i]),
+                    loo_loss_change=by_name(self.loo_loss_change[i]),
+                    top_by_loo=self.names[int(np.argmax(self.loo_distance[i]))],
+                    label_unsupported_without=[n for n, u in zip(self.names, self.label_unsupported[i]) if u],
+                )
             images.append(entry)
         return {"compartments": self.names, "images": images, "seconds": self.seconds}
 
@@ -122,7 +128,9 @@ def attribute_compartments(
     noise = NoiseTrajectory.draw((n, *model.image_shape), steps, torch.Generator().manual_seed(seed))
     # 1. the factual run, recording the router weights at every step
     recorder = WeightRecorder()
-    images = sample(model, None, scheduler, steps=steps, labels=y, eta=eta, noise=noise, callback=recorder, progress=progress)
+    images = sample(
+        model, None, scheduler, steps=steps, labels=y, eta=eta, noise=noise, callback=recorder, progress=progress
+    )
     weights_mean, weights_last = recorder.result()
     t_sample = time.perf_counter() - t0
     out = CompartmentAttribution(model.names, y, model.num_classes, images, weights_mean, weights_last)
@@ -149,9 +157,16 @@ def attribute_compartments(
         counterfactual = compose(store, others, router=router)
         loo_images[k] = sample(counterfactual, None, scheduler, steps=steps, labels=y_k, eta=eta, noise=noise)
         distance[:, k] = pixel_distance(images, loo_images[k]).numpy()
-        loss_change[:, k] = (loss_grid(counterfactual, images, y_k, timesteps, draws=draws, seed=seed).mean(1) - base_loss).numpy()
+        loss_change[:, k] = (
+            loss_grid(counterfactual, images, y_k, timesteps, draws=draws, seed=seed).mean(1) - base_loss
+        ).numpy()
         unsupported[:, k] = missing.numpy()
-    out.loo_images, out.loo_distance, out.loo_loss_change, out.label_unsupported = loo_images, distance, loss_change, unsupported
+    out.loo_images, out.loo_distance, out.loo_loss_change, out.label_unsupported = (
+        loo_images,
+        distance,
+        loss_change,
+        unsupported,
+    )
     out.seconds["total"] = round(time.perf_counter() - t0, 3)
     out.seconds["ratio_to_sampling"] = round(out.seconds["total"] / max(t_sample, 1e-9), 2)
     return out
@@ -170,8 +185,16 @@ def attribute_generation(
 ) -> dict[str, Any]:
     """JSON-ready attribution of generated images (the service calls this): per image the mean and
     last-step router weights, leave-one-out pixel distances and loss changes per compartment, and names."""
-    result = attribute_compartments(store, labels=labels, seed=seed, allowed=allowed, router=router, sampler=sampler,
-                                    steps=steps, leave_one_out=leave_one_out)
+    result = attribute_compartments(
+        store,
+        labels=labels,
+        seed=seed,
+        allowed=allowed,
+        router=router,
+        sampler=sampler,
+        steps=steps,
+        leave_one_out=leave_one_out,
+    )
     return {"seed": seed, "router": router, "sampler": sampler, "steps": steps, **result.to_dict()}
 
 
@@ -207,7 +230,9 @@ def compartment_posterior(
     names = list(allowed) if allowed is not None else trained_compartments(store)
     unknown = sorted(set(names) - set(trained_compartments(store)))
     if unknown or not names:
-        raise SilodiffError(f"not a trained compartment: {', '.join(unknown)}" if unknown else "no trained compartments")
+        raise SilodiffError(
+            f"not a trained compartment: {', '.join(unknown)}" if unknown else "no trained compartments"
+        )
     C = num_classes(store)
     y = label_tensor([label], C)
     timesteps, weights = timestep_grid(grid)
@@ -215,7 +240,9 @@ def compartment_posterior(
     for name in names:
         model = store.load(final_checkpoint(store, "compartment", name)["hash"])
         if tuple(model.image_shape) != tuple(image.shape):
-            raise SilodiffError(f"the image has shape {tuple(image.shape)}, compartment {name!r} takes {tuple(model.image_shape)}")
+            raise SilodiffError(
+                f"the image has shape {tuple(image.shape)}, compartment {name!r} takes {tuple(model.image_shape)}"
+            )
         ell = loss_grid(model, image[None], y, timesteps, draws=draws, seed=seed)  # (1, G)
         losses.append(float(ell.mean()))
         bounds.append(float(nll_bound(ell, weights, image.numel())[0]))
@@ -228,7 +255,14 @@ def compartment_posterior(
     log_post[prior == 0] = -np.inf
     post = np.exp(log_post - log_post.max())
     post /= post.sum()
-    return {"compartments": names, "label": label, "posterior": dict(zip(names, np.round(post, 6).tolist())),
-            "prior": dict(zip(names, np.round(prior / prior.sum(), 6).tolist())),
-            "nll_bound": dict(zip(names, np.round(bounds, 4).tolist())), "mean_loss": dict(zip(names, np.round(losses, 6).tolist())),
-            "top": names[int(np.argmax(post))], "grid": grid, "draws": draws}
+    return {
+        "compartments": names,
+        "label": label,
+        "posterior": dict(zip(names, np.round(post, 6).tolist())),
+        "prior": dict(zip(names, np.round(prior / prior.sum(), 6).tolist())),
+        "nll_bound": dict(zip(names, np.round(bounds, 4).tolist())),
+        "mean_loss": dict(zip(names, np.round(losses, 6).tolist())),
+        "top": names[int(np.argmax(post))],
+        "grid": grid,
+        "draws": draws,
+    }

@@ -53,7 +53,9 @@ def balanced_codes(n_units: int, members: int, *, random_state: int = 0) -> np.n
         raise SilodiffError(f"members must be an even number ≥ 2, got {members}")
     capacity = math.comb(members, members // 2)
     if n_units > capacity:
-        raise SilodiffError(f"{n_units} units need more than {members} members: C({members}, {members // 2}) = {capacity} distinct codes")
+        raise SilodiffError(
+            f"{n_units} units need more than {members} members: C({members}, {members // 2}) = {capacity} distinct codes"
+        )
     rng = np.random.default_rng(random_state)
     codes, seen = np.zeros((n_units, members), dtype=bool), set()
     j = 0
@@ -148,24 +150,42 @@ class EncodedPlan:
         """The complementary sub-ensemble of unit j: members that never saw it."""
         return np.flatnonzero(~self.codes[j]).tolist()
 
-    def drop_members(self, drop: Sequence[int]) -> "EncodedPlan":
+    def drop_members(self, drop: Sequence[int]) -> EncodedPlan:
         """The plan over the remaining members (e.g. after members are retired); codes keep their meaning."""
         keep = [m for m in range(len(self.member_names)) if m not in set(drop)]
         if not keep:
             raise SilodiffError("cannot drop every member")
-        return EncodedPlan(len(keep), self.unit, self.units, self.unit_ids, self.codes[:, keep],
-                           [self.member_names[m] for m in keep], self.seed, None)
+        return EncodedPlan(
+            len(keep),
+            self.unit,
+            self.units,
+            self.unit_ids,
+            self.codes[:, keep],
+            [self.member_names[m] for m in keep],
+            self.seed,
+            None,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"members": self.members, "unit": self.unit, "units": self.units, "member_names": self.member_names,
-                "seed": self.seed, "n_samples": sum(len(u) for u in self.unit_ids)}
+        return {
+            "members": self.members,
+            "unit": self.unit,
+            "units": self.units,
+            "member_names": self.member_names,
+            "seed": self.seed,
+            "n_samples": sum(len(u) for u in self.unit_ids),
+        }
 
 
-def make_plan(store: Store, *, members: int, unit: str = "sample", groups: str | Path | None = None, seed: int = 0) -> EncodedPlan:
+def make_plan(
+    store: Store, *, members: int, unit: str = "sample", groups: str | Path | None = None, seed: int = 0
+) -> EncodedPlan:
     """Units and their balanced codes (not yet saved)."""
     units = plan_units(store, unit, groups)
     codes = balanced_codes(len(units), members, random_state=seed)
-    plan = EncodedPlan(members, unit, list(units), list(units.values()), codes, [member_name(m) for m in range(members)], seed)
+    plan = EncodedPlan(
+        members, unit, list(units), list(units.values()), codes, [member_name(m) for m in range(members)], seed
+    )
     empty = [plan.member_names[m] for m in range(members) if not plan.member_ids(m)]
     if empty:
         raise SilodiffError(f"{', '.join(empty)} would train on nothing: use more units or fewer members")
@@ -179,8 +199,14 @@ def save_plan(store: Store, plan: EncodedPlan) -> str:
         config = {"model": {"kind": PLAN_KIND}, "info": {**plan.to_dict(), "unit_sets": set_ids}}
         digest = store.artifacts.put({"codes": torch.from_numpy(plan.codes.astype(np.uint8))}, config)
         store.catalog.set_active([r["hash"] for r in store.active(PLAN_KIND, PLAN_NAME) if r["hash"] != digest], False)
-        store.catalog.add_artifact(digest, PLAN_KIND, PLAN_NAME, config["model"], set_ids,
-                                   metrics={"units": len(plan.units), "members": plan.members})
+        store.catalog.add_artifact(
+            digest,
+            PLAN_KIND,
+            PLAN_NAME,
+            config["model"],
+            set_ids,
+            metrics={"units": len(plan.units), "members": plan.members},
+        )
     plan.hash = digest
     return digest
 
@@ -194,12 +220,25 @@ def load_plan(store: Store) -> EncodedPlan:
     tensors, config = store.artifacts.get(digest)
     info = config["info"]
     unit_ids = [_set_members(store, s) for s in info["unit_sets"]]
-    return EncodedPlan(info["members"], info["unit"], info["units"], unit_ids, tensors["codes"].numpy().astype(bool),
-                       info["member_names"], info["seed"], digest)
+    return EncodedPlan(
+        info["members"],
+        info["unit"],
+        info["units"],
+        unit_ids,
+        tensors["codes"].numpy().astype(bool),
+        info["member_names"],
+        info["seed"],
+        digest,
+    )
 
 
 def _set_members(store: Store, set_id: str) -> list[str]:
-    return [r[0] for r in store.catalog.db.execute("SELECT sample_id FROM sample_sets WHERE set_id = ? ORDER BY sample_id", (set_id,))]
+    return [
+        r[0]
+        for r in store.catalog.db.execute(
+            "SELECT sample_id FROM sample_sets WHERE set_id = ? ORDER BY sample_id", (set_id,)
+        )
+    ]
 
 
 def train_encoded(
@@ -221,16 +260,36 @@ def train_encoded(
     plan = make_plan(store, members=members, unit=unit, groups=groups, seed=seed)
     save_plan(store, plan)
     model = model or default_model_config(store)
-    jobs = [SliceJob(str(store.root), MEMBER_KIND, name, split_slices(plan.member_ids(m), slices, seed), model, config.to_dict(),
-                     progress=progress)
-            for m, name in enumerate(plan.member_names)]
+    jobs = [
+        SliceJob(
+            str(store.root),
+            MEMBER_KIND,
+            name,
+            split_slices(plan.member_ids(m), slices, seed),
+            model,
+            config.to_dict(),
+            progress=progress,
+        )
+        for m, name in enumerate(plan.member_names)
+    ]
     results = run_jobs(jobs, backend, **backend_options)
     with store.catalog.transaction() as db:  # a member re-planned with fewer slices: retire its old later slices
-        db.executemany("UPDATE artifacts SET active = 0 WHERE kind = ? AND name = ? AND slice >= ?",
-                       [(MEMBER_KIND, name, slices) for name in plan.member_names])
-    store.catalog.log_event("train", {"kind": "encoded", "plan": plan.hash, "members": members, "unit": unit,
-                                      "units": len(plan.units), "backend": backend,
-                                      "seconds": {r.name: round(r.seconds, 2) for r in results}})
+        db.executemany(
+            "UPDATE artifacts SET active = 0 WHERE kind = ? AND name = ? AND slice >= ?",
+            [(MEMBER_KIND, name, slices) for name in plan.member_names],
+        )
+    store.catalog.log_event(
+        "train",
+        {
+            "kind": "encoded",
+            "plan": plan.hash,
+            "members": members,
+            "unit": unit,
+            "units": len(plan.units),
+            "backend": backend,
+            "seconds": {r.name: round(r.seconds, 2) for r in results},
+        },
+    )
     return plan, results
 
 
@@ -247,10 +306,14 @@ def check_plan(store: Store, plan: EncodedPlan) -> None:
     """
     for m, row in enumerate(member_checkpoints(store, plan)):
         if set(store.catalog.lineage(row["hash"])) != set(plan.member_ids(m)):
-            raise SilodiffError(f"{plan.member_names[m]}'s lineage does not match the encoded plan: retrain with `silodiff train encoded`")
+            raise SilodiffError(
+                f"{plan.member_names[m]}'s lineage does not match the encoded plan: retrain with `silodiff train encoded`"
+            )
 
 
-def load_ensemble(store: Store, plan: EncodedPlan | None = None, *, check: bool = True) -> tuple[EncodedPlan, EnsembleDenoiser]:
+def load_ensemble(
+    store: Store, plan: EncodedPlan | None = None, *, check: bool = True
+) -> tuple[EncodedPlan, EnsembleDenoiser]:
     """The active plan and its members as one ``EnsembleDenoiser`` (lineage checked against the codes)."""
     plan = plan or load_plan(store)
     if check:

@@ -21,7 +21,9 @@ from ..nn.denoisers import Denoiser
 
 
 class EnsembleDenoiser(Denoiser):
-    def __init__(self, members: Sequence[Denoiser], weights: torch.Tensor | None = None, *, names: Sequence[str] | None = None):
+    def __init__(
+        self, members: Sequence[Denoiser], weights: torch.Tensor | None = None, *, names: Sequence[str] | None = None
+    ):
         super().__init__()
         if not members:
             raise SilodiffError("an ensemble needs at least one member")
@@ -43,19 +45,21 @@ class EnsembleDenoiser(Denoiser):
             return None
         weights = torch.as_tensor(weights, dtype=torch.float32)
         if weights.shape[-1] != len(self.members) or weights.ndim not in (1, 2):
-            raise SilodiffError(f"member weights must have shape (M,) or (b, M) with M = {len(self.members)}, got {tuple(weights.shape)}")
+            raise SilodiffError(
+                f"member weights must have shape (M,) or (b, M) with M = {len(self.members)}, got {tuple(weights.shape)}"
+            )
         if bool((weights < 0).any()) or bool((weights.sum(-1) <= 0).any()):
             raise SilodiffError("member weights must be ≥ 0 with a positive sum on every row")
         return weights
 
-    def with_weights(self, weights: torch.Tensor | None) -> "EnsembleDenoiser":
+    def with_weights(self, weights: torch.Tensor | None) -> EnsembleDenoiser:
         """The same members (shared, not copied) under new weights (M,) or (b, M)."""
         view = EnsembleDenoiser(list(self.members), None, names=self.names)
         view.weights = view._check(weights)
         view.calls = self.calls
         return view
 
-    def subset(self, members: Sequence[int]) -> "EnsembleDenoiser":
+    def subset(self, members: Sequence[int]) -> EnsembleDenoiser:
         """The sub-ensemble of the given member indices (equal weights)."""
         w = torch.zeros(len(self.members))
         w[list(members)] = 1.0
@@ -85,4 +89,3 @@ class EnsembleDenoiser(Denoiser):
 
     def step_info(self) -> dict:
         return {"members": self.names}
-

@@ -37,7 +37,9 @@ from .likelihood import loss_grid, timestep_grid
 
 def repeat_noise(noise: NoiseTrajectory, copies: int) -> NoiseTrajectory:
     """The same trajectory for ``copies`` stacked copies of the batch (copy-major rows)."""
-    return NoiseTrajectory(noise.x_T.repeat(copies, *([1] * (noise.x_T.ndim - 1))), noise.z.repeat(1, copies, *([1] * (noise.z.ndim - 2))))
+    return NoiseTrajectory(
+        noise.x_T.repeat(copies, *([1] * (noise.x_T.ndim - 1))), noise.z.repeat(1, copies, *([1] * (noise.z.ndim - 2)))
+    )
 
 
 class UnitInfluence:
@@ -49,8 +51,17 @@ class UnitInfluence:
     ``loss_change``, and ``seconds_``.
     """
 
-    def __init__(self, *, sampler: str = "ddpm", steps: int = 50, eta: float = 0.0, batch_rows: int = 2048,
-                 loss_change: bool = False, grid: int = 10, draws: int = 2):
+    def __init__(
+        self,
+        *,
+        sampler: str = "ddpm",
+        steps: int = 50,
+        eta: float = 0.0,
+        batch_rows: int = 2048,
+        loss_change: bool = False,
+        grid: int = 10,
+        draws: int = 2,
+    ):
         self.sampler = sampler
         self.steps = steps
         self.eta = eta
@@ -59,7 +70,7 @@ class UnitInfluence:
         self.grid = grid
         self.draws = draws
 
-    def fit(self, ensemble: EnsembleDenoiser, plan: EncodedPlan) -> "UnitInfluence":
+    def fit(self, ensemble: EnsembleDenoiser, plan: EncodedPlan) -> UnitInfluence:
         if len(ensemble.members) != plan.codes.shape[1]:
             raise SilodiffError(f"the ensemble has {len(ensemble.members)} members, the plan {plan.codes.shape[1]}")
         self.ensemble_, self.plan_ = ensemble, plan
@@ -75,7 +86,9 @@ class UnitInfluence:
         if not hasattr(self, "subsets_"):
             raise SilodiffError("call fit(ensemble, plan) first")
 
-    def _run(self, weights: torch.Tensor, noise: NoiseTrajectory, labels: torch.Tensor | None, scheduler) -> torch.Tensor:
+    def _run(
+        self, weights: torch.Tensor, noise: NoiseTrajectory, labels: torch.Tensor | None, scheduler
+    ) -> torch.Tensor:
         """Sample ``len(weights)`` sub-ensembles (rows of 0/1 member weights) on the same noise, (S, n, c, h, w)."""
         n = len(noise.x_T)
         out = []
@@ -85,8 +98,15 @@ class UnitInfluence:
             s = len(w)
             rows_w = w.repeat_interleave(n, dim=0)  # (s·n, M), copy-major
             y = None if labels is None else labels.repeat(s)
-            x = sample(self.ensemble_.with_weights(rows_w), None, scheduler, steps=self.steps, labels=y, eta=self.eta,
-                       noise=repeat_noise(noise, s))
+            x = sample(
+                self.ensemble_.with_weights(rows_w),
+                None,
+                scheduler,
+                steps=self.steps,
+                labels=y,
+                eta=self.eta,
+                noise=repeat_noise(noise, s),
+            )
             out.append(x.view(s, n, *x.shape[1:]))
         return torch.cat(out)
 
@@ -96,8 +116,15 @@ class UnitInfluence:
         scheduler = make_scheduler(self.sampler)
         t0 = time.perf_counter()
         # 1. the factual run: all members, equal weights
-        self.images_ = sample(self.ensemble_.with_weights(None), None, scheduler, steps=self.steps, labels=labels, eta=self.eta,
-                              noise=noise)
+        self.images_ = sample(
+            self.ensemble_.with_weights(None),
+            None,
+            scheduler,
+            steps=self.steps,
+            labels=labels,
+            eta=self.eta,
+            noise=noise,
+        )
         t_sample = time.perf_counter() - t0
         # 2. one resample per distinct complementary subset, batched
         self.counterfactuals_ = self._run(torch.from_numpy(self.subsets_.astype(np.float32)), noise, labels, scheduler)
@@ -105,12 +132,23 @@ class UnitInfluence:
         self.influence_ = distance.numpy()[:, self.unit_subset_]  # (n, U)
         # 3. optional: the change of the image's denoising loss under each sub-ensemble
         if self.loss_change:
-            change = loss_influence(self.ensemble_, self.subsets_, self.images_, labels, grid=self.grid, draws=self.draws,
-                                    batch_rows=self.batch_rows)  # (n, S)
+            change = loss_influence(
+                self.ensemble_,
+                self.subsets_,
+                self.images_,
+                labels,
+                grid=self.grid,
+                draws=self.draws,
+                batch_rows=self.batch_rows,
+            )  # (n, S)
             self.loss_change_ = change[:, self.unit_subset_]
         total = time.perf_counter() - t0
-        self.seconds_ = {"sampling": round(t_sample, 3), "total": round(total, 3), "ratio_to_sampling": round(total / max(t_sample, 1e-9), 2),
-                         "resamples": len(self.subsets_)}
+        self.seconds_ = {
+            "sampling": round(t_sample, 3),
+            "total": round(total, 3),
+            "ratio_to_sampling": round(total / max(t_sample, 1e-9), 2),
+            "resamples": len(self.subsets_),
+        }
         return self.influence_
 
     def radius(self) -> np.ndarray:
@@ -122,8 +160,16 @@ class UnitInfluence:
         return np.argsort(-self.influence_, axis=1, kind="stable")[:, :k]
 
 
-def loss_influence(ensemble: EnsembleDenoiser, subsets: np.ndarray, images: torch.Tensor, labels: torch.Tensor | None, *,
-                   grid: int = 10, draws: int = 2, batch_rows: int = 2048) -> np.ndarray:
+def loss_influence(
+    ensemble: EnsembleDenoiser,
+    subsets: np.ndarray,
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    *,
+    grid: int = 10,
+    draws: int = 2,
+    batch_rows: int = 2048,
+) -> np.ndarray:
     """``ℓ_S(x) − ℓ(x)``: change of each image's denoising loss when only the member subset S is kept, (n, n_subsets).
 
     Positive = the image is less likely without the members outside S (the likelihood route of METHODS.md §3).
@@ -140,8 +186,16 @@ def loss_influence(ensemble: EnsembleDenoiser, subsets: np.ndarray, images: torc
     return torch.cat(change).T.numpy()
 
 
-def first_order_influence(ensemble: EnsembleDenoiser, plan: EncodedPlan, noise: NoiseTrajectory, labels: torch.Tensor | None = None,
-                          *, sampler: str = "ddpm", steps: int = 50, eta: float = 0.0) -> np.ndarray:
+def first_order_influence(
+    ensemble: EnsembleDenoiser,
+    plan: EncodedPlan,
+    noise: NoiseTrajectory,
+    labels: torch.Tensor | None = None,
+    *,
+    sampler: str = "ddpm",
+    steps: int = 50,
+    eta: float = 0.0,
+) -> np.ndarray:
     """Predicted τ_j from the derivatives ∂x̂/∂w_m (one forward-mode pass over M copies of the batch), (n, U)."""
     M, n = len(ensemble.members), len(noise.x_T)
     scheduler = make_scheduler(sampler)
@@ -150,7 +204,9 @@ def first_order_influence(ensemble: EnsembleDenoiser, plan: EncodedPlan, noise: 
 
     def run(w: torch.Tensor) -> torch.Tensor:
         y = None if labels is None else labels.repeat(M)
-        return sample(ensemble.with_weights(w), None, scheduler, steps=steps, labels=y, eta=eta, noise=repeat_noise(noise, M))
+        return sample(
+            ensemble.with_weights(w), None, scheduler, steps=steps, labels=y, eta=eta, noise=repeat_noise(noise, M)
+        )
 
     _, dx = torch.func.jvp(run, (primal,), (tangent,))
     J = dx.view(M, n, -1)  # ∂x̂_i/∂w_m, (M, n, D)
@@ -168,8 +224,17 @@ def rank_agreement(predicted: np.ndarray, true: np.ndarray) -> float:
 
 
 def attribute_units(
-    store, *, labels: Sequence[int | None] | None, seed: int, n: int | None = None, sampler: str = "ddpm", steps: int = 100,
-    eta: float = 0.0, top_k: int = 5, loss_change: bool = True, first_order: bool = False,
+    store,
+    *,
+    labels: Sequence[int | None] | None,
+    seed: int,
+    n: int | None = None,
+    sampler: str = "ddpm",
+    steps: int = 100,
+    eta: float = 0.0,
+    top_k: int = 5,
+    loss_change: bool = True,
+    first_order: bool = False,
 ) -> tuple[UnitInfluence, dict[str, Any]]:
     """Generate images from the store's encoded ensemble with ``seed`` and attribute them to units.
 
@@ -189,18 +254,40 @@ def attribute_units(
     est = UnitInfluence(sampler=sampler, steps=steps, eta=eta, loss_change=loss_change).fit(ensemble, plan)
     tau = est.score(noise, y)
     top = est.top_k(min(top_k, len(plan.units)))
-    summary: dict[str, Any] = {"plan": plan.hash, "members": plan.members, "unit": plan.unit, "units": len(plan.units), "seed": seed,
-                               "sampler": sampler, "steps": steps, "seconds": est.seconds_, "images": []}
+    summary: dict[str, Any] = {
+        "plan": plan.hash,
+        "members": plan.members,
+        "unit": plan.unit,
+        "units": len(plan.units),
+        "seed": seed,
+        "sampler": sampler,
+        "steps": steps,
+        "seconds": est.seconds_,
+        "images": [],
+    }
     if first_order:
         t0 = time.perf_counter()
         predicted = first_order_influence(ensemble, plan, noise, y, sampler=sampler, steps=steps, eta=eta)
-        summary["first_order"] = {"rank_agreement": round(rank_agreement(predicted, tau), 4),
-                                  "seconds": round(time.perf_counter() - t0, 3)}
+        summary["first_order"] = {
+            "rank_agreement": round(rank_agreement(predicted, tau), 4),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
     for i in range(len(y)):
         label = int(y[i])
-        summary["images"].append({
-            "index": i, "label": None if label == ensemble.num_classes else label, "radius": round(float(tau[i].max()), 6),
-            "top": [{"unit": plan.units[j], "influence": round(float(tau[i, j]), 6), "n_samples": len(plan.unit_ids[j]),
-                     **({"loss_change": round(float(est.loss_change_[i, j]), 6)} if loss_change else {})} for j in top[i]],
-        })
+        summary["images"].append(
+            {
+                "index": i,
+                "label": None if label == ensemble.num_classes else label,
+                "radius": round(float(tau[i].max()), 6),
+                "top": [
+                    {
+                        "unit": plan.units[j],
+                        "influence": round(float(tau[i, j]), 6),
+                        "n_samples": len(plan.unit_ids[j]),
+                        **({"loss_change": round(float(est.loss_change_[i, j]), 6)} if loss_change else {}),
+                    }
+                    for j in top[i]
+                ],
+            }
+        )
     return est, summary

@@ -34,7 +34,13 @@ def timestep_grid(n: int = 20, num_train_timesteps: int = 1000) -> tuple[torch.T
 
 @torch.no_grad()
 def loss_grid(
-    model: torch.nn.Module, x0: torch.Tensor, labels: torch.Tensor | None, timesteps: torch.Tensor, *, draws: int = 2, seed: int = 0,
+    model: torch.nn.Module,
+    x0: torch.Tensor,
+    labels: torch.Tensor | None,
+    timesteps: torch.Tensor,
+    *,
+    draws: int = 2,
+    seed: int = 0,
     copies: int = 1,
 ) -> torch.Tensor:
     """Per-image denoising loss at each grid timestep, averaged over ``draws`` noise draws, (copies·n, G).

@@ -40,7 +40,9 @@ def _labels(store: Store, spec: str, n: int) -> list[int | None]:
     if len(parts) > 1 and any(p in ("none", "-1") for p in parts):
         values = [None if p in ("none", "-1") else int(p) if p.isdigit() else None for p in parts]
         if any(v is None and p not in ("none", "-1") for v, p in zip(values, parts)):
-            raise SilodiffError(f"bad labels {spec!r}: use all, none or comma-separated integers (none / -1 = unconditional)")
+            raise SilodiffError(
+                f"bad labels {spec!r}: use all, none or comma-separated integers (none / -1 = unconditional)"
+            )
         return [values[i % len(values)] for i in range(n)]
     y = parse_labels(spec, n, num_classes(store))
     return [None] * n if y is None else y.tolist()
@@ -51,9 +53,21 @@ def _normalised(rows: np.ndarray) -> np.ndarray:
 
 
 def run_attribute(
-    store: Store, out: str | Path, *, seed: int | None = None, labels: str = "all", n: int = 1, image: str | Path | None = None,
-    ensemble: bool = False, allowed: list[str] | None = None, router: str = "classifier", sampler: str = "ddpm", steps: int = 100,
-    top_k: int = 5, leave_one_out: bool = True, first_order: bool = False,
+    store: Store,
+    out: str | Path,
+    *,
+    seed: int | None = None,
+    labels: str = "all",
+    n: int = 1,
+    image: str | Path | None = None,
+    ensemble: bool = False,
+    allowed: list[str] | None = None,
+    router: str = "classifier",
+    sampler: str = "ddpm",
+    steps: int = 100,
+    top_k: int = 5,
+    leave_one_out: bool = True,
+    first_order: bool = False,
 ) -> dict[str, Any]:
     """Attribute generated images (``seed``) or an image file (``image``) and write the results into ``out``."""
     from ..viz import save_grid, save_weight_bars
@@ -66,8 +80,18 @@ def run_attribute(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if ensemble:
-        return _run_ensemble(store, out, seed=seed, labels=labels, n=n, image=image, sampler=sampler, steps=steps, top_k=top_k,
-                             first_order=first_order)
+        return _run_ensemble(
+            store,
+            out,
+            seed=seed,
+            labels=labels,
+            n=n,
+            image=image,
+            sampler=sampler,
+            steps=steps,
+            top_k=top_k,
+            first_order=first_order,
+        )
     if allowed is not None and not allowed:
         raise SilodiffError("the allowed set is empty")
     if image is not None:
@@ -75,35 +99,65 @@ def run_attribute(
         y = None if labels == "all" else _labels(store, labels, 1)[0]  # the file's label, or unconditional
         result = compartment_posterior(store, x, label=y, allowed=allowed)
         result.update(image=str(image), json=str(_write_json(out / "posterior.json", result)))
-        result["png"] = str(save_weight_bars(np.asarray([list(result["posterior"].values())]), result["compartments"],
-                                             out / "posterior.png", title="posterior over compartments"))
+        result["png"] = str(
+            save_weight_bars(
+                np.asarray([list(result["posterior"].values())]),
+                result["compartments"],
+                out / "posterior.png",
+                title="posterior over compartments",
+            )
+        )
         return result
-    attribution = attribute_compartments(store, labels=_labels(store, labels, n), seed=seed, allowed=allowed, router=router,
-                                         sampler=sampler, steps=steps, leave_one_out=leave_one_out)
+    attribution = attribute_compartments(
+        store,
+        labels=_labels(store, labels, n),
+        seed=seed,
+        allowed=allowed,
+        router=router,
+        sampler=sampler,
+        steps=steps,
+        leave_one_out=leave_one_out,
+    )
     result = {"seed": seed, "router": router, "sampler": sampler, "steps": steps, **attribution.to_dict()}
     names = attribution.names
-    files = {"images": save_grid(attribution.images, out / "images.png", nrow=min(10, n), title=f"seed {seed}"),
-             "weights": save_weight_bars(attribution.weights_mean, names, out / "weights.png", title="mean router weight")}
+    files = {
+        "images": save_grid(attribution.images, out / "images.png", nrow=min(10, n), title=f"seed {seed}"),
+        "weights": save_weight_bars(attribution.weights_mean, names, out / "weights.png", title="mean router weight"),
+    }
     if attribution.loo_distance is not None:
-        files["loo"] = save_weight_bars(_normalised(attribution.loo_distance), names, out / "loo.png",
-                                        title="leave-one-out distance (normalised)")
+        files["loo"] = save_weight_bars(
+            _normalised(attribution.loo_distance), names, out / "loo.png", title="leave-one-out distance (normalised)"
+        )
         grid = torch.cat([attribution.images[None], attribution.loo_images])  # (1 + K, n, c, h, w)
-        files["counterfactuals"] = save_grid(grid.flatten(0, 1), out / "counterfactuals.png", nrow=n,
-                                             title="row 0: images; row k: without " + ", ".join(names))
+        files["counterfactuals"] = save_grid(
+            grid.flatten(0, 1),
+            out / "counterfactuals.png",
+            nrow=n,
+            title="row 0: images; row k: without " + ", ".join(names),
+        )
     result["files"] = {k: str(v) for k, v in files.items()}
     result["json"] = str(_write_json(out / "attribution.json", result))
     return result
 
 
-def _run_ensemble(store: Store, out: Path, *, seed, labels, n, image, sampler, steps, top_k, first_order) -> dict[str, Any]:
+def _run_ensemble(
+    store: Store, out: Path, *, seed, labels, n, image, sampler, steps, top_k, first_order
+) -> dict[str, Any]:
     from ..viz import save_grid
     from .compartments import label_tensor, read_image
     from .encoded import load_ensemble
     from .influence import attribute_units, loss_influence
 
     if image is None:
-        est, result = attribute_units(store, labels=_labels(store, labels, n), seed=seed, sampler=sampler, steps=steps,
-                                      top_k=top_k, first_order=first_order)
+        est, result = attribute_units(
+            store,
+            labels=_labels(store, labels, n),
+            seed=seed,
+            sampler=sampler,
+            steps=steps,
+            top_k=top_k,
+            first_order=first_order,
+        )
         plan, images, tau = est.plan_, est.images_, est.influence_
         top = est.top_k(min(top_k, len(plan.units)))
         without_top = est.counterfactuals_[est.unit_subset_[top[:, 0]], torch.arange(len(images))]  # (n, c, h, w)
@@ -115,13 +169,33 @@ def _run_ensemble(store: Store, out: Path, *, seed, labels, n, image, sampler, s
         tau = loss_influence(ens, subsets, x, y)[:, unit_subset.reshape(-1)]  # (1, U)
         top = np.argsort(-tau, axis=1, kind="stable")[:, : min(top_k, len(plan.units))]
         images, without_top = x, None
-        result = {"plan": plan.hash, "members": plan.members, "unit": plan.unit, "units": len(plan.units), "image": str(image),
-                  "score": "loss change without the unit's members (positive: the image is less likely without it)",
-                  "images": [{"index": 0, "top": [{"unit": plan.units[j], "loss_change": round(float(tau[0, j]), 6),
-                                                    "n_samples": len(plan.unit_ids[j])} for j in top[0]]}]}
+        result = {
+            "plan": plan.hash,
+            "members": plan.members,
+            "unit": plan.unit,
+            "units": len(plan.units),
+            "image": str(image),
+            "score": "loss change without the unit's members (positive: the image is less likely without it)",
+            "images": [
+                {
+                    "index": 0,
+                    "top": [
+                        {
+                            "unit": plan.units[j],
+                            "loss_change": round(float(tau[0, j]), 6),
+                            "n_samples": len(plan.unit_ids[j]),
+                        }
+                        for j in top[0]
+                    ],
+                }
+            ],
+        }
     # one row per image: the image, (its resample without the top unit,) the top-k units' first training images
     first = store.dataset([plan.unit_ids[j][0] for j in top.reshape(-1)]).x().view(*top.shape, *images.shape[1:])
-    rows = [torch.cat([images[i : i + 1]] + ([without_top[i : i + 1]] if without_top is not None else []) + [first[i]]) for i in range(len(images))]
+    rows = [
+        torch.cat([images[i : i + 1]] + ([without_top[i : i + 1]] if without_top is not None else []) + [first[i]])
+        for i in range(len(images))
+    ]
     ncol = rows[0].shape[0]
     title = "image | without top unit | top units" if without_top is not None else "image | top units by loss change"
     result["files"] = {"topk": str(save_grid(torch.cat(rows), out / "topk.png", nrow=ncol, title=title))}

@@ -14,9 +14,15 @@ from .common import EpochsOpt, JsonOpt, SeedOpt, StoreOpt, _names, _open, app, c
 @cli_errors
 def train_encoded_cmd(
     store: StoreOpt,
-    members: Annotated[int, typer.Option(help="Ensemble members M (even); each unit gets a unique code with M/2 ones.")] = 16,
-    unit: Annotated[str, typer.Option(help="Unit of attribution: sample, source or column:NAME (with --groups).")] = "sample",
-    groups: Annotated[Path | None, typer.Option(help="CSV with columns sample_id and NAME, for --unit column:NAME.")] = None,
+    members: Annotated[
+        int, typer.Option(help="Ensemble members M (even); each unit gets a unique code with M/2 ones.")
+    ] = 16,
+    unit: Annotated[
+        str, typer.Option(help="Unit of attribution: sample, source or column:NAME (with --groups).")
+    ] = "sample",
+    groups: Annotated[
+        Path | None, typer.Option(help="CSV with columns sample_id and NAME, for --unit column:NAME.")
+    ] = None,
     slices: Annotated[int, typer.Option(help="SISA slices per member (checkpoint after each).")] = 1,
     epochs: EpochsOpt = 200,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
@@ -29,10 +35,26 @@ def train_encoded_cmd(
     from ..attribution import train_encoded
     from ..training import TrainConfig
 
-    plan, results = train_encoded(_open(store), members=members, unit=unit, groups=groups, slices=slices, seed=seed, backend=backend,
-                                  config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed))
-    rows = [{"member": r.name, "samples": len(plan.member_ids(m)), "final": r.artifacts[-1] if r.artifacts else None,
-             "steps": r.steps, "seconds": round(r.seconds, 2)} for m, r in enumerate(results)]
+    plan, results = train_encoded(
+        _open(store),
+        members=members,
+        unit=unit,
+        groups=groups,
+        slices=slices,
+        seed=seed,
+        backend=backend,
+        config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
+    )
+    rows = [
+        {
+            "member": r.name,
+            "samples": len(plan.member_ids(m)),
+            "final": r.artifacts[-1] if r.artifacts else None,
+            "steps": r.steps,
+            "seconds": round(r.seconds, 2),
+        }
+        for m, r in enumerate(results)
+    ]
     emit({"plan": plan.hash, "units": len(plan.units), "unit": unit, "members": rows} if as_json else rows, as_json)
 
 
@@ -42,39 +64,94 @@ def attribute_cmd(
     store: StoreOpt,
     out: Annotated[Path, typer.Option(help="Output folder for the JSON and PNGs.")] = Path("attribution"),
     seed: Annotated[int | None, typer.Option(help="Attribute the images `silodiff sample --seed S` generates.")] = None,
-    label: Annotated[str, typer.Option("--label", "--labels", help="Labels as in `sample`: all, none, 3 or 0,1,2 (with --image: its label or none).")] = "all",
-    n: Annotated[int, typer.Option(help="Number of generated images (same as `sample --n` to reproduce its images).")] = 1,
-    image: Annotated[Path | None, typer.Option(help="Attribute an image file instead (PNG of the store's size).")] = None,
-    ensemble: Annotated[bool, typer.Option("--ensemble", help="Attribute to training units with the encoded ensemble.")] = False,
+    label: Annotated[
+        str,
+        typer.Option(
+            "--label",
+            "--labels",
+            help="Labels as in `sample`: all, none, 3 or 0,1,2 (with --image: its label or none).",
+        ),
+    ] = "all",
+    n: Annotated[
+        int, typer.Option(help="Number of generated images (same as `sample --n` to reproduce its images).")
+    ] = 1,
+    image: Annotated[
+        Path | None, typer.Option(help="Attribute an image file instead (PNG of the store's size).")
+    ] = None,
+    ensemble: Annotated[
+        bool, typer.Option("--ensemble", help="Attribute to training units with the encoded ensemble.")
+    ] = False,
     allowed: Annotated[str | None, typer.Option(help="Comma-separated compartments (default: all).")] = None,
     router: Annotated[str, typer.Option(help="classifier, trajectory or uniform.")] = "classifier",
     sampler: Annotated[str, typer.Option(help="ddpm or ddim.")] = "ddpm",
     steps: Annotated[int, typer.Option(help="Sampling steps (the same default as `sample`).")] = 100,
     top_k: Annotated[int, typer.Option(help="Most influential units to show (--ensemble).")] = 5,
     loo: Annotated[bool, typer.Option("--loo/--no-loo", help="Exact leave-one-compartment-out resampling.")] = True,
-    first_order: Annotated[bool, typer.Option("--first-order", help="Also the jvp shortcut and its rank agreement (--ensemble).")] = False,
+    first_order: Annotated[
+        bool, typer.Option("--first-order", help="Also the jvp shortcut and its rank agreement (--ensemble).")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Which compartment (router weights, leave-one-out, posterior) or training units (--ensemble) an image drew on."""
     from ..attribution.report import run_attribute
 
-    result = run_attribute(_open(store), out, seed=seed, labels=label, n=n, image=image, ensemble=ensemble, allowed=_names(allowed),
-                           router=router, sampler=sampler, steps=steps, top_k=top_k, leave_one_out=loo, first_order=first_order)
+    result = run_attribute(
+        _open(store),
+        out,
+        seed=seed,
+        labels=label,
+        n=n,
+        image=image,
+        ensemble=ensemble,
+        allowed=_names(allowed),
+        router=router,
+        sampler=sampler,
+        steps=steps,
+        top_k=top_k,
+        leave_one_out=loo,
+        first_order=first_order,
+    )
     if as_json:
         emit(result, True)
         return
     if "posterior" in result:
-        emit([{"compartment": c, "posterior": result["posterior"][c], "prior": result["prior"][c], "nll_bound": result["nll_bound"][c]}
-              for c in result["compartments"]], False, title=f"posterior for {result['image']}")
+        emit(
+            [
+                {
+                    "compartment": c,
+                    "posterior": result["posterior"][c],
+                    "prior": result["prior"][c],
+                    "nll_bound": result["nll_bound"][c],
+                }
+                for c in result["compartments"]
+            ],
+            False,
+            title=f"posterior for {result['image']}",
+        )
     elif ensemble:
-        emit([{"image": im["index"], "rank": r + 1, **{k: v for k, v in t.items()}} for im in result["images"] for r, t in enumerate(im["top"])],
-             False, title=f"top units ({result['unit']}) by influence")
+        emit(
+            [
+                {"image": im["index"], "rank": r + 1, **{k: v for k, v in t.items()}}
+                for im in result["images"]
+                for r, t in enumerate(im["top"])
+            ],
+            False,
+            title=f"top units ({result['unit']}) by influence",
+        )
     else:
         rows = []
         for im in result["images"]:
             for c in result["compartments"]:
-                rows.append({"image": im["index"], "label": im["label"], "compartment": c, "weight_mean": im["weights_mean"][c],
-                             "weight_last": im["weights_last"][c], "loo_distance": im.get("loo_distance", {}).get(c),
-                             "loo_loss_change": im.get("loo_loss_change", {}).get(c)})
+                rows.append(
+                    {
+                        "image": im["index"],
+                        "label": im["label"],
+                        "compartment": c,
+                        "weight_mean": im["weights_mean"][c],
+                        "weight_last": im["weights_last"][c],
+                        "loo_distance": im.get("loo_distance", {}).get(c),
+                        "loo_loss_change": im.get("loo_loss_change", {}).get(c),
+                    }
+                )
         emit(rows, False, title="compartment attribution")
     typer.echo(f"wrote {result['json']}")
