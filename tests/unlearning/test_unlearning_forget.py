@@ -104,3 +104,25 @@ def test_certificate_fails_after_tampering(fstore, tmp_path):
     edited["forgotten"]["sample_ids"] = edited["forgotten"]["sample_ids"][1:] or ["x"]
     assert not verify_certificate(fstore, edited)[0]
     assert verify_certificate(fstore, cert) == (True, [])
+
+
+def test_forget_retrains_with_the_training_hooks_it_was_trained_with(tmp_path):
+    """A compartment trained with AGC is retrained with AGC, not silently without it."""
+    from silodiff.data import load_digits
+    from silodiff.defences.agc import agc_hooks
+    from silodiff.jobs import plan_compartments, train_compartments
+    from silodiff.nn import MLPDenoiser
+    from silodiff.store import Store
+    from silodiff.training import TrainConfig
+    from silodiff.unlearning import forget
+
+    store = Store(tmp_path / "st")
+    store.ingest(load_digits("random:2", limit=60), "digits")
+    plan_compartments(store, by="source", slices=2)
+    model = MLPDenoiser(image_shape=(1, 8, 8), num_classes=10, hidden=16, depth=1).config
+    train_compartments(store, config=TrainConfig(epochs=1, batch_size=16), model=model, hooks=agc_hooks(), progress=False)
+    victim = store.catalog.slices("source-0")[1][0]
+    forget(store, sample_ids=[victim])
+    for row in store.catalog.artifacts("compartment", name="source-0"):
+        _, config = store.artifacts.get(row["hash"])
+        assert config["info"]["hook_specs"] == agc_hooks(), row["slice"]

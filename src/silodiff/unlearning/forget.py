@@ -144,7 +144,8 @@ def _retrain_compartments(store: Store, plan: dict[str, Any], progress: bool, ba
     """Retrain slices r..R-1 of every hit compartment, registered inactive; {name: staged hashes}."""
     todo = [c for c in plan["compartments"] if c["action"] == "retrain"]
     jobs = [SliceJob(str(store.root), "compartment", c["name"], c["slices"], c["model"], c["train"],
-                     start=c["first_slice"], init=c["init"], activate=False, progress=progress) for c in todo]
+                     start=c["first_slice"], init=c["init"], activate=False, progress=progress,
+                     extra=c.get("extra", {})) for c in todo]
     for c in todo:
         _log(progress, f"{c['name']}: retrain slices {c['first_slice'] + 1}..{len(c['slices'])} of {len(c['slices'])}"
                        f" without {c['removed']} sample(s) (≈{c['cost_fraction']:.0%} of the compartment)")

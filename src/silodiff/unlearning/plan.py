@@ -91,7 +91,9 @@ def _compartment_plan(store: Store, comp: dict[str, Any], forget: set[str]) -> d
     if comp["status"] != "trained" or not active:
         return {**entry, "action": "replan", "slices": new}
     latest = active[max(active)]
-    train = artifact_info(store, latest["hash"]).get("train")
+    info = artifact_info(store, latest["hash"])
+    train = info.get("train")
+    extra = {"hooks": info["hook_specs"]} if info.get("hook_specs") else {}  # e.g. AGC: retrain with the same hooks
     if train is None:
         raise SilodiffError(f"compartment {comp['name']!r}: checkpoint {latest['hash'][:12]} records no training config")
     init = active.get(entry["first_slice"] - 1)
@@ -99,7 +101,7 @@ def _compartment_plan(store: Store, comp: dict[str, Any], forget: set[str]) -> d
         entry["first_slice"], init = 0, None  # no usable checkpoint before the slice: from scratch
     job = SliceJob(str(store.root), "compartment", comp["name"], new, latest["config"], train)
     steps = stage_steps(job, TrainConfig(**train))
-    return {**entry, "action": "retrain", "slices": new, "model": latest["config"], "train": train,
+    return {**entry, "action": "retrain", "slices": new, "model": latest["config"], "train": train, "extra": extra,
             "init": init["hash"] if init and entry["first_slice"] > 0 else None,
             "retrained_slices": list(range(entry["first_slice"], len(new))),
             "replaced": [active[r]["hash"] for r in sorted(active) if r >= entry["first_slice"]],
