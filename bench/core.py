@@ -170,7 +170,7 @@ def main() -> None:
     # 5. the demo's wall time (install excluded)
     if args.demo:
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "silodiff.cli.main", "demo", "--out", str(root / "demo")], check=True,
+        subprocess.run([sys.executable, "-m", "silodiff", "demo", "--out", str(root / "demo")], check=True,
                        stdout=subprocess.DEVNULL)
         results["demo_seconds"] = round(time.perf_counter() - t0, 1)
 

@@ -252,3 +252,7 @@ def main() -> None:
     except SilodiffError as exc:  # defensive: commands already convert these
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
