@@ -10,6 +10,7 @@ import multiprocessing as mp
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from ..errors import SilodiffError
 from .slices import JobResult, SliceJob, run_job
@@ -38,8 +39,14 @@ def run_jobs(jobs: Sequence[SliceJob], backend: str = "serial", *, workers: int 
         workers = workers or min(len(jobs), os.cpu_count() or 1)
         for job in jobs:
             job.progress = False
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            return list(pool.map(run_job, jobs))
+        try:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+                return list(pool.map(run_job, jobs))
+        except BrokenProcessPool:
+            raise SilodiffError(
+                "a worker of the process backend died; it starts fresh interpreters (spawn), so a script that "
+                "calls it must guard its top level with `if __name__ == \"__main__\":` (or use backend='serial')"
+            ) from None
     if backend == "ray":
         from .ray_backend import run_jobs_ray
 
