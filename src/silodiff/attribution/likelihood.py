@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import SilodiffError
+from ..training import loss_grid as shared_loss_grid
 from ..training import noise_scheduler
 
 
@@ -32,7 +33,6 @@ def timestep_grid(n: int = 20, num_train_timesteps: int = 1000) -> tuple[torch.T
     return mids, weights.float()
 
 
-@torch.no_grad()
 def loss_grid(
     model: torch.nn.Module,
     x0: torch.Tensor,
@@ -46,21 +46,11 @@ def loss_grid(
     """Per-image denoising loss at each grid timestep, averaged over ``draws`` noise draws, (copies·n, G).
 
     The noise depends only on ``seed`` and the shape of ``x0``, so two models see exactly
-    the same x_t.  ``copies`` stacks the batch that many times (copy-major) with the
-    same noise, for a model that takes per-row weights (one sub-ensemble per copy).
+    the same x_t (``training.loss_grid`` with a freshly seeded generator).  Ascending t:
+    a stateful router restarts on each call.
     """
-    scheduler = noise_scheduler()
-    gen = torch.Generator().manual_seed(seed)
-    n = len(x0)
-    x_rep = x0.repeat(copies, *([1] * (x0.ndim - 1)))  # (copies·n, c, h, w)
-    y_rep = None if labels is None else labels.repeat(copies)
-    out = torch.zeros(copies * n, len(timesteps))
-    for g, t in enumerate(timesteps.tolist()):  # ascending t: a stateful router restarts on each call
-        for _ in range(draws):
-            noise = torch.randn(x0.shape, generator=gen).repeat(copies, *([1] * (x0.ndim - 1)))
-            t_rows = torch.full((copies * n,), int(t), dtype=torch.long)
-            out[:, g] += model.loss(x_rep, y_rep, t_rows, noise, scheduler) / draws
-    return out
+    return shared_loss_grid(model, x0, labels, timesteps.tolist(), draws=draws,
+                            generator=torch.Generator().manual_seed(seed), copies=copies)
 
 
 def nll_bound(losses: torch.Tensor, weights: torch.Tensor, pixels: int) -> torch.Tensor:

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from ..data import SampleSet
 from ..errors import SilodiffError
-from ..training import noise_scheduler
+from ..training import loss_grid, noise_scheduler
 
 Images = tuple[torch.Tensor, torch.Tensor | None] | SampleSet
 
@@ -157,14 +157,9 @@ class LossAttack(MembershipAttack):
                      generator: torch.Generator) -> torch.Tensor:
         if self.repeats < 1:
             raise SilodiffError(f"repeats must be ≥ 1, got {self.repeats}")
-        cols = []
-        for t in timesteps:
-            tt = torch.full((len(x0),), t, dtype=torch.long)
-            # ℓ = mean((ε_θ(x_t, t) − ε)²), averaged over independent ε draws, (b,)
-            loss = sum(self.model_.loss(x0, labels, tt, torch.randn(x0.shape, generator=generator), self.scheduler_)
-                       for _ in range(self.repeats)) / self.repeats
-            cols.append(-loss)
-        return torch.stack(cols, 1)
+        # −ℓ with ℓ = mean((ε_θ(x_t, t) − ε)²), averaged over independent ε draws, (b, T)
+        return -loss_grid(self.model_, x0, labels, timesteps, draws=self.repeats, generator=generator,
+                          scheduler=self.scheduler_)
 
 
 class PIA(MembershipAttack):

@@ -67,6 +67,40 @@ def denoising_loss(model: torch.nn.Module, batch: dict[str, Any], scheduler: DDP
     return model.loss(batch["x0"], batch["labels"], batch["t"], batch["noise"], scheduler)
 
 
+@torch.no_grad()
+def loss_grid(
+    model: torch.nn.Module,
+    x0: torch.Tensor,
+    labels: torch.Tensor | None,
+    timesteps: Sequence[int],
+    *,
+    draws: int = 1,
+    generator: torch.Generator | None = None,
+    scheduler: DDPMScheduler | None = None,
+    copies: int = 1,
+) -> torch.Tensor:
+    """Per-sample ε-loss at each timestep of a grid, averaged over ``draws`` noise draws, (copies·n, G).
+
+    Noise is drawn per (t, draw) in that order from ``generator``, so two models given
+    equally seeded generators see exactly the same x_t.  ``copies`` stacks the batch
+    that many times (copy-major) with the same noise.  Membership attacks and the
+    likelihood proxy of attribution both read this grid.
+    """
+    if draws < 1:
+        raise SilodiffError(f"draws must be ≥ 1, got {draws}")
+    scheduler = scheduler or noise_scheduler()
+    reps = (copies, *([1] * (x0.ndim - 1)))
+    x_rep = x0.repeat(reps)  # (copies·n, c, h, w)
+    y_rep = None if labels is None else labels.repeat(copies)
+    out = torch.zeros(copies * len(x0), len(timesteps))
+    for g, t in enumerate(timesteps):
+        t_rows = torch.full((copies * len(x0),), int(t), dtype=torch.long)
+        for _ in range(draws):
+            noise = torch.randn(x0.shape, generator=generator).repeat(reps)
+            out[:, g] += model.loss(x_rep, y_rep, t_rows, noise, scheduler) / draws
+    return out
+
+
 def classifier_loss(targets: torch.Tensor) -> Callable[..., torch.Tensor]:
     """Cross-entropy of ``f(x_t, t, y)`` against ``targets[row]`` (compartment index, CPSample bit), (b,)."""
 
