@@ -66,6 +66,18 @@ class Store:
         except Exception as exc:  # safetensors raises its own error type for a damaged file
             raise SilodiffError(f"{path}: damaged data shard ({type(exc).__name__}: {exc})") from None
 
+    def _shard_image_shape(self, source: str) -> tuple[int, ...] | None:
+        """(c, h, w) of a stored shard from its header alone (no pixels read); None if absent or empty."""
+        path = self._shard(source)
+        if not path.exists():
+            return None
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                shape = tuple(f.get_slice("pixels").get_shape())
+        except Exception as exc:
+            raise SilodiffError(f"{path}: damaged data shard ({type(exc).__name__}: {exc})") from None
+        return shape[1:] if shape[0] else None
+
     def write_shard(self, source: str, data: SampleSet) -> None:
         """Atomically replace the stored copy of one source's samples."""
         path = self._shard(source)
@@ -81,7 +93,7 @@ class Store:
         """Store the pixels, then register the samples; returns the number of new samples."""
         if len(data) == 0:
             raise SilodiffError("nothing to ingest: the data set is empty")
-        shapes = {tuple(s.image_shape) for s in [self._read_shard(n) for n in self.source_names()] if s is not None and len(s)}
+        shapes = {shape for n in self.source_names() if (shape := self._shard_image_shape(n))}
         if shapes and tuple(data.image_shape) not in shapes:
             raise SilodiffError(f"images of shape {data.image_shape} do not match the store's {shapes.pop()}")
         sources = sorted(set(data.sources))
