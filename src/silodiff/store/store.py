@@ -131,16 +131,17 @@ class Store:
         if not rows:
             raise SilodiffError(f"the store {self.root} holds no samples" + (f" of source {source!r}" if source else ""))
         live = {r["sample_id"]: r["source"] for r in rows}
-        parts = [self._read_shard(s) for s in sorted(set(live.values()))]
-        parts = [p for p in parts if p is not None]
-        merged = SampleSet(
-            torch.cat([p.pixels for p in parts]), torch.cat([p.labels for p in parts]),
-            sum((p.sample_ids for p in parts), []), sum((p.sources for p in parts), []),
-        )
         wanted = ids if ids is not None else sorted(live)
         unknown = [s for s in wanted if s not in live]
         if unknown:
             raise SilodiffError(f"{len(unknown)} sample id(s) are not live in the store, e.g. {unknown[0]}")
+        needed = sorted({live[sid] for sid in wanted}) or sorted(set(live.values()))[:1]  # one shard gives an empty set its shape
+        parts = [self._read_shard(s) for s in needed]  # only the shards the ids live in
+        parts = [p for p in parts if p is not None]
+        merged = SampleSet(
+            torch.cat([p.pixels for p in parts]), torch.cat([p.labels for p in parts]),
+            [sid for p in parts for sid in p.sample_ids], [src for p in parts for src in p.sources],
+        )
         return merged.subset(wanted)
 
     # -- models ----------------------------------------------------------------
