@@ -19,12 +19,13 @@ import pytest
 import torch
 
 from silodiff.compose import ClassifierRouter, ComposedDenoiser, TrajectoryFilter, UniformRouter
+from silodiff.compose.routers import log_label_prior, router_loss
 from silodiff.data import SampleSet, to_uint8
 from silodiff.errors import SilodiffError
 from silodiff.nn import NoisyClassifier
 from silodiff.nn.denoisers import Denoiser
 from silodiff.sampling import make_scheduler, sample
-from silodiff.training import TrainConfig, classifier_loss, new_state, train
+from silodiff.training import TrainConfig, new_state, train
 
 MEANS = [torch.tensor([[[0.4, -0.4], [0.4, -0.4]]]), torch.tensor([[[-0.4, 0.4], [-0.4, -0.4]]])]  # (1, 2, 2) each
 S = 0.15
@@ -132,8 +133,8 @@ def test_uniform_weights_do_not_match(trajectory_run):
 
 
 def test_shard_classifier_matches_within_a_looser_tolerance(trajectory_run):
-    """A NoisyClassifier trained with the one loop and ``classifier_loss`` on samples of the
-    two compartments estimates P(i | x_t).  Tolerance 0.08 mean: it is a learned estimate
+    """A NoisyClassifier trained with the one loop and ``router_loss`` on samples of the
+    two compartments estimates P(i | x_t) (its logits plus log λ).  Tolerance 0.08 mean: it is a learned estimate
     (2,000 samples, 20 epochs, measured ≈ 0.01–0.04), still far from uniform's ≈ 0.3."""
     g = torch.Generator().manual_seed(1)
     n = [600, 1400]  # the same 30 / 70 prior
@@ -143,7 +144,7 @@ def test_shard_classifier_matches_within_a_looser_tolerance(trajectory_run):
     config = TrainConfig(epochs=20, batch_size=256, lr=3e-3, label_dropout=0.0, seed=0)
     torch.manual_seed(0)
     state = new_state(NoisyClassifier(image_shape=(1, 2, 2), num_outputs=2, width=16), config)
-    train(state, data, config, loss_fn=classifier_loss(targets), progress=False)
+    train(state, data, config, loss_fn=router_loss(targets, log_label_prior(COUNTS), null_label=1), progress=False)
     router = ClassifierRouter(state.ema.model, [0, 1])
     router.reset(PRIOR.log().expand(N, 2))
     errors = []

@@ -17,9 +17,9 @@ from ..errors import SilodiffError
 from ..jobs.compartments import PARAGON, num_classes
 from ..nn import NoisyClassifier
 from ..store import Store
-from ..training import TrainConfig, classifier_loss, new_state, train
+from ..training import TrainConfig, new_state, train
 from .composed import ComposedDenoiser
-from .routers import ClassifierRouter, TrajectoryFilter, UniformRouter, check_router
+from .routers import ClassifierRouter, TrajectoryFilter, UniformRouter, check_router, log_label_prior, router_loss
 
 ROUTER_NAME = "shard-classifier"
 
@@ -66,10 +66,15 @@ def train_router(
         ids += lineage
         targets += [k] * len(lineage)
     data = store.dataset(ids)
+    targets = torch.as_tensor(targets)
+    n_classes = num_classes(store)
+    counts = torch.zeros(len(names), n_classes)
+    counts.index_put_((targets, data.labels), torch.ones(len(targets)), accumulate=True)  # (K, C)
     torch.manual_seed(config.seed)
-    classifier = NoisyClassifier(image_shape=data.image_shape, num_outputs=len(names), num_classes=num_classes(store))
+    classifier = NoisyClassifier(image_shape=data.image_shape, num_outputs=len(names), num_classes=n_classes)
     state = new_state(classifier, config)
-    train(state, data, config, loss_fn=classifier_loss(torch.as_tensor(targets)), progress="router" if progress else False)
+    loss_fn = router_loss(targets, log_label_prior(counts), null_label=n_classes)
+    train(state, data, config, loss_fn=loss_fn, progress="router" if progress else False)
     with store.catalog.transaction():
         if activate:
             store.catalog.set_active([r["hash"] for r in store.active("router", ROUTER_NAME)], False)

@@ -15,6 +15,7 @@ import torch
 
 from ..errors import SilodiffError
 from ..nn.denoisers import Denoiser
+from .routers import log_label_prior
 
 
 class ComposedDenoiser(Denoiser):
@@ -39,9 +40,7 @@ class ComposedDenoiser(Denoiser):
         first = self.members[0]
         self.num_classes = first.num_classes
         self.image_shape = first.image_shape
-        counts = label_counts.double()  # (K, C); the null label uses the total counts
-        counts = torch.cat([counts, counts.sum(1, keepdim=True)], dim=1)  # (K, C + 1)
-        self.log_prior = (counts / counts.sum(0, keepdim=True).clamp(min=1)).log().float()  # log λ_i(y)
+        self.log_prior = log_label_prior(label_counts)  # log λ_i(y), (K, C + 1); the null label uses the totals
         self.last_weights: torch.Tensor | None = None
         self._batch_key, self._t_last = None, None
         self._evals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}

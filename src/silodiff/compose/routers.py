@@ -7,9 +7,11 @@ All three share one interface, over the allowed compartments only:
   ``observe(...)``             optional: the trajectory filter's Bayes update
 
 - ``UniformRouter``: w = λ(y) (the baseline the paper warns against).
-- ``ClassifierRouter``: a shard classifier f(x_t, t, y) trained on noised samples
-  labelled by compartment, restricted to the allowed set by a softmax over the
-  allowed logits (= P(i | x_t, i ∈ S)).
+- ``ClassifierRouter``: a shard classifier trained on noised samples labelled by
+  compartment.  Its logits ``g_i(x_t, t, y)`` are the log-likelihood part only:
+  ``w_i ∝ λ_i(y) · exp g_i`` (Bayes, with the label prior λ_i(y) applied exactly;
+  ``router_loss`` trains it that way), restricted to the allowed set by a softmax
+  over the allowed columns (= P(i | x_t, y, i ∈ S)).
 - ``TrajectoryFilter``: log w_i ← log w_i + log N(x_{t−1}; μ_i(x_t, t), σ_t² I),
   exact for exact models and needing no extra network.
 """
@@ -19,6 +21,37 @@ from __future__ import annotations
 import torch
 
 from ..errors import SilodiffError
+
+
+def log_label_prior(label_counts: torch.Tensor) -> torch.Tensor:
+    """log λ_i(y) = log(|D_i ∩ y| / |y|) from ``label_counts`` (K, C); column C is the null label
+    (λ_i = |D_i| / Σ|D_j|), −inf where compartment i has no example of y, (K, C + 1)."""
+    counts = label_counts.double()
+    counts = torch.cat([counts, counts.sum(1, keepdim=True)], dim=1)
+    return (counts / counts.sum(0, keepdim=True).clamp(min=1)).log().float()
+
+
+def router_loss(targets: torch.Tensor, log_prior: torch.Tensor, null_label: int):
+    """The shard classifier's objective, per sample (b,): cross-entropy of ``log λ(y) + g(x_t, t, y)``
+    against the compartment, for the sample's label and for the null label alike.
+
+    The prior offset leaves the network only what the label does not already say
+    (with class-disjoint compartments the label says everything, and a network fed
+    it learns that shortcut and nothing from the image); training both labels on
+    every sample keeps the unconditional router as good as the conditional one.
+    """
+    floor = log_prior.clamp(min=-30.0)  # finite, so log-softmax stays finite where λ_i(y) = 0
+
+    def loss_fn(model: torch.nn.Module, batch: dict, scheduler) -> torch.Tensor:
+        x_t = scheduler.add_noise(batch["x0"], batch["noise"], batch["t"])
+        target = targets[batch["rows"]]
+        total = torch.zeros(len(target))
+        for y in (batch["labels"], torch.full_like(batch["labels"], null_label)):
+            logits = model(x_t, batch["t"], y) + floor[:, y].T  # (b, K)
+            total = total + torch.nn.functional.cross_entropy(logits, target, reduction="none")
+        return total
+
+    return loss_fn
 
 
 class UniformRouter:
@@ -41,11 +74,11 @@ class ClassifierRouter:
         self.columns = torch.as_tensor(columns, dtype=torch.long)
 
     def reset(self, log_prior: torch.Tensor) -> None:
-        self.support = torch.isfinite(log_prior)  # compartments with no example of y stay at zero
+        self.log_prior = log_prior  # (b, K); −inf (weight exactly zero) where i has no example of y
 
     def weights(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         logits = self.classifier(x, t, labels)[:, self.columns]  # (b, K)
-        return logits.masked_fill(~self.support, float("-inf")).softmax(-1)
+        return (logits + self.log_prior).softmax(-1)
 
 
 class TrajectoryFilter:
