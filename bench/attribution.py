@@ -47,6 +47,7 @@ from silodiff.attribution import (
     rank_agreement,
     train_encoded,
 )
+from silodiff.attribution.compartments import pixel_distance
 from silodiff.attribution.likelihood import loss_grid, timestep_grid
 from silodiff.data import SampleSet, to_uint8, to_unit_range
 from silodiff.data.dataset import sample_id
@@ -182,9 +183,11 @@ def encoded_benchmark(root: Path, args) -> tuple[dict, list]:
     # 1. generations with the planted labels; keep those that copy a planted image
     labels = torch.as_tensor([planted_labels[i % args.planted] for i in range(args.planted * args.per_planted)])
     noise = NoiseTrajectory.draw((len(labels), *ens.image_shape), args.steps, torch.Generator().manual_seed(5))
-    est = UnitInfluence(steps=args.steps, loss_change=True).fit(ens, plan)
-    tau = est.score(noise, labels)
+    est = UnitInfluence(steps=args.steps, loss_change=True, contrast="matched").fit(ens, plan)
+    tau = est.score(noise, labels)  # matched: ‖x̂_{+j} − x̂_{−j}‖
     images = est.images_
+    full = est.counterfactuals_[est.unit_subset_]  # (U, n, c, h, w): x̂_{−j}, the same runs
+    tau_full = torch.stack([pixel_distance(images, c) for c in full], dim=1).numpy()  # ‖x̂ − x̂_{−j}‖
     # nearest unit per image: distance to each unit's closest sample, in [0, 1] pixel units
     train_x = store.dataset().x()
     sid_unit = np.asarray([plan.index(groups[s]) for s in store.dataset().sample_ids])
@@ -198,6 +201,7 @@ def encoded_benchmark(root: Path, args) -> tuple[dict, list]:
     strict = int(sum(nearest[i] in planted_units and ratio[i] < 1 / 3 for i in range(len(images))))
     copies = [i for i in range(len(images)) if nearest[i] in planted_units and ratio[i] < args.copy_ratio]
     ranks = [int((tau[i] > tau[i, nearest[i]]).sum()) + 1 for i in copies]
+    full_ranks = [int((tau_full[i] > tau_full[i, nearest[i]]).sum()) + 1 for i in copies]
     loss_ranks = [int((est.loss_change_[i] > est.loss_change_[i, nearest[i]]).sum()) + 1 for i in copies]
     top1 = float(np.mean([r == 1 for r in ranks])) if ranks else float("nan")
     log(f"{len(copies)}/{len(images)} generations copy a planted image; planted unit top-1 in {top1:.2f}")
@@ -208,7 +212,7 @@ def encoded_benchmark(root: Path, args) -> tuple[dict, list]:
     agreement = rank_agreement(predicted, tau)
     fo_top1_copies = float(np.mean([predicted[i].argmax() == nearest[i] for i in copies])) if copies else float("nan")
     # 3. linear datamodeling score on a budget of retrained subsets (α = 0.5 of the units)
-    lds = linear_datamodeling(store, plan, ens, est, labels, config, args)
+    lds = linear_datamodeling(store, plan, ens, est, labels, config, args, tau_full)
     out = {
         "units": len(plan.units),
         "members": args.members,
@@ -224,6 +228,8 @@ def encoded_benchmark(root: Path, args) -> tuple[dict, list]:
         "copy_distance_ratios": [round(float(ratio[i]), 3) for i in copies],
         "planted_ranks": ranks,
         "planted_top1_fraction": top1,
+        "planted_ranks_full_contrast": full_ranks,
+        "planted_top1_fraction_full_contrast": float(np.mean([r == 1 for r in full_ranks])) if full_ranks else float("nan"),
         "planted_ranks_by_loss_change": loss_ranks,
         "planted_top1_fraction_by_loss_change": float(np.mean([r == 1 for r in loss_ranks]))
         if loss_ranks
@@ -239,11 +245,16 @@ def encoded_benchmark(root: Path, args) -> tuple[dict, list]:
             "planted_top1_fraction",
             top1,
             (
-                f"{len(copies)} of {len(images)} generations copy a planted image (ratio < {args.copy_ratio}; "
+                f"matched contrast ‖x̂_{{+j}} − x̂_{{−j}}‖; {len(copies)} of {len(images)} generations copy a planted image (ratio < {args.copy_ratio}; "
                 f"{strict} at < 1/3); mean rank "
                 f"{np.mean(ranks) if ranks else float('nan'):.2f} of {len(plan.units)} units; target ≥ 0.90 → "
                 f"{'met' if ranks and top1 >= 0.9 else 'NOT met'}"
             ),
+        ),
+        (
+            "planted_top1_fraction, full contrast ‖x̂ − x̂_{−j}‖",
+            out["planted_top1_fraction_full_contrast"],
+            "the same images and runs, against the full ensemble instead of the matched half",
         ),
         (
             "planted_top1_fraction by loss change",
@@ -258,6 +269,7 @@ def encoded_benchmark(root: Path, args) -> tuple[dict, list]:
                 f"random baseline {lds['random_mean']:.3f} ± {lds['random_std']:.3f}"
             ),
         ),
+        ("lds (influence distance, full contrast)", lds["lds_distance_full_contrast"], "same subsets and images"),
         ("lds (loss change)", lds["lds_loss_change"], "same subsets and images"),
         (
             "first_order_rank_agreement",
@@ -279,7 +291,7 @@ def encoded_benchmark(root: Path, args) -> tuple[dict, list]:
     return out, rows
 
 
-def linear_datamodeling(store, plan, ens, est, labels, config: TrainConfig, args) -> dict:
+def linear_datamodeling(store, plan, ens, est, labels, config: TrainConfig, args, tau_full=None) -> dict:
     """LDS: Spearman over subsets of (Σ_{j∈S} τ_ij) vs (−loss of image i under the model trained on S), mean over i."""
     from scipy.stats import spearmanr
 
@@ -322,6 +334,7 @@ def linear_datamodeling(store, plan, ens, est, labels, config: TrainConfig, args
         "alpha": 0.5,
         "images": len(images),
         "lds_distance": lds(est.influence_),
+        "lds_distance_full_contrast": lds(tau_full) if tau_full is not None else None,
         "lds_loss_change": lds(est.loss_change_),
         "random_mean": float(np.mean(random)),
         "random_std": float(np.std(random)),

@@ -63,3 +63,27 @@ def test_attribute_units_summary(enc_store):
     for i, im in enumerate(summary["images"]):
         assert len(im["top"]) == 3 and im["radius"] == im["top"][0]["influence"]
         assert im["radius"] == round(float(est.influence_[i].max()), 6)
+
+
+def test_matched_contrast_is_the_seen_half_against_the_unseen_half(enc_store):
+    plan, ens = load_ensemble(enc_store)
+    labels = torch.tensor([1, 4, 7])
+    est = UnitInfluence(steps=10, contrast="matched").fit(ens, plan)
+    tau = est.score(_noise(ens), labels)
+    full = UnitInfluence(steps=10).fit(ens, plan).score(_noise(ens), labels)
+    assert tau.shape == full.shape and not np.allclose(tau, full)
+    j = 3
+    saw = np.flatnonzero(plan.codes[j])
+    assert len(saw) == plan.codes.shape[1] // 2 and not set(saw) & set(plan.never_saw(j))
+    x_seen, _ = generate(ens.subset(saw), 3, labels=labels, steps=10, seed=0)
+    x_unseen, _ = generate(ens.subset(plan.never_saw(j)), 3, labels=labels, steps=10, seed=0)
+    assert np.allclose(tau[:, j], ((x_seen - x_unseen) / 2).flatten(1).norm(dim=1).numpy(), atol=1e-4)
+
+
+def test_unknown_contrast_is_an_error():
+    import pytest
+
+    from silodiff.errors import SilodiffError
+
+    with pytest.raises(SilodiffError, match="unknown contrast"):
+        UnitInfluence(contrast="half")

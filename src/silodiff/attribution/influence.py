@@ -7,6 +7,13 @@ With one fixed ``NoiseTrajectory`` (x_T and every step's z):
     τ_j(x̂)  = ‖x̂ − x̂_{−j}‖₂ (in [0, 1] pixel units)                influence of unit j
     r(x̂)    = max_j τ_j(x̂)                                          counterfactual radius
 
+``contrast="matched"`` (our option) compares equal-sized sub-ensembles instead:
+``τ_j = ‖x̂_{+j} − x̂_{−j}‖₂`` with x̂_{+j} sampled from the M/2 members with
+c_jm = 1.  Against the full ensemble every ablation halves the ensemble, which
+moves the image for every unit alike; between the two halves split by unit j,
+only the units coded like j (none: codes are unique) are split the same way, so
+the unit's own effect stands out more.  It costs up to twice the resamples.
+
 Resamples are cached by member subset (units sharing a complementary set
 share one run) and many subsets run in one batch: the ensemble takes per-row
 member weights, so each member is evaluated once per step on every row of
@@ -42,6 +49,9 @@ def repeat_noise(noise: NoiseTrajectory, copies: int) -> NoiseTrajectory:
     )
 
 
+CONTRASTS = ("full", "matched")
+
+
 class UnitInfluence:
     """Influence of every unit on generated images, by exact ablation of its complementary sub-ensemble.
 
@@ -61,7 +71,11 @@ class UnitInfluence:
         loss_change: bool = False,
         grid: int = 10,
         draws: int = 2,
+        contrast: str = "full",
     ):
+        if contrast not in CONTRASTS:
+            raise SilodiffError(f"unknown contrast {contrast!r}: use one of {CONTRASTS}")
+        self.contrast = contrast
         self.sampler = sampler
         self.steps = steps
         self.eta = eta
@@ -76,10 +90,13 @@ class UnitInfluence:
         self.ensemble_, self.plan_ = ensemble, plan
         # complementary member sets (1 − c_j), deduplicated: unit j → subset index
         complements = ~plan.codes  # (U, M)
-        self.subsets_, self.unit_subset_ = np.unique(complements, axis=0, return_inverse=True)
-        self.unit_subset_ = self.unit_subset_.reshape(-1)
-        if not self.subsets_.any(1).all():
+        if not complements.any(1).all():
             raise SilodiffError("a unit was seen by every member: it has no complementary sub-ensemble")
+        wanted = complements if self.contrast == "full" else np.concatenate([complements, plan.codes])
+        self.subsets_, index = np.unique(wanted, axis=0, return_inverse=True)
+        index = index.reshape(-1)
+        self.unit_subset_ = index[: len(complements)]  # unit j → its complementary subset (never saw j)
+        self.unit_seen_ = index[len(complements) :] if self.contrast == "matched" else None  # → the members that saw j
         return self
 
     def _check_fitted(self) -> None:
@@ -128,8 +145,12 @@ class UnitInfluence:
         t_sample = time.perf_counter() - t0
         # 2. one resample per distinct complementary subset, batched
         self.counterfactuals_ = self._run(torch.from_numpy(self.subsets_.astype(np.float32)), noise, labels, scheduler)
-        distance = torch.stack([pixel_distance(self.images_, c) for c in self.counterfactuals_], dim=1)  # (n, S)
-        self.influence_ = distance.numpy()[:, self.unit_subset_]  # (n, U)
+        if self.contrast == "full":
+            distance = torch.stack([pixel_distance(self.images_, c) for c in self.counterfactuals_], dim=1)  # (n, S)
+            self.influence_ = distance.numpy()[:, self.unit_subset_]  # (n, U)
+        else:
+            without, seen = self.counterfactuals_[self.unit_subset_], self.counterfactuals_[self.unit_seen_]  # (U, n, ...)
+            self.influence_ = torch.stack([pixel_distance(a, b) for a, b in zip(seen, without)], dim=1).numpy()
         # 3. optional: the change of the image's denoising loss under each sub-ensemble
         if self.loss_change:
             change = loss_influence(
@@ -235,6 +256,7 @@ def attribute_units(
     top_k: int = 5,
     loss_change: bool = True,
     first_order: bool = False,
+    contrast: str = "full",
 ) -> tuple[UnitInfluence, dict[str, Any]]:
     """Generate images from the store's encoded ensemble with ``seed`` and attribute them to units.
 
@@ -251,7 +273,8 @@ def attribute_units(
         labels = [None] * n
     y = label_tensor(labels, ensemble.num_classes)
     noise = NoiseTrajectory.draw((len(y), *ensemble.image_shape), steps, torch.Generator().manual_seed(seed))
-    est = UnitInfluence(sampler=sampler, steps=steps, eta=eta, loss_change=loss_change).fit(ensemble, plan)
+    est = UnitInfluence(sampler=sampler, steps=steps, eta=eta, loss_change=loss_change, contrast=contrast)
+    est.fit(ensemble, plan)
     tau = est.score(noise, y)
     top = est.top_k(min(top_k, len(plan.units)))
     summary: dict[str, Any] = {
@@ -262,6 +285,7 @@ def attribute_units(
         "seed": seed,
         "sampler": sampler,
         "steps": steps,
+        "contrast": contrast,
         "seconds": est.seconds_,
         "images": [],
     }

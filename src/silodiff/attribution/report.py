@@ -68,6 +68,7 @@ def run_attribute(
     top_k: int = 5,
     leave_one_out: bool = True,
     first_order: bool = False,
+    contrast: str = "full",
 ) -> dict[str, Any]:
     """Attribute generated images (``seed``) or an image file (``image``) and write the results into ``out``."""
     from ..viz import save_grid, save_weight_bars
@@ -91,6 +92,7 @@ def run_attribute(
             steps=steps,
             top_k=top_k,
             first_order=first_order,
+            contrast=contrast,
         )
     if allowed is not None and not allowed:
         raise SilodiffError("the allowed set is empty")
@@ -141,7 +143,7 @@ def run_attribute(
 
 
 def _run_ensemble(
-    store: Store, out: Path, *, seed, labels, n, image, sampler, steps, top_k, first_order
+    store: Store, out: Path, *, seed, labels, n, image, sampler, steps, top_k, first_order, contrast
 ) -> dict[str, Any]:
     from ..viz import save_grid
     from .compartments import label_tensor, read_image
@@ -157,6 +159,7 @@ def _run_ensemble(
             steps=steps,
             top_k=top_k,
             first_order=first_order,
+            contrast=contrast,
         )
         plan, images, tau = est.plan_, est.images_, est.influence_
         top = est.top_k(min(top_k, len(plan.units)))

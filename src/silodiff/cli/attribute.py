@@ -90,6 +90,10 @@ def attribute_cmd(
     first_order: Annotated[
         bool, typer.Option("--first-order", help="Also the jvp shortcut and its rank agreement (--ensemble).")
     ] = False,
+    contrast: Annotated[
+        str,
+        typer.Option(help="Unit influence against the full ensemble ('full') or the members that saw the unit ('matched')."),
+    ] = "full",
     as_json: JsonOpt = False,
 ) -> None:
     """Which compartment (router weights, leave-one-out, posterior) or training units (--ensemble) an image drew on."""
@@ -110,6 +114,7 @@ def attribute_cmd(
         top_k=top_k,
         leave_one_out=loo,
         first_order=first_order,
+        contrast=contrast,
     )
     if as_json:
         emit(result, True)
