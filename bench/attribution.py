@@ -183,8 +183,8 @@ def encoded_benchmark(root: Path, args) -> tuple[dict, list]:
     # 1. generations with the planted labels; keep those that copy a planted image
     labels = torch.as_tensor([planted_labels[i % args.planted] for i in range(args.planted * args.per_planted)])
     noise = NoiseTrajectory.draw((len(labels), *ens.image_shape), args.steps, torch.Generator().manual_seed(5))
-    est = UnitInfluence(steps=args.steps, loss_change=True, contrast="matched").fit(ens, plan)
-    tau = est.score(noise, labels)  # matched: ‖x̂_{+j} − x̂_{−j}‖
+    est = UnitInfluence(steps=args.steps, loss_change=True).fit(ens, plan)
+    tau = est.score(noise, labels)  # the default matched contrast ‖x̂_{+j} − x̂_{−j}‖
     images = est.images_
     full = est.counterfactuals_[est.unit_subset_]  # (U, n, c, h, w): x̂_{−j}, the same runs
     tau_full = torch.stack([pixel_distance(images, c) for c in full], dim=1).numpy()  # ‖x̂ − x̂_{−j}‖

@@ -62,11 +62,12 @@ def test_train_encoded_then_attribute_units(comp_store, tmp_path):
     assert r.exit_code == 0, r.output
     result = json.loads((out / "influence.json").read_text())
     assert len(result["images"]) == 2 and len(result["images"][0]["top"]) == 2 and (out / "topk.png").exists()
-    r = _run("attribute", "--store", store, "--ensemble", "--seed", 1, "--n", 2, "--steps", 5, "--contrast", "matched",
+    r = _run("attribute", "--store", store, "--ensemble", "--seed", 1, "--n", 2, "--steps", 5, "--contrast", "full",
              "--out", tmp_path / "m")
     assert r.exit_code == 0, r.output
-    matched = json.loads((tmp_path / "m" / "influence.json").read_text())
-    assert matched["contrast"] == "matched" and matched["images"][0]["top"] != result["images"][0]["top"]
+    full_run = json.loads((tmp_path / "m" / "influence.json").read_text())
+    assert result["contrast"] == "matched" and full_run["contrast"] == "full"
+    assert full_run["images"][0]["top"] != result["images"][0]["top"]
     r = _run("attribute", "--store", store, "--ensemble", "--seed", 1, "--contrast", "half", "--out", tmp_path / "m")
     assert r.exit_code == 2 and r.output.strip().startswith("error: unknown contrast"), r.output
     path = tmp_path / "x.png"

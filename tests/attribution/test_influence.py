@@ -12,7 +12,7 @@ def _noise(ens, n=3, steps=10, seed=0):
 def test_influence_is_exact_ablation_with_the_same_noise(enc_store):
     plan, ens = load_ensemble(enc_store)
     labels = torch.tensor([1, 4, 7])
-    est = UnitInfluence(steps=10, loss_change=True).fit(ens, plan)
+    est = UnitInfluence(steps=10, loss_change=True, contrast="full").fit(ens, plan)
     tau = est.score(_noise(ens), labels)
     assert tau.shape == (3, len(plan.units)) and (tau >= 0).all()
     # the factual run is what `generate` gives for the same seed
@@ -26,7 +26,7 @@ def test_influence_is_exact_ablation_with_the_same_noise(enc_store):
     assert np.allclose(tau[:, j], expected, atol=1e-4)
     # deterministic, radius and top-k
     again = (
-        UnitInfluence(steps=10, batch_rows=7).fit(ens, plan).score(_noise(ens), labels)
+        UnitInfluence(steps=10, batch_rows=7, contrast="full").fit(ens, plan).score(_noise(ens), labels)
     )  # other batching, same numbers
     assert np.allclose(again, tau, atol=1e-4)
     assert np.allclose(est.radius(), tau.max(1))
@@ -40,7 +40,7 @@ def test_units_sharing_a_complement_share_one_resample(enc_store):
     plan.codes = np.concatenate([plan.codes, plan.codes[:2]])  # two more units with known codes
     plan.units = plan.units + ["dup-a", "dup-b"]
     plan.unit_ids = plan.unit_ids + [plan.unit_ids[0], plan.unit_ids[1]]
-    est = UnitInfluence(steps=5).fit(ens, plan)
+    est = UnitInfluence(steps=5, contrast="full").fit(ens, plan)
     assert len(est.subsets_) == len(plan.units) - 2
     tau = est.score(_noise(ens, n=2, steps=5), None)
     assert np.array_equal(tau[:, -2:], tau[:, :2])
@@ -55,6 +55,9 @@ def test_first_order_shortcut_tracks_the_ablation(enc_store):
     assert predicted.shape == true.shape and np.isfinite(predicted).all()
     assert -1 <= rank_agreement(predicted, true) <= 1
     assert rank_agreement(true, true) == 1.0
+    # Σ_m ∂x̂/∂w_m = 0 (weights are normalised), so the matched prediction is twice the full one
+    full = first_order_influence(ens, plan, noise, labels, steps=8, contrast="full")
+    assert np.allclose(predicted, 2 * full, rtol=1e-5)
 
 
 def test_attribute_units_summary(enc_store):
@@ -70,7 +73,7 @@ def test_matched_contrast_is_the_seen_half_against_the_unseen_half(enc_store):
     labels = torch.tensor([1, 4, 7])
     est = UnitInfluence(steps=10, contrast="matched").fit(ens, plan)
     tau = est.score(_noise(ens), labels)
-    full = UnitInfluence(steps=10).fit(ens, plan).score(_noise(ens), labels)
+    full = UnitInfluence(steps=10, contrast="full").fit(ens, plan).score(_noise(ens), labels)
     assert tau.shape == full.shape and not np.allclose(tau, full)
     j = 3
     saw = np.flatnonzero(plan.codes[j])

@@ -7,12 +7,14 @@ With one fixed ``NoiseTrajectory`` (x_T and every step's z):
     τ_j(x̂)  = ‖x̂ − x̂_{−j}‖₂ (in [0, 1] pixel units)                influence of unit j
     r(x̂)    = max_j τ_j(x̂)                                          counterfactual radius
 
-``contrast="matched"`` (our option) compares equal-sized sub-ensembles instead:
+``contrast="matched"`` (our choice, the default) compares equal-sized sub-ensembles instead:
 ``τ_j = ‖x̂_{+j} − x̂_{−j}‖₂`` with x̂_{+j} sampled from the M/2 members with
 c_jm = 1.  Against the full ensemble every ablation halves the ensemble, which
 moves the image for every unit alike; between the two halves split by unit j,
 only the units coded like j (none: codes are unique) are split the same way, so
 the unit's own effect stands out more.  It costs up to twice the resamples.
+On planted duplicates it ranks the planted unit first in 14/14 copies against
+11/14 for ``full``, and its LDS is higher (bench/results/attribution.md).
 
 Resamples are cached by member subset (units sharing a complementary set
 share one run) and many subsets run in one batch: the ensemble takes per-row
@@ -23,6 +25,8 @@ denoising loss ``ℓ_{−j}(x̂) − ℓ(x̂)`` (the likelihood route) on a time
 First-order shortcut: with member weights w (all ones at the factual run),
 ``x̂_{−j} − x̂ ≈ −Σ_m c_jm ∂x̂/∂w_m``; all M derivatives come from ONE forward-mode
 pass (``torch.func.jvp``) over M copies of the batch, tangent e_m on copy m.
+The ensemble normalises its weights, so ``Σ_m ∂x̂/∂w_m = 0`` and the matched
+contrast is, to first order, twice the full one: ``x̂_{+j} − x̂_{−j} ≈ 2 Σ_m c_jm ∂x̂/∂w_m``.
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ class UnitInfluence:
         loss_change: bool = False,
         grid: int = 10,
         draws: int = 2,
-        contrast: str = "full",
+        contrast: str = "matched",
     ):
         if contrast not in CONTRASTS:
             raise SilodiffError(f"unknown contrast {contrast!r}: use one of {CONTRASTS}")
@@ -216,8 +220,11 @@ def first_order_influence(
     sampler: str = "ddpm",
     steps: int = 50,
     eta: float = 0.0,
+    contrast: str = "matched",
 ) -> np.ndarray:
     """Predicted τ_j from the derivatives ∂x̂/∂w_m (one forward-mode pass over M copies of the batch), (n, U)."""
+    if contrast not in CONTRASTS:
+        raise SilodiffError(f"unknown contrast {contrast!r}: use one of {CONTRASTS}")
     M, n = len(ensemble.members), len(noise.x_T)
     scheduler = make_scheduler(sampler)
     primal = torch.ones(M * n, M)  # all members, weight 1 (normalised inside the ensemble)
@@ -233,7 +240,8 @@ def first_order_influence(
     J = dx.view(M, n, -1)  # ∂x̂_i/∂w_m, (M, n, D)
     # x̂_{−j} − x̂ ≈ −Σ_m c_jm J_m; influence = ‖·‖₂ / 2 in [0, 1] units
     delta = -torch.einsum("um,mnd->nud", torch.from_numpy(plan.codes.astype(np.float32)), J)  # (n, U, D)
-    return (delta.norm(dim=-1) / 2).numpy()
+    scale = 2.0 if contrast == "matched" else 1.0  # Σ_m ∂x̂/∂w_m = 0, so x̂_{+j} − x̂_{−j} ≈ −2 (x̂_{−j} − x̂)
+    return (scale * delta.norm(dim=-1) / 2).numpy()
 
 
 def rank_agreement(predicted: np.ndarray, true: np.ndarray) -> float:
@@ -256,7 +264,7 @@ def attribute_units(
     top_k: int = 5,
     loss_change: bool = True,
     first_order: bool = False,
-    contrast: str = "full",
+    contrast: str = "matched",
 ) -> tuple[UnitInfluence, dict[str, Any]]:
     """Generate images from the store's encoded ensemble with ``seed`` and attribute them to units.
 
@@ -291,7 +299,7 @@ def attribute_units(
     }
     if first_order:
         t0 = time.perf_counter()
-        predicted = first_order_influence(ensemble, plan, noise, y, sampler=sampler, steps=steps, eta=eta)
+        predicted = first_order_influence(ensemble, plan, noise, y, sampler=sampler, steps=steps, eta=eta, contrast=contrast)
         summary["first_order"] = {
             "rank_agreement": round(rank_agreement(predicted, tau), 4),
             "seconds": round(time.perf_counter() - t0, 3),

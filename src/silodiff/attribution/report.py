@@ -68,7 +68,7 @@ def run_attribute(
     top_k: int = 5,
     leave_one_out: bool = True,
     first_order: bool = False,
-    contrast: str = "full",
+    contrast: str = "matched",
 ) -> dict[str, Any]:
     """Attribute generated images (``seed``) or an image file (``image``) and write the results into ``out``."""
     from ..viz import save_grid, save_weight_bars

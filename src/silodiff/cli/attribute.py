@@ -92,8 +92,9 @@ def attribute_cmd(
     ] = False,
     contrast: Annotated[
         str,
-        typer.Option(help="Unit influence against the full ensemble ('full') or the members that saw the unit ('matched')."),
-    ] = "full",
+        typer.Option(help="Unit influence: the members that saw the unit against those that never did ('matched'), "
+                          "or the full ensemble against those that never did ('full')."),
+    ] = "matched",
     as_json: JsonOpt = False,
 ) -> None:
     """Which compartment (router weights, leave-one-out, posterior) or training units (--ensemble) an image drew on."""
