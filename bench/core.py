@@ -1,7 +1,14 @@
 """Core benchmark (issue 2): composition quality vs the paragon, sampling cost,
 training-loop overhead and the demo's wall time, on the embedded digits data.
 
-    python bench/core.py [--quick] [--epochs E] [--seeds 3] [--demo]
+    python bench/core.py [--quick] [--epochs E] [--seeds 3] [--demo] [--budget steps|epochs]
+
+Training budget (``--budget``): ``steps`` (default) gives every model, each
+compartment and the paragon, the same number of optimizer steps (a compartment
+of n/K images trains K·E epochs; K compartments train in parallel in the
+paragon's wall time on K workers); ``epochs`` gives every model E epochs, so the
+K compartments together cost what the paragon costs (results go to
+``core-equal-epochs.*``).
 
 Figures (bench/results/core.json + core.md):
 - fld_paragon, fld_composed[K][router] (mean ± std over seeds), fld_ratio_best (best K=8 / paragon)
@@ -14,6 +21,7 @@ Figures (bench/results/core.json + core.md):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -34,8 +42,10 @@ from silodiff.training import TrainConfig, new_state, noise_scheduler, train  # 
 ROUTERS = ("classifier", "trajectory", "uniform")
 
 
-def build_store(root: Path, k: int, config: TrainConfig, router_epochs: int) -> sd.Store:
+def build_store(root: Path, k: int, config: TrainConfig, router_epochs: int, budget: str) -> sd.Store:
     store = sd.Store(root / f"k{k}")
+    if budget == "steps":  # a compartment holds ≈ 1/K of the data: K× the epochs is the paragon's step count
+        config = dataclasses.replace(config, epochs=config.epochs * k)
     store.ingest(sd.load_digits(f"random:{k}"), "digits")
     sd.plan_compartments(store, by="source", slices=1)
     sd.train_compartments(store, config=config, backend="process", progress=False)
@@ -107,7 +117,7 @@ def quality_and_cost(args, config: TrainConfig, root: Path) -> dict:
     results: dict = {}
     # 1. stores with K = 4 and 8 compartments (random sources), one paragon on all data
     t0 = time.perf_counter()
-    stores = {k: build_store(root, k, config, max(10, args.epochs // 4)) for k in (4, 8)}
+    stores = {k: build_store(root, k, config, max(10, args.epochs // 4), args.budget) for k in (4, 8)}
     results["train_compartments_seconds"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
     sd.train_paragon(stores[8], config=config, slices=1, progress=False)
@@ -176,6 +186,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100, help="sampling steps")
     p.add_argument("--gates", default="0.05,0.1,0.2,0.3")
     p.add_argument("--demo", action="store_true", help="also time `silodiff demo`")
+    p.add_argument("--budget", choices=("steps", "epochs"), default="steps",
+                   help="same optimizer steps for every model (default) or same epochs (compartments cost 1/K each)")
     p.add_argument("--only", default="", help="re-measure only these sections (throughput,demo) and keep the rest "
                    "of bench/results/core.json")
     args = p.parse_args()
@@ -185,8 +197,9 @@ def main() -> None:
     config = TrainConfig(epochs=args.epochs)
     root = Path(tempfile.mkdtemp(prefix="silodiff-bench-core-"))
     only = {x for x in args.only.split(",") if x}
+    name = "core" if args.budget == "steps" else "core-equal-epochs"
     if only:
-        results = json.loads((RESULTS / "core.json").read_text())["results"]
+        results = json.loads((RESULTS / f"{name}.json").read_text())["results"]
         results.setdefault("remeasured", {})
     else:
         results = {"settings": vars(args), **quality_and_cost(args, config, root)}
@@ -229,8 +242,10 @@ def main() -> None:
     if "demo_seconds" in results:
         rows.append(("demo_seconds", results["demo_seconds"], "target ≤ 300"))
     cfg = results["settings"]
-    notes = [f"digits (1,797 images), sources random:K, one compartment per source, 1 slice, {cfg['epochs']} epochs "
-             f"for every model (the paragon does K× the steps of a compartment); DDPM sampler, {cfg['steps']} steps, "
+    budget = (f"{cfg['epochs']} epochs for every model (the paragon does K× the steps of a compartment)"
+              if cfg.get("budget", "epochs") == "epochs" else
+              f"the same optimizer steps for every model: the paragon {cfg['epochs']} epochs, a compartment K × {cfg['epochs']}")
+    notes = [f"digits (1,797 images), sources random:K, one compartment per source, 1 slice, {budget}; DDPM sampler, {cfg['steps']} steps, "
              f"{cfg['n']} class-balanced images per FLD, seeds {list(range(1, cfg['seeds'] + 1))}.",
              "FLD is the Fréchet distance in silodiff's own CNN features (not Inception), against all 1,797 real images.",
              "Sampling cost: wall time for the same images, steps and noise; gating threshold on the router weights, "
@@ -238,7 +253,7 @@ def main() -> None:
              "(lower FLD is better, so a gate that improves FLD qualifies)."]
     for section, when in results.get("remeasured", {}).items():
         notes.append(f"`{section}` re-measured on {when} with `--only` (the rest comes from the full run above).")
-    write_results("core", results, rows, notes)
+    write_results(name, results, rows, notes)
 
 
 if __name__ == "__main__":
