@@ -82,7 +82,8 @@ def run_demo(
     config = TrainConfig(epochs=epochs)
     timed("train compartments", train_compartments, store, config=config, backend=backend, progress=False)
     timed("train paragon", train_paragon, store, config=config, slices=2, progress=False)
-    timed("train router", train_router, store, config=TrainConfig(epochs=max(10, epochs // 2)), progress=False)
+    # each router epoch trains every sample twice (its label and the null label): a quarter of the epochs
+    timed("train router", train_router, store, config=TrainConfig(epochs=max(10, epochs // 4)), progress=False)
     net = timed("train FLD network", feature_net, store, progress=False)
 
     # 3. quality of every model on the same labels and noise
