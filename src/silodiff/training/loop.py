@@ -7,8 +7,8 @@ Per step (DDPM ε-objective, Ho et al. 2020):
   4. loss = mean of ℓ over kept samples; backward; clip; AdamW; EMA.
 
 The objective is pluggable (``loss_fn(model, batch, scheduler) -> (b,)``); the
-default is the denoiser's own ``loss``; classifiers on noisy inputs (router,
-CPSample) pass ``classifier_loss(targets)``.  Hooks are objects with any of
+default is the denoiser's own ``loss``; classifiers on noisy inputs pass
+``classifier_loss(targets)`` (CPSample) or ``compose.routers.router_loss`` (the router).  Hooks are objects with any of
 ``on_batch(batch) -> mask | None`` and ``on_step(state)``; ``batch`` is a dict
 with ``x0, labels, rows, ids, t, noise, loss``.
 """
@@ -102,7 +102,7 @@ def loss_grid(
 
 
 def classifier_loss(targets: torch.Tensor) -> Callable[..., torch.Tensor]:
-    """Cross-entropy of ``f(x_t, t, y)`` against ``targets[row]`` (compartment index, CPSample bit), (b,)."""
+    """Cross-entropy of ``f(x_t, t, y)`` against ``targets[row]`` (e.g. the CPSample bit), (b,)."""
 
     def loss_fn(model: torch.nn.Module, batch: dict[str, Any], scheduler: DDPMScheduler) -> torch.Tensor:
         x_t = scheduler.add_noise(batch["x0"], batch["noise"], batch["t"])
