@@ -56,6 +56,12 @@ def repeat_noise(noise: NoiseTrajectory, copies: int) -> NoiseTrajectory:
 CONTRASTS = ("full", "matched")
 
 
+def check_contrast(contrast: str) -> str:
+    if contrast not in CONTRASTS:
+        raise SilodiffError(f"unknown contrast {contrast!r}: use one of {CONTRASTS}")
+    return contrast
+
+
 class UnitInfluence:
     """Influence of every unit on generated images, by exact ablation of its complementary sub-ensemble.
 
@@ -77,9 +83,7 @@ class UnitInfluence:
         draws: int = 2,
         contrast: str = "matched",
     ):
-        if contrast not in CONTRASTS:
-            raise SilodiffError(f"unknown contrast {contrast!r}: use one of {CONTRASTS}")
-        self.contrast = contrast
+        self.contrast = check_contrast(contrast)
         self.sampler = sampler
         self.steps = steps
         self.eta = eta
@@ -223,8 +227,7 @@ def first_order_influence(
     contrast: str = "matched",
 ) -> np.ndarray:
     """Predicted τ_j from the derivatives ∂x̂/∂w_m (one forward-mode pass over M copies of the batch), (n, U)."""
-    if contrast not in CONTRASTS:
-        raise SilodiffError(f"unknown contrast {contrast!r}: use one of {CONTRASTS}")
+    check_contrast(contrast)
     M, n = len(ensemble.members), len(noise.x_T)
     scheduler = make_scheduler(sampler)
     primal = torch.ones(M * n, M)  # all members, weight 1 (normalised inside the ensemble)
