@@ -3,6 +3,7 @@ non-compartmentalised artifact, fine-tune mode."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -95,3 +96,22 @@ def test_fine_tune_keeps_the_start_lineage_and_weights(defence_store):
 def test_bad_options_are_loud(defence_store):
     with pytest.raises(SilodiffError, match="rounds"):
         train_iet(defence_store, rounds=0, model=tiny_model(), progress=False)
+
+
+def test_train_method_flag_is_the_sub_command(defence_store):
+    """``train --method M`` runs ``train M`` (``--method iet`` is IET without AGC); a wrong method exits 2."""
+    from typer.testing import CliRunner
+
+    from silodiff.cli.main import app
+
+    runner = CliRunner()
+    common = ["--store", str(defence_store.root), "--shards", "2", "--rounds", "1", "--local-epochs", "0.5", "--json"]
+    kinds = {}
+    for spelling in (["--method", "iet-agc"], ["--method=iet"], ["-m", "iet-agc", "--name", "via-m"]):
+        r = runner.invoke(app, ["train", *spelling, *common])
+        assert r.exit_code == 0, r.output
+        out = json.loads(r.stdout)
+        kinds[out["name"]] = out["kind"]
+    assert kinds == {"iet-agc": "iet-agc", "iet": "iet", "via-m": "iet-agc"}
+    r = runner.invoke(app, ["train", "--method", "bogus", *common])
+    assert r.exit_code == 2 and "unknown training method 'bogus'" in r.output

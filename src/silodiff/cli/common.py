@@ -8,13 +8,42 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from ..errors import SilodiffError
 
 app = typer.Typer(help="silodiff: training-data protection for image diffusion models.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 data_app = typer.Typer(help="Ingest and inspect training data.", no_args_is_help=True)
-train_app = typer.Typer(help="Train compartments, the paragon and the router.", no_args_is_help=True)
+class TrainGroup(TyperGroup):
+    """``silodiff train``: the sub-command may also be spelled as a method flag.
+
+    ``train --method M …`` is ``train M …`` (``--method iet`` is ``iet-agc --no-agc``) and
+    ``train --protection-classifier …`` is ``train protection-classifier …``.
+    """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        args = list(args)
+        if "--protection-classifier" in args:
+            args.remove("--protection-classifier")
+            args.insert(0, "protection-classifier")
+        for flag in ("--method", "-m"):
+            spelled = [i for i, a in enumerate(args) if a == flag or a.startswith(flag + "=")]
+            if not spelled:
+                continue
+            i = spelled[0]
+            given = args.pop(i)
+            method = given.partition("=")[2] if "=" in given else (args.pop(i) if i < len(args) else "")
+            methods = [*self.list_commands(ctx), "iet"]
+            if method not in methods:
+                raise typer.BadParameter(f"unknown training method {method!r}: use one of {', '.join(methods)}",
+                                         ctx=ctx, param_hint="--method")
+            args[:0] = ["iet-agc", "--no-agc"] if method == "iet" else [method]
+        return super().parse_args(ctx, args)
+
+
+train_app = typer.Typer(help="Train compartments, the paragon, the router and the memorisation defences "
+                        "(`train M` or `train --method M`).", no_args_is_help=True, cls=TrainGroup)
 catalog_app = typer.Typer(help="Query the catalog: sources, compartments, artifacts, lineage, events.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
