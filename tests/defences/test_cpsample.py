@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from silodiff.cli.main import app
 from silodiff.compose import compose, load_denoiser
 from silodiff.defences import (
-    CPSampleDenoiser, guided_fraction, protect, protect_from_store, protection_bits, train_protection_classifier,
+    CPSampleDenoiser, fire_rate, guided_fraction, protect, protect_from_store, protection_bits, train_protection_classifier,
 )
 from silodiff.errors import SilodiffError
 from silodiff.sampling import NoiseTrajectory, make_scheduler, sample
@@ -134,7 +134,7 @@ def test_protection_classifier_artifact_and_store_wiring(defence_store):
 def test_cli_train_and_sample(defence_store, tmp_path):
     runner = CliRunner()
     store = str(defence_store.root)
-    r = runner.invoke(app, ["train", "protection-classifier", "--store", store, "--paragon", "--epochs", "2", "--width", "8",
+    r = runner.invoke(app, ["train", "--protection-classifier", "--store", store, "--paragon", "--epochs", "2", "--width", "8",
                             "--target-accuracy", "0", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)[0]["protects"] == "paragon"
@@ -149,3 +149,19 @@ def test_cli_train_and_sample(defence_store, tmp_path):
     r = runner.invoke(app, ["train", "iet-agc", "--store", store, "--shards", "2", "--rounds", "1", "--local-epochs", "1", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["compartmentalised"] is False
+
+
+@pytest.mark.parametrize("alpha", [0.5, 0.25, 0.001])
+def test_fire_rate_matches_the_rule_on_noised_images(alpha):
+    """fire_rate(t) = mean over images of [max(p, 1 − p) > 1 − α] at x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε (ε drawn per t)."""
+    x0 = torch.linspace(-1, 1, 40)[:, None, None, None].expand(40, 1, 8, 8).contiguous()
+    timesteps = (0, 100, 500)
+    rates = fire_rate(Slope(8.0), x0, alpha, timesteps, seed=3)
+    gen, abar = torch.Generator().manual_seed(3), noise_scheduler().alphas_cumprod
+    for t in timesteps:
+        x_t = abar[t].sqrt() * x0 + (1 - abar[t]).sqrt() * torch.randn(x0.shape, generator=gen)
+        p = torch.sigmoid(8.0 * x_t.flatten(1).mean(1))
+        assert rates[t] == pytest.approx(float((torch.maximum(p, 1 - p) > 1 - alpha).float().mean()), abs=1e-4)
+    if alpha < 0.5:
+        assert 0 < rates[0] < 1  # the images near ±1 fire, those near 0 do not (α = ½ fires wherever p ≠ ½)
+    assert fire_rate(Half(), x0, alpha, timesteps) == {t: 0.0 for t in timesteps}

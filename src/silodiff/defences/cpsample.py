@@ -46,9 +46,9 @@ def protection_bits(sample_ids: Sequence[str], seed: int = 0) -> dict[str, int]:
 
 
 @torch.no_grad()
-def bit_accuracy(classifier: torch.nn.Module, x0: torch.Tensor, bits: torch.Tensor, timesteps: Sequence[int] = EVAL_TIMESTEPS,
-                 seed: int = 0, num_train_timesteps: int = 1000) -> dict[int, float]:
-    """Accuracy of ``p_φ(y | x_t, t)`` on the training images noised at each t (one fixed ε per t)."""
+def noised_probabilities(classifier: torch.nn.Module, x0: torch.Tensor, timesteps: Sequence[int] = EVAL_TIMESTEPS, seed: int = 0,
+                         num_train_timesteps: int = 1000) -> dict[int, torch.Tensor]:
+    """``p_φ(y = 1 | x_t, t)`` of images noised at each t (one fixed ε per t, drawn from ``seed``), {t: (n,)}."""
     scheduler = noise_scheduler(num_train_timesteps)
     gen = torch.Generator().manual_seed(seed)
     classifier.eval()
@@ -56,9 +56,27 @@ def bit_accuracy(classifier: torch.nn.Module, x0: torch.Tensor, bits: torch.Tens
     for t in timesteps:
         noise = torch.randn(x0.shape, generator=gen)
         tt = torch.full((len(x0),), t, dtype=torch.long)
-        pred = classifier(scheduler.add_noise(x0, noise, tt), tt).argmax(1)
-        out[int(t)] = round(float((pred == bits).float().mean()), 4)
+        out[int(t)] = torch.softmax(classifier(scheduler.add_noise(x0, noise, tt), tt), dim=1)[:, 1]
     return out
+
+
+def bit_accuracy(classifier: torch.nn.Module, x0: torch.Tensor, bits: torch.Tensor, timesteps: Sequence[int] = EVAL_TIMESTEPS,
+                 seed: int = 0, num_train_timesteps: int = 1000) -> dict[int, float]:
+    """Accuracy of ``p_φ(y | x_t, t)`` on the training images noised at each t (one fixed ε per t)."""
+    probs = noised_probabilities(classifier, x0, timesteps, seed, num_train_timesteps)
+    return {t: round(float(((p > 0.5).long() == bits).float().mean()), 4) for t, p in probs.items()}
+
+
+def fire_rate(classifier: torch.nn.Module, x0: torch.Tensor, alpha: float, timesteps: Sequence[int] = EVAL_TIMESTEPS,
+              seed: int = 0, num_train_timesteps: int = 1000) -> dict[int, float]:
+    """Fraction of images noised at each t on which the rule ``max(p, 1 − p) > 1 − α`` fires.
+
+    On the training images it should be ≈ 1 at small t; on fresh images of the same
+    distribution it should be ≈ 0 (the classifier "can only say ½" there).  The gap
+    between the two is what lets CPSample act on replicas without touching the rest.
+    """
+    probs = noised_probabilities(classifier, x0, timesteps, seed, num_train_timesteps)
+    return {t: round(float((torch.maximum(p, 1 - p) > 1 - alpha).float().mean()), 4) for t, p in probs.items()}
 
 
 def _target(store: Store, compartment: str | None, paragon: bool, artifact: str | None) -> tuple[str, str | None, list[str]]:
