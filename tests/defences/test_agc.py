@@ -96,3 +96,18 @@ def test_paragon_with_agc_records_skip_counts_and_does_not_reuse_plain_checkpoin
     assert not tmp_store.catalog.artifact(plain.artifacts[-1])["active"]
     again = train_paragon(tmp_store, config=config, model=tiny_model(), progress=False, hooks=agc_hooks())
     assert again.artifacts == [] and again.resumed_from == 1  # an AGC run resumes from its own checkpoint
+
+
+def test_a_checkpoint_trained_another_way_is_not_resumed(tmp_store):
+    """Resuming matches the whole recipe: AGC with another λ, or other epochs, trains anew."""
+    config = TrainConfig(epochs=2, batch_size=8)
+    lam2 = train_paragon(tmp_store, config=config, model=tiny_model(), progress=False, hooks=agc_hooks(lam=2.0))
+    lam12 = train_paragon(tmp_store, config=config, model=tiny_model(), progress=False, hooks=agc_hooks(lam=1.2))
+    assert lam12.resumed_from == 0 and lam12.artifacts and lam12.artifacts != lam2.artifacts
+    assert tmp_store.load(lam12.artifacts[-1]).info["hook_specs"] == agc_hooks(lam=1.2)
+    longer = train_paragon(tmp_store, config=TrainConfig(epochs=3, batch_size=8), model=tiny_model(), progress=False,
+                           hooks=agc_hooks(lam=1.2))
+    assert longer.resumed_from == 0 and longer.steps > lam12.steps
+    again = train_paragon(tmp_store, config=TrainConfig(epochs=3, batch_size=8), model=tiny_model(), progress=False,
+                          hooks=agc_hooks(lam=1.2))
+    assert again.artifacts == [] and again.resumed_from == 1

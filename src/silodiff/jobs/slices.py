@@ -13,6 +13,7 @@ any backend (serial, process pool, Ray) runs them the same way.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -64,6 +65,13 @@ def _hook_kinds(job: SliceJob) -> list[str]:
     return sorted(h["config"]["kind"] for h in job.extra.get("hooks", []))
 
 
+def recipe(job: SliceJob) -> str:
+    """Fingerprint of how a job trains (architecture, TrainConfig, hook specs): only a checkpoint with the same
+    recipe is resumed, so AGC with another λ, or other epochs, trains anew instead of reusing it."""
+    spec = {"model": job.model, "train": job.train, "hooks": job.extra.get("hooks", [])}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def _save_checkpoint(store: Store, job: SliceJob, state: TrainState, r: int, set_ids: list[str], seconds: float,
                      hooks: list | None = None) -> str:
     tensors = {k: v.detach().contiguous().clone() for k, v in state.ema.model.state_dict().items()}
@@ -84,6 +92,7 @@ def _save_checkpoint(store: Store, job: SliceJob, state: TrainState, r: int, set
             digest, job.kind, job.name, job.model, set_ids[: r + 1],
             compartment=job.name if job.kind == "compartment" else None, slice=r,
             metrics={"train_seconds": round(seconds, 3), "step": state.step, "n": sum(len(s) for s in job.slices[: r + 1]),
+                     "recipe": recipe(job),
                      **({"hooks": _hook_kinds(job), **summaries} if job.extra.get("hooks") else {})},
             active=job.activate,
         )
@@ -100,12 +109,19 @@ def _resume_point(store: Store, job: SliceJob) -> tuple[int, str | None]:
             "ORDER BY created_at DESC",
             (job.kind, job.name, r, want, int(job.activate)),
         ).fetchall()
-        # a checkpoint trained with other hooks (e.g. without AGC) is not this job's
-        row = next((x for x in rows if json.loads(x[1]).get("hooks", []) == _hook_kinds(job)), None)
+        # a checkpoint trained another way (other hooks or λ, epochs, lr, architecture) is not this job's;
+        # checkpoints from before recipes were recorded are matched on their hook kinds
+        row = next((x for x in rows if _same_recipe(json.loads(x[1]), job)), None)
         if row is None or not store.artifacts.exists(row[0]):
             break
         start, init = r + 1, row[0]
     return start, init
+
+
+def _same_recipe(metrics: dict[str, Any], job: SliceJob) -> bool:
+    if "recipe" in metrics:
+        return metrics["recipe"] == recipe(job)
+    return metrics.get("hooks", []) == _hook_kinds(job)
 
 
 def run_job(job: SliceJob) -> JobResult:
