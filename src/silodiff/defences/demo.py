@@ -1,10 +1,13 @@
-"""The demo's memorisation-defences step: baseline vs IET-AGC vs CPSample on the demo store.
+"""The demo's memorisation-defences step: a small-data regime where the baseline memorises, and its defences.
 
-``demo_step(store, out, quick)`` fine-tunes the paragon with IET-AGC (fine-tune
-mode, so it costs a fraction of a training run), trains the paragon's
-protection classifier, samples the three with the same labels and noise, and
-returns a Markdown section: memorised fraction, replicate rate and FLD in one
-table, the samples AGC skipped most, and a picture.
+``demo_step(store, out, quick)`` copies the first N digits of the demo store's first
+owner into a store of their own (``out/defences-store``) and trains there long enough
+for the baseline to memorise (every image seen thousands of times): the baseline,
+AGC alone, IET-AGC, and the baseline's protection classifier (CPSample).  It samples
+each with the same labels and noise (ancestral DDPM, where the baseline replicates)
+and returns a Markdown section: memorised fraction, replicate rate and FLD in one
+table, the samples AGC skipped most, and a picture.  The settings are those of
+``bench/defences.py``, shortened to fit the demo's budget.
 """
 
 from __future__ import annotations
@@ -15,58 +18,83 @@ from pathlib import Path
 import torch
 
 from ..audit import class_accuracy, feature_net, fld
-from ..compose.build import final_checkpoint
-from ..jobs.compartments import PARAGON
+from ..jobs import train_paragon
 from ..sampling import balanced_labels, generate
 from ..store import Store
 from ..training import TrainConfig
+from .agc import agc_hooks
 from .cpsample import guided_fraction, protect, train_protection_classifier
 from .iet import train_iet
 
+# digits, epochs, IET rounds, samples per row, sampling steps, protection-classifier epochs: full demo / quick (tests)
+FULL = dict(n=24, epochs=700, rounds=50, n_gen=300, steps=50, clf_epochs=400)
+QUICK = dict(n=16, epochs=20, rounds=2, n_gen=40, steps=10, clf_epochs=10)
+AGC = {"lam": 1.2, "decay": 0.8}  # the bench's λ for this regime (the reference 2.0 hardly skips here)
+ALPHA, SCALE = 0.25, 2.0  # the bench's choice: the s with the fewest replicates at FLD ≤ 1.10× plain
+
 
 def demo_step(store: Store, out: Path, quick: bool) -> str:
-    """Run the step on a store holding a trained paragon; writes ``defences.png`` into ``out``."""
+    """Run the step beside a demo store (its first owner's digits); writes ``defences.png`` into ``out``."""
     from ..audit.memorization import MemorizationAuditor
     from ..viz import save_grid
 
+    p = QUICK if quick else FULL
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    n, steps = (100, 25) if quick else (500, 50)
-    paragon = final_checkpoint(store, "paragon", PARAGON)["hash"]
-    t0 = time.perf_counter()
-    iet = train_iet(store, init=paragon, shards=4, rounds=2, local_epochs=1 if quick else 5, agc={"lam": 2.0, "decay": 0.8},
-                    config=TrainConfig(batch_size=64, lr=5e-4), progress=False)
-    print(f"[demo] IET-AGC fine-tune of the paragon: {time.perf_counter() - t0:.1f} s", flush=True)
-    t0 = time.perf_counter()
-    # a couple of minutes at most: on the full digits set it will not reach train accuracy 1 (see bench/defences.py)
-    clf = train_protection_classifier(store, paragon=True, progress=False, max_epochs=10 if quick else 60,
-                                      config=TrainConfig(epochs=10 if quick else 30, label_dropout=0.0, ema_decay=0.99))
-    print(f"[demo] protection classifier: {time.perf_counter() - t0:.1f} s, accuracy at t=0 {clf['train_accuracy']:.3f}", flush=True)
-    net, real = feature_net(store, progress=False), store.dataset().x()
-    auditor = MemorizationAuditor().fit(real)
-    labels = balanced_labels(n, 10)
-    rows, grids = [], []
-    models = [("baseline (paragon)", store.load(paragon)), ("IET-AGC (fine-tuned paragon)", store.load(iet["artifact"])),
-              ("CPSample (paragon, α=0.25, s=100)", protect(store.load(paragon), store.load(clf["artifact"]), alpha=0.25, scale=100.0))]
-    for name, model in models:
+    # 1. the small-data regime: N digits of one owner in a store of their own
+    owner = store.source_names()[0]
+    ids = sorted(r["sample_id"] for r in store.catalog.sample_rows(owner))[: p["n"]]
+    small = Store(out / "defences-store")
+    small.ingest(store.dataset(ids), "digits")
+    config = TrainConfig(epochs=p["epochs"], batch_size=p["n"])
+    seconds = {}
+
+    def timed(name: str, fn):
         t0 = time.perf_counter()
-        images, _ = generate(model, n, labels=labels, sampler="ddim", steps=steps, seed=3)
-        seconds = time.perf_counter() - t0
+        result = fn()
+        seconds[name] = round(time.perf_counter() - t0, 1)
+        print(f"[demo] defences: {name} {seconds[name]} s", flush=True)
+        return result
+
+    base = timed("baseline", lambda: train_paragon(small, config=config, progress=False).artifacts[-1])
+    agc = timed("AGC", lambda: train_paragon(small, config=config, hooks=agc_hooks(**AGC), progress=False).artifacts[-1])
+    iet = timed("IET-AGC", lambda: train_iet(small, shards=2, rounds=p["rounds"], local_epochs=p["epochs"] / p["rounds"], agc=AGC,
+                                             config=TrainConfig(batch_size=p["n"] // 2), progress=False))
+    clf = timed("protection classifier", lambda: train_protection_classifier(
+        small, paragon=True, progress=False, max_epochs=p["clf_epochs"],
+        config=TrainConfig(epochs=p["clf_epochs"], batch_size=p["n"], label_dropout=0.0, ema_decay=0.99)))
+    # 2. quality against the population (the demo store's other digits), memorisation against the N
+    net = feature_net(store, progress=False)
+    population = store.dataset([r["sample_id"] for r in store.catalog.sample_rows() if r["sample_id"] not in set(ids)]).x()
+    auditor = MemorizationAuditor().fit(small.dataset().x())
+    labels = balanced_labels(p["n_gen"], 10)
+    models = [("baseline", small.load(base), seconds["baseline"]), (f"AGC (λ = {AGC['lam']})", small.load(agc), seconds["AGC"]),
+              (f"IET-AGC (2 shards × {p['rounds']} rounds, λ = {AGC['lam']})", small.load(iet["artifact"]), seconds["IET-AGC"]),
+              (f"CPSample on the baseline (α = {ALPHA}, s = {SCALE:g})",
+               protect(small.load(base), small.load(clf["artifact"]), alpha=ALPHA, scale=SCALE), seconds["protection classifier"])]
+    rows, grids = [], []
+    for name, model, train_s in models:
+        images, _ = generate(model, p["n_gen"], labels=labels, sampler="ddpm", steps=p["steps"], seed=3)
         rep = auditor.report(images)
-        rows.append(f"| {name} | {rep['nn_ratio_memorised']:.3f} | {rep['replicate_rate']:.3f} | {fld(net, images, real):.3f} | "
-                    f"{class_accuracy(net, images, labels):.3f} | {seconds:.1f} |")
+        rows.append(f"| {name} | {rep['nn_ratio_memorised']:.3f} | {rep['replicate_rate']:.3f} | {fld(net, images, population):.1f} | "
+                    f"{class_accuracy(net, images, labels):.3f} | {train_s} |")
         grids.append(images[:20])
-    save_grid(torch.cat(grids), out / "defences.png", nrow=20, title="rows: baseline, IET-AGC, CPSample")
-    top = iet.get("top_skipped", [])[:5]
+    save_grid(torch.cat(grids), out / "defences.png", nrow=20, title="rows: baseline, AGC, IET-AGC, CPSample")
+    top = small.load(agc).info["hooks"]["agc"]
+    ranked = sorted(top["skips"].items(), key=lambda kv: -kv[1])[:5]
     return "\n".join([
-        "## Memorisation defences (IET-AGC, CPSample)", "",
-        f"{n} class-balanced DDIM samples ({steps} steps, same noise) per model; memorised = NN ratio < 1/3, "
-        "replicates = centred-pixel cosine > 0.97, FLD against the training data.  IET-AGC here fine-tunes the paragon "
-        f"(4 shards × 2 rounds; its lineage is all shards: not compartmentalised).  CPSample guides with a classifier of "
-        f"random per-sample bits (accuracy on training images at t = 0: {clf['train_accuracy']:.3f}; guided "
-        f"{guided_fraction(models[2][1]):.3f} of steps).", "",
-        "| model | memorised | replicates | FLD | class accuracy | sampling s |", "| --- | --- | --- | --- | --- | --- |", *rows, "",
+        "## Memorisation defences (AGC, IET-AGC, CPSample)", "",
+        f"A small-data regime where a diffusion model memorises: {p['n']} digits of `{owner}` in a store of their own, "
+        f"{p['epochs']} epochs.  {p['n_gen']} class-balanced DDPM samples ({p['steps']} steps, same labels and noise) per "
+        "model; memorised = NN ratio < 1/3, replicates = centred-pixel cosine > 0.97 to one of the training digits; FLD "
+        "against the other digits of the demo (the population: a model that copies its training digits gains nothing "
+        "there).  IET-AGC's lineage is every shard (not compartmentalised).  CPSample guides with a classifier of random "
+        f"per-sample bits (accuracy on the training digits at t = 0: {clf['train_accuracy']:.3f}; guided "
+        f"{guided_fraction(models[3][1]):.3f} of steps).  Each defence trades quality for less copying, and this short "
+        "schedule exaggerates the cost: at the benchmark's full schedule (64 digits, 4,000 epochs) AGC with λ = 1.2 cuts the "
+        "memorised fraction to 0.18× at 1.01× the FLD (`bench/results/defences.md`).", "",
+        "| model | memorised | replicates | FLD | class accuracy | train s |", "| --- | --- | --- | --- | --- | --- |", *rows, "",
         "Samples AGC skipped most (a memorisation signal): "
-        + (", ".join(f"`{t['sample_id'][:12]}` {t['skips']}/{t['seen']}" for t in top) or "none skipped") + ".", "",
+        + (", ".join(f"`{s[:12]}` {k}/{top['seen'][s]}" for s, k in ranked) or "none skipped") + ".", "",
         "![defences](defences.png)", "",
     ])
