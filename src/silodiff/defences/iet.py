@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from ..config import build
 from ..data import SampleSet
@@ -132,9 +133,8 @@ def train_iet(
              for _ in range(shards)]
     subsets = [data.subset(p) for p in parts]  # (n_k images each)
     t0 = time.perf_counter()
-    for r in range(rounds):
-        raw, ema = iet_round(states, subsets, configs, raw, ema, local_epochs=local_epochs, hooks=hooks,
-                             progress=f"{kind} round {r + 1}/{rounds}" if progress else False)
+    for _ in tqdm(range(rounds), desc=f"{kind} rounds ({shards} shards)", disable=not progress, leave=False):
+        raw, ema = iet_round(states, subsets, configs, raw, ema, local_epochs=local_epochs, hooks=hooks)
     seconds = time.perf_counter() - t0
     return _register(store, kind, name, cfg, raw, ema, parts, init_hash, hooks, seconds,
                      {"shards": shards, "rounds": rounds, "local_epochs": local_epochs, "agc": agc, "train": config.to_dict()})
