@@ -92,7 +92,7 @@ def demo_step(store: Store, out: Path, quick: bool) -> str:
         f"per-sample bits (accuracy on the training digits at t = 0: {clf['train_accuracy']:.3f}; guided "
         f"{guided_fraction(models[3][1]):.3f} of steps).  Each defence trades quality for less copying, and this short "
         "schedule exaggerates the cost: at the benchmark's full schedule (64 digits, 4,000 epochs) AGC with λ = 1.2 cuts the "
-        "memorised fraction to 0.18× at 1.01× the FLD (`bench/results/defences.md`).", "",
+        "memorised fraction to 0.18× at the same FLD (`bench/results/defences.md`).", "",
         "| model | memorised | replicates | FLD | class accuracy | train s |", "| --- | --- | --- | --- | --- | --- |", *rows, "",
         "Samples AGC skipped most (a memorisation signal): "
         + (", ".join(f"`{s[:12]}` {k}/{top['seen'][s]}" for s, k in ranked) or "none skipped") + ".", "",
