@@ -12,9 +12,7 @@ from typer.core import TyperGroup
 
 from ..errors import SilodiffError
 
-app = typer.Typer(help="silodiff: training-data protection for image diffusion models.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
-data_app = typer.Typer(help="Ingest and inspect training data.", no_args_is_help=True)
+
 class TrainGroup(TyperGroup):
     """``silodiff train``: the sub-command may also be spelled as a method flag.
 
@@ -42,6 +40,9 @@ class TrainGroup(TyperGroup):
         return super().parse_args(ctx, args)
 
 
+app = typer.Typer(help="silodiff: training-data protection for image diffusion models.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+data_app = typer.Typer(help="Ingest and inspect training data.", no_args_is_help=True)
 train_app = typer.Typer(help="Train compartments, the paragon, the router and the memorisation defences "
                         "(`train M` or `train --method M`).", no_args_is_help=True, cls=TrainGroup)
 catalog_app = typer.Typer(help="Query the catalog: sources, compartments, artifacts, lineage, events.", no_args_is_help=True)
