@@ -124,7 +124,6 @@ def train_iet(
     name = name or kind
     data = store.dataset(list(ids) if ids is not None else None)
     parts = class_balanced_shards(data.sample_ids, data.labels.tolist(), shards, config.seed)
-    sizes = [len(p) for p in parts]
     cfg, raw, ema, init_hash = _start_weights(store, init, model, config.seed)
     # one model, optimizer, generator and AGC bank per shard, kept across rounds
     configs = [TrainConfig(**{**config.to_dict(), "seed": derive_seed(config.seed, f"shard-{k}")}) for k in range(shards)]
