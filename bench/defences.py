@@ -45,7 +45,9 @@ from silodiff.audit import class_accuracy, feature_net, fld  # noqa: E402
 from silodiff.audit.memorization import MemorizationAuditor  # noqa: E402
 from silodiff.audit.mia import LossAttack  # noqa: E402
 from silodiff.data import load_digits  # noqa: E402
-from silodiff.defences import agc_hooks, fire_rate, guided_fraction, protect, train_iet, train_protection_classifier  # noqa: E402
+from silodiff.defences import (  # noqa: E402
+    agc_hooks, fire_rate, guided_fraction, protect, top_skips, train_iet, train_protection_classifier,
+)
 from silodiff.jobs import train_paragon  # noqa: E402
 from silodiff.sampling import balanced_labels, generate  # noqa: E402
 from silodiff.store import Store  # noqa: E402
@@ -162,15 +164,14 @@ def main() -> None:
     relative(part_a, part_a[0])
     by_name = {r["model"]: r for r in part_a}
     skipped = {name: store.catalog.artifact(models[name])["metrics"]["agc_skipped_fraction"] for name in models if "AGC" in name}
-    agc_info = store.load(models[f"AGC λ={lam:g}"]).info["hooks"]["agc"]
-    top = sorted(agc_info["skips"].items(), key=lambda kv: -kv[1])[:5]
-    top_skipped = [{"sample_id": s[:12], "skips": k, "seen": agc_info["seen"][s]} for s, k in top]
+    top_skipped = [{"sample_id": t["sample_id"][:12], "skips": t["skips"], "seen": t["seen"]}
+                   for t in top_skips(store.load(models[f"AGC λ={lam:g}"]).info["hooks"]["agc"], 5)]
 
     # ---------------------------------------------------------------- B. CPSample on the baseline
-    base = models["baseline"]
+    base = store.load(models["baseline"])  # loaded once: CPSample wraps a single model without changing it
     t0 = time.perf_counter()
     clf_config = TrainConfig(epochs=p["clf_epochs"], batch_size=64, label_dropout=0.0, ema_decay=0.99)
-    clf_info = train_protection_classifier(store, artifact=base, config=clf_config, max_epochs=p["clf_max"], progress=False)
+    clf_info = train_protection_classifier(store, artifact=models["baseline"], config=clf_config, max_epochs=p["clf_max"], progress=False)
     clf_seconds = time.perf_counter() - t0
     classifier = store.load(clf_info["artifact"])
     fires = {str(a): {"training": fire_rate(classifier, train_set.x(), a), "held-out": fire_rate(classifier, holdout.x(), a)}
@@ -181,37 +182,37 @@ def main() -> None:
         res = LossAttack().fit(model).evaluate((train_set.x(), train_set.labels), (holdout.x(), holdout.labels))
         return {"auc": res["auc"], "best_t": res["best_t"], "tpr_at_1pct_fpr": res["tpr_at_1pct_fpr"]}
 
-    plain_tune = judge(store.load(base), "plain", p["n_tune"], TUNE_SEED)
-    plain = part_a[0] | {"model": "plain"} | mia_auc(store.load(base))
+    plain_tune = judge(base, "plain", p["n_tune"], TUNE_SEED)
+    plain = part_a[0] | {"model": "plain"} | mia_auc(base)
     tuning, chosen = [], {}
     for alpha in ALPHAS:
         tried = []
         for scale in p["scales"]:
-            wrapped = protect(store.load(base), classifier, alpha=alpha, scale=scale)
+            wrapped = protect(base, classifier, alpha=alpha, scale=scale)
             row = judge(wrapped, f"tune α={alpha} s={scale:g}", p["n_tune"], TUNE_SEED)
             row |= {"alpha": alpha, "scale": scale, "guided_fraction": guided_fraction(wrapped),
                     "fld_vs_plain": row["fld"] / plain_tune["fld"]}
             tried.append(row)
         ok = [r for r in tried if r["fld_vs_plain"] <= 1.10] or [min(tried, key=lambda r: r["fld"])]
         scale = min(ok, key=lambda r: (r["replicate_rate"], r["memorised"]))["scale"]
-        wrapped = protect(store.load(base), classifier, alpha=alpha, scale=scale)
+        wrapped = protect(base, classifier, alpha=alpha, scale=scale)
         row = judge(wrapped, f"CPSample α={alpha} s={scale:g}", p["n_gen"], REPORT_SEED)
         row |= {"alpha": alpha, "scale": scale, "guided_fraction": guided_fraction(wrapped), "fld_vs_plain": row["fld"] / plain["fld"],
                 "fld_trainset_vs_plain": row["fld_trainset"] / plain["fld_trainset"],
-                **mia_auc(protect(store.load(base), classifier, alpha=alpha, scale=scale))}
+                **mia_auc(protect(base, classifier, alpha=alpha, scale=scale))}
         chosen[str(alpha)] = row
         tuning += tried
     # deterministic DDIM (the diffusers scheduler as silodiff configures it), plain and with CPSample at α = 0.25
-    ddim = [judge(store.load(base), "plain DDIM", p["n_gen"], REPORT_SEED, "ddim"),
-            judge(protect(store.load(base), classifier, alpha=0.25, scale=chosen["0.25"]["scale"]),
+    ddim = [judge(base, "plain DDIM", p["n_gen"], REPORT_SEED, "ddim"),
+            judge(protect(base, classifier, alpha=0.25, scale=chosen["0.25"]["scale"]),
                   f"CPSample DDIM α=0.25 s={chosen['0.25']['scale']:g}", p["n_gen"], REPORT_SEED, "ddim")]
     # the cost ratio, measured once more back to back on the same images and steps
     labels = balanced_labels(p["n_tune"], 10)
     t0 = time.perf_counter()
-    generate(store.load(base), p["n_tune"], labels=labels, sampler=SAMPLER, steps=p["steps"], seed=3)
+    generate(base, p["n_tune"], labels=labels, sampler=SAMPLER, steps=p["steps"], seed=3)
     t_plain = time.perf_counter() - t0
     t0 = time.perf_counter()
-    generate(protect(store.load(base), classifier, alpha=0.25, scale=p["scales"][0]), p["n_tune"], labels=labels,
+    generate(protect(base, classifier, alpha=0.25, scale=p["scales"][0]), p["n_tune"], labels=labels,
              sampler=SAMPLER, steps=p["steps"], seed=3)
     cost_ratio = (time.perf_counter() - t0) / t_plain
 

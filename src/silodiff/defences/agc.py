@@ -75,8 +75,7 @@ class AntiGradientControl:
     # -- the memorisation signal ------------------------------------------------
     def top_skipped(self, k: int = 10) -> list[dict[str, Any]]:
         """The k most skipped samples: sample_id, skips, times seen, skip rate."""
-        ranked = sorted(self.skips_.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
-        return [{"sample_id": s, "skips": n, "seen": self.seen_[s], "skip_rate": round(n / self.seen_[s], 4)} for s, n in ranked]
+        return _rank(self.skips_, self.seen_, k)
 
     def skipped_fraction(self) -> float:
         seen = sum(self.seen_.values())
@@ -101,6 +100,16 @@ def skip_counts(report: dict[str, Any]) -> dict[str, dict[str, int]]:
     """Per sample_id ``{"skips", "seen"}`` from a saved AGC report (artifact config ``info``)."""
     seen = report.get("seen", {})
     return {s: {"skips": report.get("skips", {}).get(s, 0), "seen": n} for s, n in seen.items()}
+
+
+def top_skips(report: dict[str, Any], k: int = 10) -> list[dict[str, Any]]:
+    """The k most skipped samples of a saved AGC report (artifact config ``info["hooks"]["agc"]``)."""
+    return _rank(report.get("skips", {}), report.get("seen", {}), k)
+
+
+def _rank(skips: dict[str, int], seen: dict[str, int], k: int) -> list[dict[str, Any]]:
+    ranked = sorted(skips.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+    return [{"sample_id": s, "skips": n, "seen": seen[s], "skip_rate": round(n / seen[s], 4)} for s, n in ranked]
 
 
 def agc_hooks(lam: float = 2.0, decay: float = 0.8, num_train_timesteps: int = 1000) -> list[dict[str, Any]]:

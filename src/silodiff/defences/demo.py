@@ -22,7 +22,7 @@ from ..jobs import train_paragon
 from ..sampling import balanced_labels, generate
 from ..store import Store
 from ..training import TrainConfig
-from .agc import agc_hooks
+from .agc import agc_hooks, top_skips
 from .cpsample import guided_fraction, protect, train_protection_classifier
 from .iet import train_iet
 
@@ -65,13 +65,15 @@ def demo_step(store: Store, out: Path, quick: bool) -> str:
         config=TrainConfig(epochs=p["clf_epochs"], batch_size=p["n"], label_dropout=0.0, ema_decay=0.99)))
     # 2. quality against the population (the demo store's other digits), memorisation against the N
     net = feature_net(store, progress=False)
-    population = store.dataset([r["sample_id"] for r in store.catalog.sample_rows() if r["sample_id"] not in set(ids)]).x()
+    members = set(ids)
+    population = store.dataset([r["sample_id"] for r in store.catalog.sample_rows() if r["sample_id"] not in members]).x()
     auditor = MemorizationAuditor().fit(small.dataset().x())
     labels = balanced_labels(p["n_gen"], 10)
-    models = [("baseline", small.load(base), seconds["baseline"]), (f"AGC (λ = {AGC['lam']})", small.load(agc), seconds["AGC"]),
+    baseline, agc_model = small.load(base), small.load(agc)  # CPSample wraps the baseline without changing it
+    models = [("baseline", baseline, seconds["baseline"]), (f"AGC (λ = {AGC['lam']})", agc_model, seconds["AGC"]),
               (f"IET-AGC (2 shards × {p['rounds']} rounds, λ = {AGC['lam']})", small.load(iet["artifact"]), seconds["IET-AGC"]),
               (f"CPSample on the baseline (α = {ALPHA}, s = {SCALE:g})",
-               protect(small.load(base), small.load(clf["artifact"]), alpha=ALPHA, scale=SCALE), seconds["protection classifier"])]
+               protect(baseline, small.load(clf["artifact"]), alpha=ALPHA, scale=SCALE), seconds["protection classifier"])]
     rows, grids = [], []
     for name, model, train_s in models:
         images, _ = generate(model, p["n_gen"], labels=labels, sampler="ddpm", steps=p["steps"], seed=3)
@@ -80,8 +82,7 @@ def demo_step(store: Store, out: Path, quick: bool) -> str:
                     f"{class_accuracy(net, images, labels):.3f} | {train_s} |")
         grids.append(images[:20])
     save_grid(torch.cat(grids), out / "defences.png", nrow=20, title="rows: baseline, AGC, IET-AGC, CPSample")
-    top = small.load(agc).info["hooks"]["agc"]
-    ranked = sorted(top["skips"].items(), key=lambda kv: -kv[1])[:5]
+    top = top_skips(agc_model.info["hooks"]["agc"], 5)
     return "\n".join([
         "## Memorisation defences (AGC, IET-AGC, CPSample)", "",
         f"A small-data regime where a diffusion model memorises: {p['n']} digits of `{owner}` in a store of their own, "
@@ -95,6 +96,6 @@ def demo_step(store: Store, out: Path, quick: bool) -> str:
         "memorised fraction to 0.18× at the same FLD (`bench/results/defences.md`).", "",
         "| model | memorised | replicates | FLD | class accuracy | train s |", "| --- | --- | --- | --- | --- | --- |", *rows, "",
         "Samples AGC skipped most (a memorisation signal): "
-        + (", ".join(f"`{s[:12]}` {k}/{top['seen'][s]}" for s, k in ranked) or "none skipped") + ".", "",
+        + (", ".join(f"`{t['sample_id'][:12]}` {t['skips']}/{t['seen']}" for t in top) or "none skipped") + ".", "",
         "![defences](defences.png)", "",
     ])
