@@ -12,8 +12,10 @@ from typer.testing import CliRunner
 from silodiff.cli.main import app
 from silodiff.compose import compose, load_denoiser
 from silodiff.defences import (
-    CPSampleDenoiser, fire_rate, guided_fraction, protect, protect_from_store, protection_bits, train_protection_classifier,
+    CPSampleDenoiser, fire_rate, guided_fraction, protect, protect_from_store, protection_bits, protection_loss,
+    train_protection_classifier,
 )
+from silodiff.defences.cpsample import noised_probabilities
 from silodiff.errors import SilodiffError
 from silodiff.sampling import NoiseTrajectory, make_scheduler, sample
 from silodiff.training import TrainConfig, noise_scheduler
@@ -165,3 +167,78 @@ def test_fire_rate_matches_the_rule_on_noised_images(alpha):
     if alpha < 0.5:
         assert 0 < rates[0] < 1  # the images near ±1 fire, those near 0 do not (α = ½ fires wherever p ≠ ½)
     assert fire_rate(Half(), x0, alpha, timesteps) == {t: 0.0 for t in timesteps}
+
+
+def test_protection_loss_adds_ce_to_half_on_a_paired_non_member():
+    """ℓ_j = CE(bit_j) + w · (−½ Σ_k log p(k | x'_t)), x' a seeded random non-member noised at the same t_j."""
+    gen = torch.Generator().manual_seed(0)
+    x0, cal = torch.randn(6, 1, 8, 8, generator=gen), torch.randn(10, 1, 8, 8, generator=gen) * 3
+    bits, clf, scheduler = torch.tensor([0, 1, 1, 0, 1, 0]), Slope(5.0), noise_scheduler()
+    batch = {"x0": x0, "labels": None, "rows": torch.arange(6), "t": torch.tensor([0, 5, 50, 200, 600, 999]),
+             "noise": torch.randn(x0.shape, generator=gen)}
+    got = protection_loss(bits, cal, weight=0.7, seed=4)(clf, batch, scheduler)
+    member = torch.nn.functional.cross_entropy(clf(scheduler.add_noise(x0, batch["noise"], batch["t"]), batch["t"]), bits,
+                                               reduction="none")
+    ref_gen = torch.Generator().manual_seed(4)
+    pick = torch.randint(0, 10, (6,), generator=ref_gen)
+    x_t = scheduler.add_noise(cal[pick], torch.randn(6, 1, 8, 8, generator=ref_gen), batch["t"])
+    p = torch.sigmoid(clf(x_t, batch["t"])[:, 1])
+    want = member - 0.7 * 0.5 * (torch.log(p) + torch.log(1 - p))
+    assert torch.allclose(got, want, atol=1e-5)
+    assert torch.equal(protection_loss(bits)(clf, batch, scheduler), member)  # no calibration: the paper's loss
+
+
+def test_calibration_lineage_holdout_and_errors(defence_store):
+    store = defence_store
+    names = sorted(c["name"] for c in store.catalog.compartments())
+    own, other = names[0], names[1]
+    config = TrainConfig(epochs=2, batch_size=16, label_dropout=0.0)
+    r = train_protection_classifier(store, compartment=own, config=config, width=8, max_epochs=2, calibration=[other],
+                                    calibration_holdout=0.25, progress=False)
+    members = set(store.catalog.lineage(store.active("compartment", own)[-1]["hash"]))
+    others = {s["sample_id"] for s in store.catalog.sample_rows(other)}
+    lineage = set(store.catalog.lineage(r["artifact"]))
+    assert members < lineage and lineage - members < others  # members + the calibration images it trained on
+    probe = others - lineage
+    assert len(probe) == r["calibration"]["held_out"] == int(len(others) * 0.25) > 0
+    assert r["calibration"]["n"] == len(lineage - members)
+    assert set(r["fire_rate"]) == {"training", "held-out"}
+    # forgetting a calibration image reaches the classifier; an unused (held-out) one does not
+    saw = lambda ids: {a["hash"] for a in store.catalog.artifacts_that_saw(ids)}  # noqa: E731
+    assert r["artifact"] in saw([sorted(lineage - members)[0]]) and r["artifact"] not in saw(sorted(probe))
+    with pytest.raises(SilodiffError, match="unknown calibration source"):
+        train_protection_classifier(store, compartment=own, calibration=["nope"], progress=False)
+    with pytest.raises(SilodiffError, match="no sample outside"):
+        train_protection_classifier(store, compartment=own, calibration=[own], progress=False)
+
+
+def test_calibration_makes_the_classifier_unsure_off_the_training_set(defence_store):
+    """Same seed, same steps: with calibration the classifier says ~½ on the held-out non-members, without it it does not."""
+    store = defence_store
+    names = sorted(c["name"] for c in store.catalog.compartments())
+    config = TrainConfig(epochs=400, batch_size=20, lr=3e-3, label_dropout=0.0, ema_decay=0.9)
+    confidence = {}
+    for weight in (0.0, 1.0):
+        r = train_protection_classifier(store, compartment=names[0], config=config, width=16, max_epochs=400, calibration=[names[1]],
+                                        calibration_weight=weight, calibration_holdout=0.3, target_accuracy=1.1, progress=False)
+        probe = sorted({s["sample_id"] for s in store.catalog.sample_rows(names[1])} - set(store.catalog.lineage(r["artifact"])))
+        probs = noised_probabilities(store.load(r["artifact"]), store.dataset(probe).x(), (0, 50))
+        confidence[weight] = float(torch.cat([(p - 0.5).abs() for p in probs.values()]).mean())
+        assert r["accuracy_by_t"][0] >= 0.9  # it still knows the members' bits
+    assert confidence[1.0] < 0.5 * confidence[0.0], confidence
+
+
+def test_cli_calibrate_on(defence_store):
+    runner = CliRunner()
+    store = str(defence_store.root)
+    names = sorted(c["name"] for c in defence_store.catalog.compartments())
+    args = ["train", "--protection-classifier", "--store", store, "--compartment", names[0], "--epochs", "2", "--width", "8",
+            "--target-accuracy", "0", "--json"]
+    r = runner.invoke(app, [*args, "--calibrate-on", names[1]])
+    assert r.exit_code == 0, r.output
+    row = json.loads(r.stdout)[0]
+    assert row["calibration_n"] > 0 and 0 <= row["fires_heldout_t0"] <= 1
+    assert set(defence_store.catalog.lineage(row["artifact"])) > set(
+        defence_store.catalog.lineage(defence_store.active("compartment", names[0])[-1]["hash"]))
+    r = runner.invoke(app, [*args, "--calibrate-on", "nope"])
+    assert r.exit_code == 2 and r.output.startswith("error:") and "unknown calibration source" in r.output

@@ -54,6 +54,10 @@ def train_protection_cmd(
     epochs: EpochsOpt = 300,
     width: Annotated[int, typer.Option(help="Classifier width.")] = 64,
     target_accuracy: Annotated[float, typer.Option(help="Stop when training accuracy at t ≤ 100 reaches this.")] = 0.99,
+    calibrate_on: Annotated[list[str] | None, typer.Option(
+        "--calibrate-on", help="A source of non-member images (e.g. public) to calibrate on: the classifier learns to say ½ "
+        "there, so the rule fires near training images only. They join its lineage (repeatable).")] = None,
+    calibration_weight: Annotated[float, typer.Option(help="Weight of the calibration loss.")] = 1.0,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
 ) -> None:
@@ -68,7 +72,10 @@ def train_protection_cmd(
         [{"compartment": compartment, "paragon": paragon, "artifact": artifact}]
     rows = []
     for target in targets:
-        r = train_protection_classifier(st, **target, config=config, width=width, bit_seed=seed, target_accuracy=target_accuracy)
+        r = train_protection_classifier(st, **target, config=config, width=width, bit_seed=seed, target_accuracy=target_accuracy,
+                                        calibration=calibrate_on or (), calibration_weight=calibration_weight)
+        fires = r["fire_rate"]
         rows.append({k: r[k] for k in ("protects", "artifact", "n", "epochs", "train_accuracy")}
-                    | {"accuracy_t500": r["accuracy_by_t"][500]})
+                    | {"accuracy_t500": r["accuracy_by_t"][500], "calibration_n": (r["calibration"] or {}).get("n", 0),
+                       "fires_train_t0": fires["training"][0], "fires_heldout_t0": fires.get("held-out", {}).get(0)})
     emit(rows, as_json)

@@ -12,6 +12,13 @@ Kazdan, Sun, Han, Petersen, Vu, Ermon, arXiv 2409.07025; METHODS.md §4.
      guide toward the opposite bit ŷ' = 1 − argmax:
      ``ε̂ = ε_θ(x_t, t) − s · √(1 − ᾱ_t) · ∇_x log p_φ(ŷ' | x_t, t)``; else ``ε̂ = ε_θ``.
 
+Calibration (an option beyond the paper): on small data the classifier is
+nearly as confident on fresh images as on its training images, so the rule fires
+almost everywhere.  ``calibration=`` non-member images (a public source, say)
+add a cross-entropy toward ½ on them, noised at the same t: the classifier then
+keeps its certainty for the training images.  Those images shape its weights, so
+they join its lineage (forgetting one drops the classifier).
+
 The diffusion model is not retrained.  A composed model gets one classifier per
 compartment (each trained only on that compartment, so lineage stays
 per-compartment), wrapped around each allowed member: only allowed
@@ -20,7 +27,7 @@ compartments' classifiers ever act.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -79,6 +86,43 @@ def fire_rate(classifier: torch.nn.Module, x0: torch.Tensor, alpha: float, times
     return {t: round(float((torch.maximum(p, 1 - p) > 1 - alpha).float().mean()), 4) for t, p in probs.items()}
 
 
+def protection_loss(bits: torch.Tensor, calibration: torch.Tensor | None = None, *, weight: float = 1.0,
+                    seed: int = 0) -> Callable[..., torch.Tensor]:
+    """Per-sample loss of the protection classifier, (b,).
+
+    Cross-entropy of the member's bit; with ``calibration`` (non-member images, (m, c, h, w))
+    each member j is paired with a random non-member noised at the same t_j, whose
+    cross-entropy toward (½, ½) is added with ``weight``: ``ℓ_j = CE(y_j) − weight · ½ Σ_k log p_φ(k | x'_t)``.
+    """
+    member = classifier_loss(bits)
+    if calibration is None:
+        return member
+    gen = torch.Generator().manual_seed(seed)
+
+    def loss_fn(model: torch.nn.Module, batch: dict[str, Any], scheduler) -> torch.Tensor:
+        t = batch["t"]
+        pick = torch.randint(0, len(calibration), (len(t),), generator=gen)
+        x = calibration[pick]
+        x_t = scheduler.add_noise(x, torch.randn(x.shape, generator=gen), t)
+        half = -torch.log_softmax(model(x_t, t, None), dim=1).mean(dim=1)  # CE toward (½, ½)
+        return member(model, batch, scheduler) + weight * half
+
+    return loss_fn
+
+
+def _calibration_ids(store: Store, sources: Sequence[str], members: Sequence[str]) -> list[str]:
+    """Live ids of the calibration sources, less the protected model's own training ids."""
+    known = {s["name"] for s in store.catalog.sources()}
+    unknown = [s for s in sources if s not in known]
+    if unknown:
+        raise SilodiffError(f"unknown calibration source(s): {', '.join(unknown)} (the store has {', '.join(sorted(known)) or 'none'})")
+    taken = set(members)
+    ids = sorted({r["sample_id"] for s in sources for r in store.catalog.sample_rows(s)} - taken)
+    if not ids:
+        raise SilodiffError(f"calibration source(s) {', '.join(sources)} hold no sample outside the protected model's training set")
+    return ids
+
+
 def _target(store: Store, compartment: str | None, paragon: bool, artifact: str | None) -> tuple[str, str | None, list[str]]:
     """(classifier name, compartment, training ids) for the model the classifier will protect."""
     if sum(x is not None and x is not False for x in (compartment, paragon or None, artifact)) != 1:
@@ -105,40 +149,66 @@ def train_protection_classifier(
     bit_seed: int = 0,
     target_accuracy: float = 0.99,
     max_epochs: int | None = None,
+    calibration: Sequence[str] = (),
+    calibration_weight: float = 1.0,
+    calibration_holdout: float = 0.2,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train p_φ(y | x_t, t) on the protected model's training set; returns a summary with the artifact hash.
 
     Trains ``config.epochs`` at a time until the accuracy on training images noised at
     t ≤ 100 reaches ``target_accuracy`` or ``max_epochs`` (default 4 × epochs) is spent.
+
+    ``calibration``: source names whose samples (less the training set) are non-members to
+    calibrate on (see the module docstring); a seeded ``calibration_holdout`` fraction of
+    them is kept out of training to report how often the rule fires off the training set
+    (``fire_rate``, α = 0.25).  The classifier's lineage is the training set plus the
+    calibration samples it trained on.
     """
     config = (config or TrainConfig(epochs=300, lr=2e-3, label_dropout=0.0, ema_decay=0.99)).check()
     max_epochs = max_epochs or 4 * config.epochs
+    if calibration_weight < 0 or not 0 <= calibration_holdout < 1:
+        raise SilodiffError("calibration_weight must be ≥ 0 and calibration_holdout in [0, 1)")
     name, comp, ids = _target(store, compartment, paragon, artifact)
     if not ids:
         raise SilodiffError(f"{name!r} has an empty lineage: nothing to protect")
     data = store.dataset(ids)
     bits_by_id = protection_bits(data.sample_ids, bit_seed)
     bits = torch.as_tensor([bits_by_id[s] for s in data.sample_ids])  # (n,), row order of ``data``
+    cal_ids, probe_ids, x_cal = [], [], None
+    if calibration:
+        pool = _calibration_ids(store, calibration, data.sample_ids)
+        order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(bit_seed)).tolist()
+        n_probe = int(len(pool) * calibration_holdout) if len(pool) > 1 else 0
+        probe_ids, cal_ids = sorted(pool[i] for i in order[:n_probe]), sorted(pool[i] for i in order[n_probe:])
+        x_cal = store.dataset(cal_ids).x()
     torch.manual_seed(config.seed)
     classifier = NoisyClassifier(image_shape=data.image_shape, num_outputs=2, num_classes=0, width=width)
     state = new_state(classifier, config)
+    loss_fn = protection_loss(bits, x_cal, weight=calibration_weight, seed=config.seed + 1)
     x0, epochs, accuracy = data.x(), 0, {}
     while epochs < max_epochs:
-        train(state, data, config, loss_fn=classifier_loss(bits), progress=f"protection {name}" if progress else False)
+        train(state, data, config, loss_fn=loss_fn, progress=f"protection {name}" if progress else False)
         epochs += config.epochs
         accuracy = bit_accuracy(state.ema.model, x0, bits, num_train_timesteps=config.num_train_timesteps)
         if min(accuracy[0], accuracy[50], accuracy[100]) >= target_accuracy:
             break
-    set_id = store.catalog.add_sample_set(data.sample_ids)
+    fires = {"training": fire_rate(state.ema.model, x0, 0.25, num_train_timesteps=config.num_train_timesteps)}
+    if probe_ids:
+        fires["held-out"] = fire_rate(state.ema.model, store.dataset(probe_ids).x(), 0.25,
+                                      num_train_timesteps=config.num_train_timesteps)
+    sets = [store.catalog.add_sample_set(data.sample_ids)] + ([store.catalog.add_sample_set(cal_ids)] if cal_ids else [])
+    cal = {"sources": sorted(calibration), "n": len(cal_ids), "held_out": len(probe_ids), "weight": calibration_weight} if calibration else None
     metrics = {"train_accuracy": accuracy[0], "accuracy_by_t": {str(k): v for k, v in accuracy.items()}, "epochs": epochs,
-               "n": len(data), "bit_seed": bit_seed, "protects": name}
+               "n": len(data), "bit_seed": bit_seed, "protects": name, "calibration": cal,
+               "fire_rate_alpha_0.25": {k: {str(t): v for t, v in f.items()} for k, f in fires.items()}}
     with store.catalog.transaction():
         store.catalog.set_active([r["hash"] for r in store.active(KIND, name)], False)
-        digest = store.save(state.ema.model, KIND, name, [set_id], compartment=comp, metrics=metrics,
-                            info={"bits": bits_by_id, "bit_seed": bit_seed, "protects": name, "train": config.to_dict()})
+        digest = store.save(state.ema.model, KIND, name, sets, compartment=comp, metrics=metrics,
+                            info={"bits": bits_by_id, "bit_seed": bit_seed, "protects": name, "train": config.to_dict(),
+                                  "calibration": cal})
     return {"artifact": digest, "protects": name, "n": len(data), "epochs": epochs, "train_accuracy": accuracy[0],
-            "accuracy_by_t": accuracy}
+            "accuracy_by_t": accuracy, "calibration": cal, "fire_rate": fires}
 
 
 class CPSampleDenoiser(Denoiser):
