@@ -160,3 +160,10 @@ def test_cpsample_guides_with_the_allowed_compartments_classifiers_only(fresh_st
     bad = client.post("/v1/generate", json={**req, "cpsample": {"alpha": 0}}, headers=auth("alice"))
     assert bad.status_code == 422
     assert client.post("/v1/attribute", json=req, headers=auth("alice")).status_code == 422  # not an attribute option
+    # a classifier calibrated on a source outside the key's rights is refused, not used
+    train_protection_classifier(fresh_store, compartment="source-0", config=TrainConfig(epochs=1, batch_size=32), max_epochs=1,
+                                calibration=["source-2"], progress=False)
+    loaded.clear()
+    r = client.post("/v1/generate", json=req, headers=auth("alice"))
+    assert r.status_code == 403 and "outside this key's rights" in r.json()["detail"]
+    assert not hashes_that_saw(fresh_store, "source-2") & set(loaded)
