@@ -19,8 +19,11 @@ IET-AGC, same epochs per sample.  Memorised fraction (NN ratio < 1/3), replicate
 (centred-pixel cosine > 0.97), FLD.
 Target: IET-AGC memorised ≤ 50% of the baseline's at FLD ≤ 1.10× the baseline's.
 
-Part B (CPSample, METHODS.md §4): a protection classifier on the baseline's training
-set; plain sampling vs CPSample at α ∈ {0.5, 0.25, 0.001}.  The scale s is tuned on one
+Part B (CPSample, METHODS.md §4): protection classifiers on the baseline's training
+set: the paper's (trained until it knows the bits, and a control trained as long as the
+next), and one calibrated on public digits (outside the training set, the
+MIA's non-members and the fresh digits) to say ½ off the training set; plain sampling vs
+CPSample at α ∈ {0.5, 0.25, 0.001} with each.  The scale s is tuned on one
 noise seed (the fewest replicates, then the lowest memorised fraction, among the s with
 FLD ≤ 1.10× plain) and reported on another.  Replicates, memorised, FLD and loss-MIA AUC
 (members vs held-out).  Target: replicates 0 at FLD ≤ 1.10×, MIA AUC closer to 0.5 than
@@ -54,9 +57,9 @@ from silodiff.store import Store  # noqa: E402
 from silodiff.training import TrainConfig  # noqa: E402
 
 FULL = dict(n=64, n_fresh=400, epochs=4000, shards=2, rounds=1000, shard_batch=32, lam=1.2, n_gen=2000, n_tune=400, steps=50,
-            clf_epochs=500, clf_max=2000, scales=(1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0), fld_epochs=1000)
+            clf_epochs=500, clf_max=2000, cal_epochs=3000, scales=(1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0), fld_epochs=1000)
 QUICK = dict(n=60, n_fresh=100, epochs=30, shards=2, rounds=3, shard_batch=30, lam=1.2, n_gen=60, n_tune=40, steps=10,
-             clf_epochs=20, clf_max=20, scales=(1.0, 100.0), fld_epochs=30)
+             clf_epochs=20, clf_max=20, cal_epochs=20, scales=(1.0, 100.0), fld_epochs=30)
 ALPHAS = (0.5, 0.25, 0.001)
 SAMPLER = "ddpm"
 TUNE_SEED, REPORT_SEED = 1, 2
@@ -110,11 +113,13 @@ def main() -> None:
     p = QUICK if args.quick else FULL
     t_start = time.perf_counter()
     root = Path(tempfile.mkdtemp(prefix="silodiff-bench-defences-"))
-    digits = load_digits("single")
+    digits = load_digits("single:owner")  # one owner's digits; the training set is its first N
     train_set = digits.subset(digits.sample_ids[: p["n"]])
     holdout = digits.subset(digits.sample_ids[p["n"] : 2 * p["n"]])  # non-members for the MIA
     fresh = digits.subset(digits.sample_ids[-p["n_fresh"] :])  # real digits outside both, to probe the FLDs
     population = digits.subset(digits.sample_ids[p["n"] : -p["n_fresh"]])  # the FLD reference: every other digit
+    public = load_digits("single:public")  # the same digits under another source: non-members to calibrate CPSample on
+    public = public.subset(public.sample_ids[2 * p["n"] : -p["n_fresh"]])  # (not the MIA's non-members, not the fresh digits)
     store, pop_store = Store(root / "store"), Store(root / "population")
     store.ingest(train_set, "digits")
     pop_store.ingest(population, "digits")
@@ -169,14 +174,26 @@ def main() -> None:
 
     # ---------------------------------------------------------------- B. CPSample on the baseline
     base = store.load(models["baseline"])  # loaded once: CPSample wraps a single model without changing it
-    t0 = time.perf_counter()
-    clf_config = TrainConfig(epochs=p["clf_epochs"], batch_size=64, label_dropout=0.0, ema_decay=0.99)
-    clf_info = train_protection_classifier(store, artifact=models["baseline"], config=clf_config, max_epochs=p["clf_max"], progress=False)
-    clf_seconds = time.perf_counter() - t0
-    classifier = store.load(clf_info["artifact"])
-    fires = {str(a): {"training": fire_rate(classifier, train_set.x(), a), "held-out": fire_rate(classifier, holdout.x(), a)}
-             for a in ALPHAS}
-    log(f"protection classifier: {clf_info['epochs']} epochs, accuracy by t {clf_info['accuracy_by_t']}, fires {fires}")
+    # non-members to calibrate on, ingested only now (every model above saw the training set alone)
+    store.ingest(public, "public")
+    clf_variants = {
+        "paper": dict(config=TrainConfig(epochs=p["clf_epochs"], batch_size=64, label_dropout=0.0, ema_decay=0.99),
+                      max_epochs=p["clf_max"]),
+        # control: as long as the calibrated one, without calibration (does the gain come from training longer?)
+        "paper, long": dict(config=TrainConfig(epochs=p["cal_epochs"], batch_size=64, label_dropout=0.0, ema_decay=0.99),
+                            max_epochs=p["cal_epochs"]),
+        "calibrated": dict(config=TrainConfig(epochs=p["cal_epochs"], batch_size=64, label_dropout=0.0, ema_decay=0.99),
+                           max_epochs=p["cal_epochs"], calibration=["public"]),
+    }
+    classifiers, clf_infos = {}, {}
+    for tag, kwargs in clf_variants.items():
+        t0 = time.perf_counter()
+        info = train_protection_classifier(store, artifact=models["baseline"], progress=False, **kwargs)
+        classifiers[tag] = store.load(info["artifact"])
+        fires = {str(a): {"training": fire_rate(classifiers[tag], train_set.x(), a),
+                          "held-out": fire_rate(classifiers[tag], holdout.x(), a)} for a in ALPHAS}
+        clf_infos[tag] = info | {"seconds": time.perf_counter() - t0, "fire_rate_by_alpha": fires}
+        log(f"protection classifier ({tag}): {info['epochs']} epochs, accuracy by t {info['accuracy_by_t']}, fires {fires}")
 
     def mia_auc(model) -> dict:
         res = LossAttack().fit(model).evaluate((train_set.x(), train_set.labels), (holdout.x(), holdout.labels))
@@ -184,35 +201,45 @@ def main() -> None:
 
     plain_tune = judge(base, "plain", p["n_tune"], TUNE_SEED)
     plain = part_a[0] | {"model": "plain"} | mia_auc(base)
-    tuning, chosen = [], {}
-    for alpha in ALPHAS:
-        tried = []
-        for scale in p["scales"]:
+
+    def cpsample(tag: str) -> tuple[list[dict], dict]:
+        """Tune s per α on the tuning seed (fewest replicates, then memorised, among FLD ≤ 1.10× plain); report on another."""
+        classifier, tuning, chosen = classifiers[tag], [], {}
+        for alpha in ALPHAS:
+            tried = []
+            for scale in p["scales"]:
+                wrapped = protect(base, classifier, alpha=alpha, scale=scale)
+                row = judge(wrapped, f"tune {tag} α={alpha} s={scale:g}", p["n_tune"], TUNE_SEED)
+                row |= {"classifier": tag, "alpha": alpha, "scale": scale, "guided_fraction": guided_fraction(wrapped),
+                        "fld_vs_plain": row["fld"] / plain_tune["fld"]}
+                tried.append(row)
+            ok = [r for r in tried if r["fld_vs_plain"] <= 1.10] or [min(tried, key=lambda r: r["fld"])]
+            scale = min(ok, key=lambda r: (r["replicate_rate"], r["memorised"]))["scale"]
             wrapped = protect(base, classifier, alpha=alpha, scale=scale)
-            row = judge(wrapped, f"tune α={alpha} s={scale:g}", p["n_tune"], TUNE_SEED)
-            row |= {"alpha": alpha, "scale": scale, "guided_fraction": guided_fraction(wrapped),
-                    "fld_vs_plain": row["fld"] / plain_tune["fld"]}
-            tried.append(row)
-        ok = [r for r in tried if r["fld_vs_plain"] <= 1.10] or [min(tried, key=lambda r: r["fld"])]
-        scale = min(ok, key=lambda r: (r["replicate_rate"], r["memorised"]))["scale"]
-        wrapped = protect(base, classifier, alpha=alpha, scale=scale)
-        row = judge(wrapped, f"CPSample α={alpha} s={scale:g}", p["n_gen"], REPORT_SEED)
-        row |= {"alpha": alpha, "scale": scale, "guided_fraction": guided_fraction(wrapped), "fld_vs_plain": row["fld"] / plain["fld"],
-                "fld_trainset_vs_plain": row["fld_trainset"] / plain["fld_trainset"],
-                **mia_auc(protect(base, classifier, alpha=alpha, scale=scale))}
-        chosen[str(alpha)] = row
-        tuning += tried
+            row = judge(wrapped, f"CPSample ({tag}) α={alpha} s={scale:g}", p["n_gen"], REPORT_SEED)
+            row |= {"classifier": tag, "alpha": alpha, "scale": scale, "guided_fraction": guided_fraction(wrapped),
+                    "fld_vs_plain": row["fld"] / plain["fld"], "fld_trainset_vs_plain": row["fld_trainset"] / plain["fld_trainset"],
+                    **mia_auc(protect(base, classifier, alpha=alpha, scale=scale))}
+            chosen[str(alpha)] = row
+            tuning += tried
+        return tuning, chosen
+
+    tuning, chosen = {}, {}
+    for tag in classifiers:
+        tuning[tag], chosen[tag] = cpsample(tag)
     # deterministic DDIM (the diffusers scheduler as silodiff configures it), plain and with CPSample at α = 0.25
-    ddim = [judge(base, "plain DDIM", p["n_gen"], REPORT_SEED, "ddim"),
-            judge(protect(base, classifier, alpha=0.25, scale=chosen["0.25"]["scale"]),
-                  f"CPSample DDIM α=0.25 s={chosen['0.25']['scale']:g}", p["n_gen"], REPORT_SEED, "ddim")]
+    ddim = [judge(base, "plain DDIM", p["n_gen"], REPORT_SEED, "ddim")]
+    for tag in classifiers:
+        s025 = chosen[tag]["0.25"]["scale"]
+        ddim.append(judge(protect(base, classifiers[tag], alpha=0.25, scale=s025), f"CPSample ({tag}) DDIM α=0.25 s={s025:g}",
+                          p["n_gen"], REPORT_SEED, "ddim"))
     # the cost ratio, measured once more back to back on the same images and steps
     labels = balanced_labels(p["n_tune"], 10)
     t0 = time.perf_counter()
     generate(base, p["n_tune"], labels=labels, sampler=SAMPLER, steps=p["steps"], seed=3)
     t_plain = time.perf_counter() - t0
     t0 = time.perf_counter()
-    generate(protect(base, classifier, alpha=0.25, scale=p["scales"][0]), p["n_tune"], labels=labels,
+    generate(protect(base, classifiers["paper"], alpha=0.25, scale=p["scales"][0]), p["n_tune"], labels=labels,
              sampler=SAMPLER, steps=p["steps"], seed=3)
     cost_ratio = (time.perf_counter() - t0) / t_plain
 
@@ -222,8 +249,8 @@ def main() -> None:
 
     iet_agc, iet_agc_ref = by_name[f"IET-AGC λ={lam:g}"], by_name[f"IET-AGC λ={lam_ref:g}"]
     met_a, met_a_rep, met_a_ref = met(iet_agc), met(iet_agc, "replicates_vs_baseline"), met(iet_agc_ref)
-    met_b = {a: r["replicate_rate"] == 0 and r["fld_vs_plain"] <= 1.10 and abs(r["auc"] - 0.5) < abs(plain["auc"] - 0.5)
-             for a, r in chosen.items()}
+    met_b = {tag: {a: r["replicate_rate"] == 0 and r["fld_vs_plain"] <= 1.10 and abs(r["auc"] - 0.5) < abs(plain["auc"] - 0.5)
+                   for a, r in rows_b.items()} for tag, rows_b in chosen.items()}
     n_gen = p["n_gen"]
     rows = [("train set / held-out (digits, one source)", f"{p['n']} / {p['n']}", "members / non-members for the MIA"),
             ("baseline epochs; IET shards × rounds × local epochs", f"{p['epochs']}; {p['shards']} × {p['rounds']} × {local:g}",
@@ -248,29 +275,32 @@ def main() -> None:
              ("A · AGC skipped fraction", ", ".join(f"{k}: {v:.4f}" for k, v in skipped.items()), "skips / samples seen"),
              (f"A · most skipped samples (AGC λ={lam:g})", ", ".join(f"{t['sample_id']}: {t['skips']}/{t['seen']}" for t in top_skipped),
               "skips / times seen")]
-    rows.append(("B · protection classifier accuracy on training images, by t", clf_info["accuracy_by_t"],
-                 f"{clf_info['epochs']} epochs, {clf_seconds:.0f} s; target ≈ 1 at small t"))
-    for a in ALPHAS:
-        f = fires[str(a)]
-        rows.append((f"B · rule fires at α={a} (training / held-out images), t = 0, 100, 250",
-                     " ; ".join(f"{f['training'][t]:.2f} / {f['held-out'][t]:.2f}" for t in (0, 100, 250)),
-                     "CPSample needs ≈ 1 / ≈ 0"))
     rows.append((f"B · plain {SAMPLER.upper()}: replicates / memorised / FLD / loss-MIA AUC",
                  f"{plain['replicate_rate']:.4f} / {plain['memorised']:.4f} / {plain['fld']:.4g} / {plain['auc']:.3f}",
                  f"MIA best t = {plain['best_t']}"))
-    for a, r in chosen.items():
-        rows.append((f"B · CPSample α={a} (s={r['scale']:g}): replicates / memorised / FLD / MIA AUC",
-                     f"{r['replicate_rate']:.4f} / {r['memorised']:.4f} / {r['fld']:.4g} / {r['auc']:.3f}",
-                     f"FLD {r['fld_vs_plain']:.3g}× plain (training-set FLD {r['fld_trainset_vs_plain']:.3g}×), guided "
-                     f"{r['guided_fraction']:.3f} of steps; target {'MET' if met_b[a] else 'NOT MET'}"))
+    for tag, info in clf_infos.items():
+        cal = info["calibration"]
+        rows.append((f"B · {tag} protection classifier: accuracy on training images, by t", info["accuracy_by_t"],
+                     f"{info['epochs']} epochs, {info['seconds']:.0f} s"
+                     + (f"; calibrated on {cal['n']} public digits (weight {cal['weight']:g})" if cal else "; target ≈ 1 at small t")))
+        for a in ALPHAS:
+            f = info["fire_rate_by_alpha"][str(a)]
+            rows.append((f"B · {tag}: rule fires at α={a} (training / held-out images), t = 0, 100, 250",
+                         " ; ".join(f"{f['training'][t]:.2f} / {f['held-out'][t]:.2f}" for t in (0, 100, 250)),
+                         "CPSample needs ≈ 1 / ≈ 0"))
+        for a, r in chosen[tag].items():
+            rows.append((f"B · CPSample ({tag}) α={a} (s={r['scale']:g}): replicates / memorised / FLD / MIA AUC",
+                         f"{r['replicate_rate']:.4f} / {r['memorised']:.4f} / {r['fld']:.4g} / {r['auc']:.3f}",
+                         f"FLD {r['fld_vs_plain']:.3g}× plain (training-set FLD {r['fld_trainset_vs_plain']:.3g}×), guided "
+                         f"{r['guided_fraction']:.3f} of steps; target {'MET' if met_b[tag][a] else 'NOT MET'}"))
+        frontier = sorted((r for r in tuning[tag] if r["replicate_rate"] == 0), key=lambda r: r["fld_vs_plain"])
+        if frontier:
+            r = frontier[0]
+            rows.append((f"B · {tag}: lowest FLD among tuning settings with 0 replicates", f"α={r['alpha']} s={r['scale']:g}: "
+                         f"FLD {r['fld_vs_plain']:.3g}× plain", f"{r['n']} samples, tuning seed"))
     for r in ddim:
         rows.append((f"B · {r['model']}: replicates / memorised / FLD", f"{r['replicate_rate']:.4f} / {r['memorised']:.4f} / "
                      f"{r['fld']:.4g}", f"FLD {r['fld'] / plain['fld']:.3g}× plain DDPM"))
-    frontier = sorted((r for r in tuning if r["replicate_rate"] == 0), key=lambda r: r["fld_vs_plain"])
-    if frontier:
-        r = frontier[0]
-        rows.append(("B · tuning: lowest FLD among settings with 0 replicates", f"α={r['alpha']} s={r['scale']:g}: "
-                     f"FLD {r['fld_vs_plain']:.3g}× plain", f"{r['n']} samples, tuning seed"))
     rows.append(("B · CPSample sampling cost / plain sampling", f"{cost_ratio:.3g}×", "same images and steps, back to back"))
     notes = [
         "Memorised = NN ratio d(NN1)/d(NN2) < 1/3 in [0,1] pixels; replicates = centred-pixel cosine > 0.97 "
@@ -284,6 +314,9 @@ def main() -> None:
         "IET runs K shard models per round with per-shard AdamW and AGC bank, averaging raw and EMA weights by shard size; "
         f"shard batch size {p['shard_batch']} (the baseline uses 64).",
         "CPSample's s is chosen on a tuning noise seed and reported on another seed with more samples.",
+        "The calibrated protection classifier adds a cross-entropy toward ½ on public digits noised at the same t "
+        "(silodiff.defences.protection_loss); it trains a fixed number of epochs, and its lineage includes those digits.  "
+        "The held-out fire rates are on the MIA's non-members, which it never saw.",
         "DDIM rows use silodiff's DDIM scheduler as configured for every sampler (diffusers' default clip_sample=True); "
         "its deterministic samples replicate little but are of poor quality for this model, so DDPM is the comparison.",
         "The MIA is the loss attack at the best t of (10, 20, 50, 100, 200, 500), chosen on the same data (optimistic, as in the papers).",
@@ -294,7 +327,7 @@ def main() -> None:
         notes.insert(0, "QUICK smoke run: tiny sizes, the figures say nothing about the methods.")
     write_results("defences" + ("-quick" if args.quick else ""),
                   {"settings": p, "floors": floors, "part_a": part_a, "agc_top_skipped": top_skipped, "agc_skipped_fraction": skipped,
-                   "protection_classifier": clf_info | {"seconds": clf_seconds, "fire_rate": fires}, "plain": plain,
+                   "protection_classifiers": clf_infos, "plain": plain,
                    "tuning": tuning, "chosen": chosen, "ddim": ddim, "cpsample_cost_ratio": cost_ratio,
                    "targets": {"iet_agc": met_a, "iet_agc_replicates": met_a_rep, "iet_agc_reference_lambda": met_a_ref,
                                "cpsample": met_b}},
