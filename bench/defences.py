@@ -34,6 +34,7 @@ the extra sampling cost of CPSample as a ratio to plain sampling.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -79,10 +80,14 @@ class Judge:
         self.steps = steps
 
     def images(self, images: torch.Tensor, labels: torch.Tensor | None, name: str) -> dict:
-        rep = self.auditor.report(images)
+        scores = self.auditor.score(images)
+        rep, replicas = self.auditor.summarize(scores), scores["replicate"]
         row = {"model": name, "n": rep["n"], "memorised": rep["nn_ratio_memorised"], "replicate_rate": rep["replicate_rate"],
                "median_nn_ratio": rep["median_nn_ratio"], "fld": fld(self.net_pop, images, self.real_pop),
-               "fld_trainset": fld(self.net, images, self.real)}
+               "fld_trainset": fld(self.net, images, self.real),
+               # which training images are replicated, and how closely (the threshold is 0.97)
+               "replicated_training_images": len(set(scores["cosine_index"][replicas].tolist())),
+               "replicate_max_cosine": float(scores["cosine"][replicas].max()) if replicas.any() else None}
         if labels is not None:
             row["class_accuracy"] = class_accuracy(self.net_pop, images, labels)
         return row
@@ -108,11 +113,22 @@ def relative(rows: list[dict], ref: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run (figures meaningless)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary stores (printed) for inspection")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    root = Path(tempfile.mkdtemp(prefix="silodiff-bench-defences-"))
+    try:
+        run(args, root)
+    finally:
+        if args.keep:
+            log(f"stores kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, root: Path) -> None:
     p = QUICK if args.quick else FULL
     t_start = time.perf_counter()
-    root = Path(tempfile.mkdtemp(prefix="silodiff-bench-defences-"))
     digits = load_digits("single:owner")  # one owner's digits; the training set is its first N
     train_set = digits.subset(digits.sample_ids[: p["n"]])
     holdout = digits.subset(digits.sample_ids[p["n"] : 2 * p["n"]])  # non-members for the MIA
@@ -277,7 +293,8 @@ def main() -> None:
               "skips / times seen")]
     rows.append((f"B · plain {SAMPLER.upper()}: replicates / memorised / FLD / loss-MIA AUC",
                  f"{plain['replicate_rate']:.4f} / {plain['memorised']:.4f} / {plain['fld']:.4g} / {plain['auc']:.3f}",
-                 f"MIA best t = {plain['best_t']}"))
+                 f"{round(plain['replicate_rate'] * plain['n'])} replicas of {plain['replicated_training_images']} training "
+                 f"images; MIA best t = {plain['best_t']}"))
     for tag, info in clf_infos.items():
         cal = info["calibration"]
         rows.append((f"B · {tag} protection classifier: accuracy on training images, by t", info["accuracy_by_t"],
@@ -289,10 +306,12 @@ def main() -> None:
                          " ; ".join(f"{f['training'][t]:.2f} / {f['held-out'][t]:.2f}" for t in (0, 100, 250)),
                          "CPSample needs ≈ 1 / ≈ 0"))
         for a, r in chosen[tag].items():
+            closest = f", max cosine {r['replicate_max_cosine']:.3f}" if r["replicate_max_cosine"] is not None else ""
             rows.append((f"B · CPSample ({tag}) α={a} (s={r['scale']:g}): replicates / memorised / FLD / MIA AUC",
                          f"{r['replicate_rate']:.4f} / {r['memorised']:.4f} / {r['fld']:.4g} / {r['auc']:.3f}",
-                         f"FLD {r['fld_vs_plain']:.3g}× plain (training-set FLD {r['fld_trainset_vs_plain']:.3g}×), guided "
-                         f"{r['guided_fraction']:.3f} of steps; target {'MET' if met_b[tag][a] else 'NOT MET'}"))
+                         f"{round(r['replicate_rate'] * r['n'])} replicas of {r['replicated_training_images']} training images"
+                         f"{closest}; FLD {r['fld_vs_plain']:.3g}× plain (training-set FLD {r['fld_trainset_vs_plain']:.3g}×), "
+                         f"guided {r['guided_fraction']:.3f} of steps; target {'MET' if met_b[tag][a] else 'NOT MET'}"))
         frontier = sorted((r for r in tuning[tag] if r["replicate_rate"] == 0), key=lambda r: r["fld_vs_plain"])
         if frontier:
             r = frontier[0]
