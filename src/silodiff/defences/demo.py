@@ -3,11 +3,11 @@
 ``demo_step(store, out, quick)`` copies the first N digits of the demo store's first
 owner into a store of their own (``out/defences-store``) and trains there long enough
 for the baseline to memorise (every image seen thousands of times): the baseline,
-AGC alone, IET-AGC, and the baseline's protection classifier (CPSample), calibrated on
-the demo's other digits ingested there as a ``public`` source after the models are trained.  It samples
-each with the same labels and noise (ancestral DDPM, where the baseline replicates)
-and returns a Markdown section: memorised fraction, replicate rate and FLD in one
-table, the samples AGC skipped most, and a picture.  The settings are those of
+AGC alone, IET-AGC, and the baseline's protection classifier (CPSample), calibrated
+on the demo's other digits, ingested there as a ``public`` source once the models are
+trained.  It samples each with the same labels and noise (ancestral DDPM, where the
+baseline replicates) and returns a Markdown section: memorised fraction, replicate
+rate and FLD in one table, the samples AGC skipped most, and a picture.  The settings are those of
 ``bench/defences.py``, shortened to fit the demo's budget.
 """
 
@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from ..audit import class_accuracy, feature_net, fld
+from ..data import SampleSet
 from ..jobs import train_paragon
 from ..sampling import balanced_labels, generate
-from ..data import SampleSet
 from ..store import Store
 from ..training import TrainConfig
 from .agc import agc_hooks, top_skips
@@ -63,7 +63,8 @@ def demo_step(store: Store, out: Path, quick: bool) -> str:
     iet = timed("IET-AGC", lambda: train_iet(small, shards=2, rounds=p["rounds"], local_epochs=p["epochs"] / p["rounds"], agc=AGC,
                                              config=TrainConfig(batch_size=p["n"] // 2), progress=False))
     # CPSample's classifier is calibrated on non-members: the owner's models are trained, so they can join the store now
-    others = store.dataset([r["sample_id"] for r in store.catalog.sample_rows() if r["sample_id"] not in set(ids)])
+    members = set(ids)
+    others = store.dataset([r["sample_id"] for r in store.catalog.sample_rows() if r["sample_id"] not in members])
     small.ingest(SampleSet(others.pixels, others.labels, others.sample_ids, ["public"] * len(others)), "digits")
     clf = timed("protection classifier", lambda: train_protection_classifier(
         small, artifact=base, progress=False, max_epochs=p["clf_epochs"], calibration=["public"],
