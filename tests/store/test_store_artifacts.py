@@ -215,3 +215,31 @@ def test_damaged_data_shard_is_a_clear_error(tmp_path):
     (tmp_path / "st" / "data" / "owner.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(SilodiffError, match="owner.safetensors: damaged data shard"):
         store.dataset()
+
+
+def test_an_interrupt_right_after_begin_does_not_keep_the_write_lock(tmp_store):
+    """Ray cancels a task with a KeyboardInterrupt, which can land between BEGIN IMMEDIATE and the body."""
+    import threading
+
+    from silodiff.store.catalog import Catalog
+
+    cat = tmp_store.catalog
+
+    class InterruptOnEnter(threading.local):
+        def __setattr__(self, name, value):
+            if name == "depth" and value == 1:
+                raise KeyboardInterrupt
+            super().__setattr__(name, value)
+
+    local = InterruptOnEnter()
+    local.conn, local.depth = cat.db, 0
+    cat._local = local
+    with pytest.raises(KeyboardInterrupt):
+        with cat.transaction():
+            pass
+    assert not local.conn.in_transaction
+    other = Catalog(cat.path)  # another connection can write at once (its busy timeout would be 30 s)
+    other.db.execute("PRAGMA busy_timeout = 100")
+    with other.transaction():
+        other.log_event("after", {})
+    assert other.events()[-1]["kind"] == "after"

@@ -100,17 +100,17 @@ class Catalog:
             finally:
                 self._local.depth -= 1
             return
-        db.execute("BEGIN IMMEDIATE")
-        self._local.depth = 1
         try:
+            db.execute("BEGIN IMMEDIATE")
+            self._local.depth = 1
             yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        else:
             db.execute("COMMIT")
         finally:
             self._local.depth = 0
+            # an error, or an interrupt at any point above (Ray cancels a task with a KeyboardInterrupt, which
+            # may land between BEGIN and the body): never leave this connection holding the write lock
+            if db.in_transaction:
+                db.execute("ROLLBACK")
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
