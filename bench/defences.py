@@ -192,27 +192,29 @@ def run(args: argparse.Namespace, root: Path) -> None:
     base = store.load(models["baseline"])  # loaded once: CPSample wraps a single model without changing it
     # non-members to calibrate on, ingested only now (every model above saw the training set alone)
     store.ingest(public, "public")
+    def clf(epochs: int, max_epochs: int, **kwargs) -> dict:
+        config = TrainConfig(epochs=epochs, batch_size=64, label_dropout=0.0, ema_decay=0.99)
+        return dict(config=config, max_epochs=max_epochs, **kwargs)
+
     clf_variants = {
-        "paper": dict(config=TrainConfig(epochs=p["clf_epochs"], batch_size=64, label_dropout=0.0, ema_decay=0.99),
-                      max_epochs=p["clf_max"]),
+        "paper": clf(p["clf_epochs"], p["clf_max"]),
         # control: as long as the calibrated one, without calibration (does the gain come from training longer?)
-        "paper, long": dict(config=TrainConfig(epochs=p["cal_epochs"], batch_size=64, label_dropout=0.0, ema_decay=0.99),
-                            max_epochs=p["cal_epochs"]),
-        "calibrated": dict(config=TrainConfig(epochs=p["cal_epochs"], batch_size=64, label_dropout=0.0, ema_decay=0.99),
-                           max_epochs=p["cal_epochs"], calibration=["public"]),
+        "paper, long": clf(p["cal_epochs"], p["cal_epochs"]),
+        "calibrated": clf(p["cal_epochs"], p["cal_epochs"], calibration=["public"]),
     }
+    x_train, x_hold = train_set.x(), holdout.x()
     classifiers, clf_infos = {}, {}
     for tag, kwargs in clf_variants.items():
         t0 = time.perf_counter()
         info = train_protection_classifier(store, artifact=models["baseline"], progress=False, **kwargs)
         classifiers[tag] = store.load(info["artifact"])
-        fires = {str(a): {"training": fire_rate(classifiers[tag], train_set.x(), a),
-                          "held-out": fire_rate(classifiers[tag], holdout.x(), a)} for a in ALPHAS}
+        fires = {str(a): {"training": fire_rate(classifiers[tag], x_train, a), "held-out": fire_rate(classifiers[tag], x_hold, a)}
+                 for a in ALPHAS}
         clf_infos[tag] = info | {"seconds": time.perf_counter() - t0, "fire_rate_by_alpha": fires}
         log(f"protection classifier ({tag}): {info['epochs']} epochs, accuracy by t {info['accuracy_by_t']}, fires {fires}")
 
     def mia_auc(model) -> dict:
-        res = LossAttack().fit(model).evaluate((train_set.x(), train_set.labels), (holdout.x(), holdout.labels))
+        res = LossAttack().fit(model).evaluate((x_train, train_set.labels), (x_hold, holdout.labels))
         return {"auc": res["auc"], "best_t": res["best_t"], "tpr_at_1pct_fpr": res["tpr_at_1pct_fpr"]}
 
     plain_tune = judge(base, "plain", p["n_tune"], TUNE_SEED)
@@ -235,7 +237,7 @@ def run(args: argparse.Namespace, root: Path) -> None:
             row = judge(wrapped, f"CPSample ({tag}) α={alpha} s={scale:g}", p["n_gen"], REPORT_SEED)
             row |= {"classifier": tag, "alpha": alpha, "scale": scale, "guided_fraction": guided_fraction(wrapped),
                     "fld_vs_plain": row["fld"] / plain["fld"], "fld_trainset_vs_plain": row["fld_trainset"] / plain["fld_trainset"],
-                    **mia_auc(protect(base, classifier, alpha=alpha, scale=scale))}
+                    **mia_auc(wrapped)}
             chosen[str(alpha)] = row
             tuning += tried
         return tuning, chosen

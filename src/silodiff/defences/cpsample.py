@@ -181,7 +181,8 @@ def train_protection_classifier(
         order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(bit_seed)).tolist()
         n_probe = int(len(pool) * calibration_holdout) if len(pool) > 1 else 0
         probe_ids, cal_ids = sorted(pool[i] for i in order[:n_probe]), sorted(pool[i] for i in order[n_probe:])
-        x_cal = store.dataset(cal_ids).x()
+        pool_data = store.dataset(pool)  # read once: the calibration images and the held-out probe
+        x_cal = pool_data.subset(cal_ids).x()
     torch.manual_seed(config.seed)
     classifier = NoisyClassifier(image_shape=data.image_shape, num_outputs=2, num_classes=0, width=width)
     state = new_state(classifier, config)
@@ -195,7 +196,7 @@ def train_protection_classifier(
             break
     fires = {"training": fire_rate(state.ema.model, x0, 0.25, num_train_timesteps=config.num_train_timesteps)}
     if probe_ids:
-        fires["held-out"] = fire_rate(state.ema.model, store.dataset(probe_ids).x(), 0.25,
+        fires["held-out"] = fire_rate(state.ema.model, pool_data.subset(probe_ids).x(), 0.25,
                                       num_train_timesteps=config.num_train_timesteps)
     sets = [store.catalog.add_sample_set(data.sample_ids)] + ([store.catalog.add_sample_set(cal_ids)] if cal_ids else [])
     cal = {"sources": sorted(calibration), "n": len(cal_ids), "held_out": len(probe_ids), "weight": calibration_weight} if calibration else None

@@ -7,8 +7,8 @@ AGC alone, IET-AGC, and the baseline's protection classifier (CPSample), calibra
 on the demo's other digits, ingested there as a ``public`` source once the models are
 trained.  It samples each with the same labels and noise (ancestral DDPM, where the
 baseline replicates) and returns a Markdown section: memorised fraction, replicate
-rate and FLD in one table, the samples AGC skipped most, and a picture.  The settings are those of
-``bench/defences.py``, shortened to fit the demo's budget.
+rate and FLD in one table, the samples AGC skipped most, and a picture.  The settings
+are those of ``bench/defences.py``, shortened to fit the demo's budget.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def demo_step(store: Store, out: Path, quick: bool) -> str:
     # 1. the small-data regime: N digits of one owner in a store of their own
     owner = store.source_names()[0]
     ids = sorted(r["sample_id"] for r in store.catalog.sample_rows(owner))[: p["n"]]
-    small = Store(out / "defences-store")
-    small.ingest(store.dataset(ids), "digits")
+    small, owned = Store(out / "defences-store"), store.dataset(ids)
+    small.ingest(owned, "digits")
     config = TrainConfig(epochs=p["epochs"], batch_size=p["n"])
     seconds = {}
 
@@ -72,7 +72,7 @@ def demo_step(store: Store, out: Path, quick: bool) -> str:
     # 2. quality against the population (the demo store's other digits), memorisation against the N
     net = feature_net(store, progress=False)
     population = others.x()
-    auditor = MemorizationAuditor().fit(small.dataset(ids).x())
+    auditor = MemorizationAuditor().fit(owned.x())
     labels = balanced_labels(p["n_gen"], 10)
     baseline, agc_model = small.load(base), small.load(agc)  # CPSample wraps the baseline without changing it
     models = [("baseline", baseline, seconds["baseline"]), (f"AGC (λ = {AGC['lam']})", agc_model, seconds["AGC"]),
@@ -98,9 +98,9 @@ def demo_step(store: Store, out: Path, quick: bool) -> str:
         f"per-sample bits (accuracy on the training digits at t = 0: {clf['train_accuracy']:.3f}), calibrated to say ½ on "
         f"{clf['calibration']['n']} other digits (its lineage includes them): at α = {ALPHA} its rule fires on "
         f"{clf['fire_rate']['training'][0]:.0%} of the training digits at t = 0 and on {clf['fire_rate']['held-out'][0]:.0%} "
-        f"of {clf['calibration']['held_out']} held-out ones; guided {guided_fraction(models[3][1]):.3f} of steps.  Each defence trades quality for less copying, and this short "
-        "schedule exaggerates the cost: at the benchmark's full schedule (64 digits, 4,000 epochs) AGC with λ = 1.2 cuts the "
-        "memorised fraction to 0.18× at the same FLD (`bench/results/defences.md`).", "",
+        f"of {clf['calibration']['held_out']} held-out ones; guided {guided_fraction(models[3][1]):.3f} of steps.  "
+        "Each defence trades quality for less copying, and this short schedule exaggerates the cost: at the "
+        "benchmark's full schedule (64 digits, 4,000 epochs) AGC with λ = 1.2 cuts the memorised fraction to 0.18× at the same FLD (`bench/results/defences.md`).", "",
         "| model | memorised | replicates | FLD | class accuracy | train s |", "| --- | --- | --- | --- | --- | --- |", *rows, "",
         "Samples AGC skipped most (a memorisation signal): "
         + (", ".join(f"`{t['sample_id'][:12]}` {t['skips']}/{t['seen']}" for t in top) or "none skipped") + ".", "",
