@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,16 @@ def machine() -> dict[str, Any]:
         "load_average_1min_at_start": round(load, 2) if load is not None else None,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
+
+
+def scratch_dir(prefix: str, keep: bool = False) -> Path:
+    """A temporary folder for a benchmark's stores, removed when the process exits unless ``keep`` (then printed)."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    if keep:
+        atexit.register(print, f"stores kept in {root}", flush=True)
+    else:
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root
 
 
 def command() -> str:

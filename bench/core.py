@@ -26,14 +26,13 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, write_results  # noqa: E402
+from common import RESULTS, scratch_dir, write_results  # noqa: E402
 
 import silodiff as sd  # noqa: E402
 from silodiff.sampling import balanced_labels  # noqa: E402
@@ -180,6 +179,7 @@ def quality_and_cost(args, config: TrainConfig, root: Path) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
+    p.add_argument("--keep", action="store_true", help="keep the temporary stores (printed) for inspection")
     p.add_argument("--epochs", type=int, default=400)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--n", type=int, default=1000, help="images per FLD evaluation")
@@ -195,7 +195,7 @@ def main() -> None:
         args.epochs, args.seeds, args.n, args.steps = 20, 2, 200, 30
     torch.set_num_threads(2)
     config = TrainConfig(epochs=args.epochs)
-    root = Path(tempfile.mkdtemp(prefix="silodiff-bench-core-"))
+    root = scratch_dir("silodiff-bench-core-", args.keep)
     only = {x for x in args.only.split(",") if x}
     name = "core" if args.budget == "steps" else "core-equal-epochs"
     if only:

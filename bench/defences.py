@@ -34,21 +34,19 @@ the extra sampling cost of CPSample as a ratio to plain sampling.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_results  # noqa: E402
+from common import scratch_dir, write_results  # noqa: E402
 
 from silodiff.audit import class_accuracy, feature_net, fld  # noqa: E402
 from silodiff.audit.memorization import MemorizationAuditor  # noqa: E402
 from silodiff.audit.mia import LossAttack  # noqa: E402
-from silodiff.data import load_digits  # noqa: E402
+from silodiff.data import SampleSet, load_digits  # noqa: E402
 from silodiff.defences import (  # noqa: E402
     agc_hooks, fire_rate, guided_fraction, protect, top_skips, train_iet, train_protection_classifier,
 )
@@ -116,31 +114,32 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary stores (printed) for inspection")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    root = Path(tempfile.mkdtemp(prefix="silodiff-bench-defences-"))
-    try:
-        run(args, root)
-    finally:
-        if args.keep:
-            log(f"stores kept in {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+    run(args, scratch_dir("silodiff-bench-defences-", args.keep))
+
+
+def setup(p: dict, root: Path) -> tuple[dict[str, SampleSet], Store, Judge]:
+    """The data splits, the training store (training set only) and the judge over a population store."""
+    digits = load_digits("single:owner")  # one owner's digits; the training set is its first N
+    public = load_digits("single:public")  # the same digits under another source: non-members to calibrate CPSample on
+    data = {
+        "train": digits.subset(digits.sample_ids[: p["n"]]),
+        "holdout": digits.subset(digits.sample_ids[p["n"] : 2 * p["n"]]),  # non-members for the MIA
+        "fresh": digits.subset(digits.sample_ids[-p["n_fresh"] :]),  # real digits outside both, to probe the FLDs
+        "population": digits.subset(digits.sample_ids[p["n"] : -p["n_fresh"]]),  # the FLD reference: every other digit
+        "public": public.subset(public.sample_ids[2 * p["n"] : -p["n_fresh"]]),  # not the MIA's non-members, not the fresh digits
+    }
+    store, pop_store = Store(root / "store"), Store(root / "population")
+    store.ingest(data["train"], "digits")
+    pop_store.ingest(data["population"], "digits")
+    feature_net(store, epochs=p["fld_epochs"], progress=False)  # 64 images: the default 30 epochs would be 30 steps
+    return data, store, Judge(store, pop_store, p["steps"])
 
 
 def run(args: argparse.Namespace, root: Path) -> None:
     p = QUICK if args.quick else FULL
     t_start = time.perf_counter()
-    digits = load_digits("single:owner")  # one owner's digits; the training set is its first N
-    train_set = digits.subset(digits.sample_ids[: p["n"]])
-    holdout = digits.subset(digits.sample_ids[p["n"] : 2 * p["n"]])  # non-members for the MIA
-    fresh = digits.subset(digits.sample_ids[-p["n_fresh"] :])  # real digits outside both, to probe the FLDs
-    population = digits.subset(digits.sample_ids[p["n"] : -p["n_fresh"]])  # the FLD reference: every other digit
-    public = load_digits("single:public")  # the same digits under another source: non-members to calibrate CPSample on
-    public = public.subset(public.sample_ids[2 * p["n"] : -p["n_fresh"]])  # (not the MIA's non-members, not the fresh digits)
-    store, pop_store = Store(root / "store"), Store(root / "population")
-    store.ingest(train_set, "digits")
-    pop_store.ingest(population, "digits")
-    feature_net(store, epochs=p["fld_epochs"], progress=False)  # 64 images: the default 30 epochs would be 30 steps
-    judge = Judge(store, pop_store, p["steps"])
+    data, store, judge = setup(p, root)
+    train_set, holdout, fresh, public = data["train"], data["holdout"], data["fresh"], data["public"]
     # what each FLD makes of real images: verbatim copies of the training set vs fresh digits
     copies = train_set.x()[torch.randint(0, p["n"], (p["n_gen"],), generator=torch.Generator().manual_seed(0))]
     floors = {"copies of the training images": judge.images(copies, None, "copies"),

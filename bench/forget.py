@@ -24,7 +24,6 @@ import argparse
 import random
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_results  # noqa: E402
+from common import scratch_dir, write_results  # noqa: E402
 
 import silodiff as sd  # noqa: E402
 from silodiff.compose import final_checkpoint, trained_compartments  # noqa: E402
@@ -99,6 +98,7 @@ def fld_over_seeds(store: sd.Store, net, real: torch.Tensor, n: int, steps: int,
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
+    p.add_argument("--keep", action="store_true", help="keep the temporary stores (printed) for inspection")
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--requests", type=int, default=5, help="random single-sample forget requests")
     p.add_argument("--seeds", type=int, default=3, help="sampling seeds for FLD")
@@ -110,7 +110,7 @@ def main() -> None:
         args.epochs, args.requests, args.seeds, args.n, args.steps = 12, 2, 2, 100, 10
     config = sd.TrainConfig(epochs=args.epochs)
     rng = random.Random(0)
-    root = Path(tempfile.mkdtemp(prefix="silodiff-bench-forget-"))
+    root = scratch_dir("silodiff-bench-forget-", args.keep)
     store = sd.Store(root / "store")
 
     # 1. data: 10% never seen, the rest in S sources; S compartments × R slices; the FLD network

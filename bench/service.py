@@ -22,7 +22,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_results  # noqa: E402
+from common import scratch_dir, write_results  # noqa: E402
 
 import silodiff as sd  # noqa: E402
 from silodiff.service.keys import create_key  # noqa: E402
@@ -162,6 +161,7 @@ def summary(results: list[dict]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a smoke run: 48 requests, 2 training epochs")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary stores (printed) for inspection")
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--n", type=int, default=4, help="images per request")
@@ -170,7 +170,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.requests, args.epochs = 48, 2
-    tmp = Path(tempfile.mkdtemp(prefix="silodiff-bench-service-"))
+    tmp = scratch_dir("silodiff-bench-service-", args.keep)
     t0 = time.perf_counter()
     store, keys = build_store(tmp, args.epochs)
     print(f"store built in {time.perf_counter() - t0:.1f} s", flush=True)
