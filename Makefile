@@ -39,6 +39,10 @@ bench-core: setup
 bench-defences: setup
 	$(PY) bench/defences.py
 
+.PHONY: bench-cpsample-calibration
+bench-cpsample-calibration: setup
+	$(PY) bench/cpsample_calibration.py
+
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache
 
