@@ -100,6 +100,12 @@ class Judge:
         return row
 
 
+def tuned_scale(tried: list[dict]) -> float:
+    """The tuning rule: among the rows with FLD ≤ 1.10× plain (else the best FLD), the fewest replicates, then memorised."""
+    ok = [r for r in tried if r["fld_vs_plain"] <= 1.10] or [min(tried, key=lambda r: r["fld"])]
+    return min(ok, key=lambda r: (r["replicate_rate"], r["memorised"]))["scale"]
+
+
 def relative(rows: list[dict], ref: dict) -> None:
     for row in rows:
         row["memorised_vs_baseline"] = row["memorised"] / ref["memorised"] if ref["memorised"] else float("nan")
@@ -230,8 +236,7 @@ def run(args: argparse.Namespace, root: Path) -> None:
                 row |= {"classifier": tag, "alpha": alpha, "scale": scale, "guided_fraction": guided_fraction(wrapped),
                         "fld_vs_plain": row["fld"] / plain_tune["fld"]}
                 tried.append(row)
-            ok = [r for r in tried if r["fld_vs_plain"] <= 1.10] or [min(tried, key=lambda r: r["fld"])]
-            scale = min(ok, key=lambda r: (r["replicate_rate"], r["memorised"]))["scale"]
+            scale = tuned_scale(tried)
             wrapped = protect(base, classifier, alpha=alpha, scale=scale)
             row = judge(wrapped, f"CPSample ({tag}) α={alpha} s={scale:g}", p["n_gen"], REPORT_SEED)
             row |= {"classifier": tag, "alpha": alpha, "scale": scale, "guided_fraction": guided_fraction(wrapped),
