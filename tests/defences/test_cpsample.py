@@ -74,6 +74,33 @@ def test_guidance_applied_exactly_when_the_rule_fires(tiny_mlp, alpha):
     assert wrapped.guided == int(fire.sum()) and wrapped.calls == 64
 
 
+def test_a_low_noise_classifier_never_fires_above_its_timestep_range(tiny_mlp):
+    """A classifier trained on t < T (its stored config says so) is not asked, and never fires, at t ≥ T."""
+    x = torch.full((6, 1, 8, 8), 3.0)  # p ≈ 1 for Slope(8): the rule fires wherever it is asked
+    clf = Slope(8.0)
+    clf.info = {"train": {"max_timestep": 300}}
+    wrapped = CPSampleDenoiser(tiny_mlp, clf, alpha=0.25, scale=5.0)
+    assert wrapped.max_timestep == 300 and CPSampleDenoiser(tiny_mlp, Slope(8.0)).max_timestep == 1000
+    t = torch.tensor([0, 150, 299, 300, 600, 999])
+    with torch.no_grad():
+        got, eps = wrapped(x, t), tiny_mlp(x, t)
+    assert wrapped.last_guided.tolist() == [True, True, True, False, False, False]
+    assert torch.equal(got[3:], eps[3:]) and not torch.equal(got[:3], eps[:3])
+    rates = fire_rate(clf, x, 0.25, timesteps=(0, 299, 300, 600))  # the diagnostic follows the same range
+    assert rates[0] == rates[299] == 1.0 and rates[300] == rates[600] == 0.0
+    assert fire_rate(Slope(8.0), x, 0.25, timesteps=(300, 600)) == {300: 1.0, 600: 1.0}  # no range: every t
+
+    class Untouchable(torch.nn.Module):
+        info = {"train": {"max_timestep": 300}}
+
+        def forward(self, x, t, labels=None):
+            raise AssertionError("asked above its range")
+
+    high = CPSampleDenoiser(tiny_mlp, Untouchable(), alpha=0.25, scale=5.0)
+    with torch.no_grad():
+        assert torch.equal(high(x, torch.full((6,), 500)), tiny_mlp(x, torch.full((6,), 500)))
+
+
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
 @pytest.mark.parametrize("alpha", [0.5, 1.0])
 def test_half_classifier_leaves_sampling_unchanged(tiny_mlp, sampler, alpha):
@@ -242,3 +269,17 @@ def test_cli_calibrate_on(defence_store):
         defence_store.catalog.lineage(defence_store.active("compartment", names[0])[-1]["hash"]))
     r = runner.invoke(app, [*args, "--calibrate-on", "nope"])
     assert r.exit_code == 2 and r.output.startswith("error:") and "unknown calibration source" in r.output
+
+
+def test_cli_max_timestep_reaches_the_sampling_rule(defence_store, tiny_mlp):
+    runner = CliRunner()
+    names = sorted(c["name"] for c in defence_store.catalog.compartments())
+    args = ["train", "--protection-classifier", "--store", str(defence_store.root), "--compartment", names[0], "--epochs", "2",
+            "--width", "8", "--target-accuracy", "0", "--json"]
+    r = runner.invoke(app, [*args, "--max-timestep", "200"])
+    assert r.exit_code == 0, r.output
+    clf = defence_store.load(json.loads(r.stdout)[0]["artifact"])
+    assert clf.info["train"]["max_timestep"] == 200
+    assert CPSampleDenoiser(tiny_mlp, clf).max_timestep == 200
+    r = runner.invoke(app, [*args, "--max-timestep", "0"])
+    assert r.exit_code == 2 and r.output.startswith("error:") and "max_timestep" in r.output

@@ -130,7 +130,8 @@ def test_label_dropout_replaces_labels_with_the_null_class(digits32):
     "field, value, message",
     [("epochs", 0, "epochs"), ("batch_size", 0, "batch_size"), ("lr", 0.0, "lr"),
      ("label_dropout", 1.0, "label_dropout"),
-     ("num_train_timesteps", 0, "num_train_timesteps")],
+     ("num_train_timesteps", 0, "num_train_timesteps"), ("max_timestep", 0, "max_timestep"),
+     ("max_timestep", 1001, "max_timestep")],
 )
 def test_config_validation(digits32, field, value, message):
     config = TrainConfig(**{field: value})
@@ -161,6 +162,23 @@ def test_loss_fn_is_pluggable(digits32):
 
     train(new_state(_fresh(), CONFIG), digits32, CONFIG, steps=3, loss_fn=loss_fn, progress=False)
     assert calls == [8, 8, 8]
+
+
+def test_max_timestep_limits_the_drawn_timesteps(digits32):
+    drawn = {}
+
+    def record(limit):
+        def loss_fn(model, batch, scheduler):
+            drawn.setdefault(limit, []).append(batch["t"])
+            return model(batch["x0"], batch["t"], batch["labels"]).pow(2).flatten(1).mean(1)
+        return loss_fn
+
+    for limit in (None, 50):
+        config = TrainConfig(epochs=1, batch_size=8, max_timestep=limit)
+        train(new_state(_fresh(), config), digits32, config, steps=40, loss_fn=record(limit), progress=False)
+    every, low = torch.cat(drawn[None]), torch.cat(drawn[50])
+    assert int(low.max()) < 50 and len(low.unique()) > 40  # t ~ U{0..49}: all below 50, and spread over them
+    assert int(every.max()) >= 50
 
 
 # ----------------------------------------------------------------------------- plans

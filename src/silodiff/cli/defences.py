@@ -58,6 +58,8 @@ def train_protection_cmd(
         "--calibrate-on", help="A source of non-member images (e.g. public) to calibrate on: the classifier learns to say ½ "
         "there, so the rule fires near training images only. They join its lineage (repeatable).")] = None,
     calibration_weight: Annotated[float, typer.Option(help="Weight of the calibration loss.")] = 1.0,
+    max_timestep: Annotated[int | None, typer.Option(
+        help="Train on t < T only (the steps where the bits are knowable); the rule then never fires at t ≥ T.")] = None,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
 ) -> None:
@@ -67,7 +69,7 @@ def train_protection_cmd(
     from ..training import TrainConfig
 
     st = _open(store)
-    config = TrainConfig(epochs=epochs, label_dropout=0.0, ema_decay=0.99, seed=seed)
+    config = TrainConfig(epochs=epochs, label_dropout=0.0, ema_decay=0.99, seed=seed, max_timestep=max_timestep)
     targets = [{"compartment": c} for c in trained_compartments(st)] if all_compartments else \
         [{"compartment": compartment, "paragon": paragon, "artifact": artifact}]
     rows = []

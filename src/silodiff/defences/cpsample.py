@@ -19,6 +19,11 @@ add a cross-entropy toward ½ on them, noised at the same t: the classifier then
 keeps its certainty for the training images.  Those images shape its weights, so
 they join its lineage (forgetting one drops the classifier).
 
+Low-noise classifier (another option): the bits are only knowable at small t, yet a
+classifier trained on every t spends most of its batches on noise it cannot read.
+``TrainConfig(max_timestep=T)`` trains it on t < T only; the artifact keeps T (in its
+training config) and the rule never fires at t ≥ T, where the classifier was never trained.
+
 The diffusion model is not retrained.  A composed model gets one classifier per
 compartment (each trained only on that compartment, so lineage stays
 per-compartment), wrapped around each allowed member: only allowed
@@ -74,16 +79,24 @@ def bit_accuracy(classifier: torch.nn.Module, x0: torch.Tensor, bits: torch.Tens
     return {t: round(float(((p > 0.5).long() == bits).float().mean()), 4) for t, p in probs.items()}
 
 
+def trained_below(classifier: torch.nn.Module, num_train_timesteps: int = 1000) -> int:
+    """The classifier's timestep range [0, T) from its stored training config (an in-memory module: every t)."""
+    return (getattr(classifier, "info", None) or {}).get("train", {}).get("max_timestep") or num_train_timesteps
+
+
 def fire_rate(classifier: torch.nn.Module, x0: torch.Tensor, alpha: float, timesteps: Sequence[int] = EVAL_TIMESTEPS,
-              seed: int = 0, num_train_timesteps: int = 1000) -> dict[int, float]:
+              seed: int = 0, num_train_timesteps: int = 1000, max_timestep: int | None = None) -> dict[int, float]:
     """Fraction of images noised at each t on which the rule ``max(p, 1 − p) > 1 − α`` fires.
 
     On the training images it should be ≈ 1 at small t; on fresh images of the same
     distribution it should be ≈ 0 (the classifier "can only say ½" there).  The gap
     between the two is what lets CPSample act on replicas without touching the rest.
+    At t ≥ ``max_timestep`` (default: the classifier's own range) the rule never fires.
     """
+    limit = max_timestep or trained_below(classifier, num_train_timesteps)
     probs = noised_probabilities(classifier, x0, timesteps, seed, num_train_timesteps)
-    return {t: round(float((torch.maximum(p, 1 - p) > 1 - alpha).float().mean()), 4) for t, p in probs.items()}
+    return {t: round(float((torch.maximum(p, 1 - p) > 1 - alpha).float().mean()), 4) if t < limit else 0.0
+            for t, p in probs.items()}
 
 
 def protection_loss(bits: torch.Tensor, calibration: torch.Tensor | None = None, *, weight: float = 1.0,
@@ -157,7 +170,8 @@ def train_protection_classifier(
     """Train p_φ(y | x_t, t) on the protected model's training set; returns a summary with the artifact hash.
 
     Trains ``config.epochs`` at a time until the accuracy on training images noised at
-    t ≤ 100 reaches ``target_accuracy`` or ``max_epochs`` (default 4 × epochs) is spent.
+    t ≤ 100 (and below ``config.max_timestep``) reaches ``target_accuracy`` or ``max_epochs``
+    (default 4 × epochs) is spent.
 
     ``calibration``: source names whose samples (less the training set) are non-members to
     calibrate on (see the module docstring); a seeded ``calibration_holdout`` fraction of
@@ -188,16 +202,17 @@ def train_protection_classifier(
     state = new_state(classifier, config)
     loss_fn = protection_loss(bits, x_cal, weight=calibration_weight, seed=config.seed + 1)
     x0, epochs, accuracy = data.x(), 0, {}
+    limit = config.max_timestep or config.num_train_timesteps
     while epochs < max_epochs:
         train(state, data, config, loss_fn=loss_fn, progress=f"protection {name}" if progress else False)
         epochs += config.epochs
         accuracy = bit_accuracy(state.ema.model, x0, bits, num_train_timesteps=config.num_train_timesteps)
-        if min(accuracy[0], accuracy[50], accuracy[100]) >= target_accuracy:
+        if min(v for t, v in accuracy.items() if t <= min(100, limit - 1)) >= target_accuracy:
             break
-    fires = {"training": fire_rate(state.ema.model, x0, 0.25, num_train_timesteps=config.num_train_timesteps)}
+    rule = dict(num_train_timesteps=config.num_train_timesteps, max_timestep=limit)
+    fires = {"training": fire_rate(state.ema.model, x0, 0.25, **rule)}
     if probe_ids:
-        fires["held-out"] = fire_rate(state.ema.model, pool_data.subset(probe_ids).x(), 0.25,
-                                      num_train_timesteps=config.num_train_timesteps)
+        fires["held-out"] = fire_rate(state.ema.model, pool_data.subset(probe_ids).x(), 0.25, **rule)
     sets = [store.catalog.add_sample_set(data.sample_ids)] + ([store.catalog.add_sample_set(cal_ids)] if cal_ids else [])
     cal = {"sources": sorted(calibration), "n": len(cal_ids), "held_out": len(probe_ids), "weight": calibration_weight} if calibration else None
     metrics = {"train_accuracy": accuracy[0], "accuracy_by_t": {str(k): v for k, v in accuracy.items()}, "epochs": epochs,
@@ -228,17 +243,22 @@ class CPSampleDenoiser(Denoiser):
         self.num_classes = model.num_classes
         self.image_shape = model.image_shape
         self.register_buffer("sigma", (1 - noise_scheduler(num_train_timesteps).alphas_cumprod).sqrt().float(), persistent=False)
+        # the classifier's timestep range, from its stored training config (an in-memory module has none: every t)
+        self.max_timestep = trained_below(classifier, num_train_timesteps)
         self.calls = 0  # rows seen
         self.guided = 0  # rows guided
         self.last_guided: torch.Tensor | None = None
 
     def guidance(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(fire mask (b,), ∇_x log p_φ(ŷ' | x_t, t) (b, c, h, w)) with ŷ' the opposite of the classifier's bit."""
+        trained = t < self.max_timestep  # (b,): never fire where the classifier was not trained
+        if not trained.any():
+            return trained, torch.zeros_like(x)
         with torch.enable_grad():  # the sampler runs under no_grad
             xg = x.detach().requires_grad_(True)
             logp = torch.log_softmax(self.classifier(xg, t), dim=1)  # (b, 2)
             p = logp[:, 1].exp()
-            fire = torch.maximum(p, 1 - p) > 1 - self.alpha  # (b,)
+            fire = (torch.maximum(p, 1 - p) > 1 - self.alpha) & trained  # (b,)
             if not fire.any():
                 return fire, torch.zeros_like(x)
             opposite = (p < 0.5).long()  # 1 − argmax

@@ -41,6 +41,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     label_dropout: float = 0.1
     num_train_timesteps: int = 1000
+    max_timestep: int | None = None  # draw t from [0, max_timestep) only (a classifier for the low-noise steps); None: all
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -54,6 +55,8 @@ class TrainConfig:
             raise SilodiffError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.label_dropout < 1:
             raise SilodiffError("label_dropout must be in [0, 1)")
+        if self.max_timestep is not None and not 1 <= self.max_timestep <= self.num_train_timesteps:
+            raise SilodiffError(f"max_timestep must be in 1..{self.num_train_timesteps}, got {self.max_timestep}")
         return self
 
 
@@ -157,7 +160,7 @@ def train(
         x0, y = x_all[rows], y_all[rows]
         if config.label_dropout and null:
             y = torch.where(torch.rand(len(rows), generator=gen) < config.label_dropout, null, y)
-        t = torch.randint(0, config.num_train_timesteps, (len(rows),), generator=gen)
+        t = torch.randint(0, config.max_timestep or config.num_train_timesteps, (len(rows),), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
         # 2. per-sample losses, (b,)
         batch = {"x0": x0, "labels": y, "rows": rows, "t": t, "noise": noise}
