@@ -243,8 +243,7 @@ class CPSampleDenoiser(Denoiser):
         self.num_classes = model.num_classes
         self.image_shape = model.image_shape
         self.register_buffer("sigma", (1 - noise_scheduler(num_train_timesteps).alphas_cumprod).sqrt().float(), persistent=False)
-        # the classifier's timestep range, from its stored training config (an in-memory module has none: every t)
-        self.max_timestep = trained_below(classifier, num_train_timesteps)
+        self.max_timestep = trained_below(classifier, num_train_timesteps)  # the rule never fires at t ≥ this
         self.calls = 0  # rows seen
         self.guided = 0  # rows guided
         self.last_guided: torch.Tensor | None = None
