@@ -1,11 +1,12 @@
 """CPSample calibration sweep (issue 5): does any calibration weight reach zero replicates?
 
-    python bench/cpsample_calibration.py [--quick] [--weights 0,0.3,1,3]
+    python bench/cpsample_calibration.py [--quick] [--variants 0,0.3,1,3,1:300,1:500]
 
 Same regime as ``bench/defences.py`` (its setup, its baseline recipe, its judge): the
 64-digit training set, the 4,000-epoch baseline, 2,000 DDPM samples per row.  For each
-calibration weight w, a protection classifier calibrated on the public digits with
-weight w (w = 0 is the paper's classifier trained as long); then, per α, the scale s is
+variant w[:T], a protection classifier calibrated on the public digits with weight w
+(w = 0 is the paper's classifier trained as long), trained on t < T only when T is given
+(the low-noise classifier: the rule never fires at t ≥ T); then, per α, the scale s is
 tuned on one noise seed (fewest replicates, then memorised, among FLD ≤ 1.10× plain) and
 reported on another, as in Part B of the defences benchmark.
 """
@@ -37,11 +38,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run (figures meaningless)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary stores (printed) for inspection")
-    parser.add_argument("--weights", default="0,0.3,1,3", help="calibration weights (0: no calibration)")
+    parser.add_argument("--variants", default="0,0.3,1,3,1:300,1:500",
+                        help="calibration weights (0: no calibration), each optionally :T to train on t < T only")
     args = parser.parse_args()
     torch.set_num_threads(1)
     p = QUICK if args.quick else FULL
-    weights = [float(w) for w in args.weights.split(",")]
+    variants = [(float(w), int(t) if t else None) for w, _, t in (v.partition(":") for v in args.variants.split(","))]
     root = scratch_dir("silodiff-bench-calibration-", args.keep)
     t_start = time.perf_counter()
     data, store, judge = setup(p, root)
@@ -62,25 +64,27 @@ def main() -> None:
     plain = judge.images(samples, labels, "plain") | {"seed": REPORT_SEED, "sampler": SAMPLER, "auc": mia_auc(base)}
     plain_tune = judge(base, "plain", p["n_tune"], TUNE_SEED)
     sweep = []
-    for w in weights:
-        config = TrainConfig(epochs=p["cal_epochs"], batch_size=64, label_dropout=0.0, ema_decay=0.99)
+    for w, max_t in variants:
+        tag = f"w={w:g}" + (f" t<{max_t}" if max_t else "")
+        config = TrainConfig(epochs=p["cal_epochs"], batch_size=64, label_dropout=0.0, ema_decay=0.99, max_timestep=max_t)
         info = train_protection_classifier(store, artifact=base_hash, config=config, max_epochs=p["cal_epochs"], progress=False,
                                            calibration=["public"] if w > 0 else (), calibration_weight=w or 1.0)
         classifier = store.load(info["artifact"])
         fires = {"training": fire_rate(classifier, x_train, 0.25)[0], "held-out": fire_rate(classifier, x_hold, 0.25)[0],
                  "plain samples": fire_rate(classifier, samples, 0.25)[0]}
-        log(f"w={w:g}: accuracy by t {info['accuracy_by_t']}, fires at α=0.25, t=0 {fires}")
+        log(f"{tag}: accuracy by t {info['accuracy_by_t']}, fires at α=0.25, t=0 {fires}")
         for alpha in ALPHAS:
             tried = []
             for scale in SCALES:
-                row = judge(protect(base, classifier, alpha=alpha, scale=scale), f"tune w={w:g} α={alpha} s={scale:g}",
+                row = judge(protect(base, classifier, alpha=alpha, scale=scale), f"tune {tag} α={alpha} s={scale:g}",
                             p["n_tune"], TUNE_SEED)
                 tried.append(row | {"scale": scale, "fld_vs_plain": row["fld"] / plain_tune["fld"]})
             scale = tuned_scale(tried)
             wrapped = protect(base, classifier, alpha=alpha, scale=scale)
-            row = judge(wrapped, f"CPSample w={w:g} α={alpha} s={scale:g}", p["n_gen"], REPORT_SEED)
-            sweep.append(row | {"weight": w, "alpha": alpha, "scale": scale, "fld_vs_plain": row["fld"] / plain["fld"],
+            row = judge(wrapped, f"CPSample {tag} α={alpha} s={scale:g}", p["n_gen"], REPORT_SEED)
+            sweep.append(row | {"variant": tag, "weight": w, "max_timestep": max_t, "alpha": alpha, "scale": scale, "fld_vs_plain": row["fld"] / plain["fld"],
                                 "guided_fraction": guided_fraction(wrapped), "auc": mia_auc(wrapped), "fire_rate_t0": fires,
+                                "accuracy_by_t": info["accuracy_by_t"],
                                 "tuning": [{k: r[k] for k in ("scale", "replicate_rate", "memorised", "fld_vs_plain")} for r in tried]})
 
     rows = [("real digits outside the training set: replicate rate / max cosine to a training image",
@@ -91,12 +95,12 @@ def main() -> None:
     for r in sweep:
         met = r["replicate_rate"] == 0 and r["fld_vs_plain"] <= 1.10 and abs(r["auc"] - 0.5) < abs(plain["auc"] - 0.5)
         closest = f", max cosine {r['replicate_max_cosine']:.3f}" if r["replicate_max_cosine"] is not None else ""
-        rows.append((f"w={r['weight']:g} α={r['alpha']} (s={r['scale']:g}): replicates / memorised / FLD / MIA AUC",
+        rows.append((f"{r['variant']} α={r['alpha']} (s={r['scale']:g}): replicates / memorised / FLD / MIA AUC",
                      f"{r['replicate_rate']:.4f} / {r['memorised']:.4f} / {r['fld']:.4g} / {r['auc']:.3f}",
                      f"{round(r['replicate_rate'] * r['n'])} replicas of {r['replicated_training_images']} training images{closest}; "
                      f"FLD {r['fld_vs_plain']:.3g}× plain; rule fires (α=0.25, t=0) on {r['fire_rate_t0']['training']:.2f} of "
                      f"training / {r['fire_rate_t0']['held-out']:.2f} of held-out images / {r['fire_rate_t0']['plain samples']:.2f} of plain "
-                     f"samples; target {'MET' if met else 'NOT MET'}"))
+                     f"samples; bit accuracy at t=250 {r['accuracy_by_t'][250]:.2f}; target {'MET' if met else 'NOT MET'}"))
     notes = [
         "Replicates = centred-pixel cosine > 0.97 to a training image (silodiff.audit.memorization).",
         "FLD is against the population (bench/defences.py); the MIA is the loss attack at its best t.",
