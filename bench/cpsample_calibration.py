@@ -24,7 +24,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import scratch_dir, write_results  # noqa: E402
-from defences import FULL, QUICK, REPORT_SEED, SAMPLER, TUNE_SEED, log, setup, tuned_scale  # noqa: E402
+from defences import (  # noqa: E402
+    FULL, QUICK, REPORT_SEED, SAMPLER, TUNE_SEED, cpsample_met, log, protection_kwargs, setup, tuned_scale,
+)
 
 from silodiff.audit.mia import LossAttack  # noqa: E402
 from silodiff.defences import fire_rate, guided_fraction, protect, train_protection_classifier  # noqa: E402
@@ -58,9 +60,6 @@ def main() -> None:
     real = judge.auditor.score(torch.cat([data["population"].x(), data["fresh"].x()]))
     floor = {"n": len(real["cosine"]), "max_cosine": float(real["cosine"].max()), "replicate_rate": float(real["replicate"].mean())}
 
-    def met(row: dict) -> bool:
-        return row["replicate_rate"] == 0 and row["fld_vs_plain"] <= 1.10 and abs(row["auc"] - 0.5) < abs(plain["auc"] - 0.5)
-
     def mia_auc(model) -> float:
         return LossAttack().fit(model).evaluate((x_train, data["train"].labels), (x_hold, data["holdout"].labels))["auc"]
 
@@ -72,9 +71,9 @@ def main() -> None:
     sweep = []
     for w, max_t in variants:
         tag = f"w={w:g}" + (f" t<{max_t}" if max_t else "")
-        config = TrainConfig(epochs=p["cal_epochs"], batch_size=64, label_dropout=0.0, ema_decay=0.99, max_timestep=max_t)
-        info = train_protection_classifier(store, artifact=base_hash, config=config, max_epochs=p["cal_epochs"], progress=False,
-                                           calibration=["public"] if w > 0 else (), calibration_weight=w or 1.0)
+        info = train_protection_classifier(store, artifact=base_hash, progress=False,
+                                           **protection_kwargs(p["cal_epochs"], p["cal_epochs"], max_t, calibration=["public"] if w > 0 else (),
+                                                               calibration_weight=w or 1.0))
         classifier = store.load(info["artifact"])
         fires = {"training": fire_rate(classifier, x_train, 0.25)[0], "held-out": fire_rate(classifier, x_hold, 0.25)[0],
                  "plain samples": fire_rate(classifier, samples, 0.25)[0]}
@@ -89,7 +88,7 @@ def main() -> None:
             wrapped = protect(base, classifier, alpha=alpha, scale=scale)
             row = judge(wrapped, f"CPSample {tag} α={alpha} s={scale:g}", p["n_gen"], REPORT_SEED)
             row |= {"fld_vs_plain": row["fld"] / plain["fld"], "auc": mia_auc(wrapped)}
-            if met(row):  # on other noise seeds too? (each against plain sampling on the same seed)
+            if cpsample_met(row, plain):  # on other noise seeds too? (each against plain sampling on the same seed)
                 row["confirm"] = []
                 for seed in map(int, args.confirm_seeds.split(",")):
                     ref = judge(base, f"plain seed {seed}", p["n_gen"], seed)
@@ -107,7 +106,7 @@ def main() -> None:
              f"{plain['replicate_rate']:.4f} / {plain['memorised']:.4f} / {plain['fld']:.4g} / {plain['auc']:.3f}",
              f"{round(plain['replicate_rate'] * plain['n'])} replicas of {plain['replicated_training_images']} training images")]
     for r in sweep:
-        verdict = "MET" if met(r) else "NOT MET"
+        verdict = "MET" if cpsample_met(r, plain) else "NOT MET"
         if "confirm" in r:
             verdict += " on the report seed; other seeds: " + ", ".join(
                 f"seed {c['seed']} replicates {c['replicate_rate']:.4f} at FLD {c['fld_vs_plain']:.3g}×" for c in r["confirm"])

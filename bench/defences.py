@@ -100,6 +100,17 @@ class Judge:
         return row
 
 
+def protection_kwargs(epochs: int, max_epochs: int, max_timestep: int | None = None, **kwargs) -> dict:
+    """``train_protection_classifier`` arguments for the benchmarks' classifiers (fixed epochs, no label dropout)."""
+    config = TrainConfig(epochs=epochs, batch_size=64, label_dropout=0.0, ema_decay=0.99, max_timestep=max_timestep)
+    return dict(config=config, max_epochs=max_epochs, **kwargs)
+
+
+def cpsample_met(row: dict, plain: dict) -> bool:
+    """The issue's CPSample target: no replicates, FLD ≤ 1.10× plain, loss-MIA AUC closer to ½ than plain sampling's."""
+    return row["replicate_rate"] == 0 and row["fld_vs_plain"] <= 1.10 and abs(row["auc"] - 0.5) < abs(plain["auc"] - 0.5)
+
+
 def tuned_scale(tried: list[dict]) -> float:
     """The tuning rule: among the rows with FLD ≤ 1.10× plain (else the best FLD), the fewest replicates, then memorised."""
     ok = [r for r in tried if r["fld_vs_plain"] <= 1.10] or [min(tried, key=lambda r: r["fld"])]
@@ -197,15 +208,11 @@ def run(args: argparse.Namespace, root: Path) -> None:
     base = store.load(models["baseline"])  # loaded once: CPSample wraps a single model without changing it
     # non-members to calibrate on, ingested only now (every model above saw the training set alone)
     store.ingest(public, "public")
-    def clf(epochs: int, max_epochs: int, **kwargs) -> dict:
-        config = TrainConfig(epochs=epochs, batch_size=64, label_dropout=0.0, ema_decay=0.99)
-        return dict(config=config, max_epochs=max_epochs, **kwargs)
-
     clf_variants = {
-        "paper": clf(p["clf_epochs"], p["clf_max"]),
+        "paper": protection_kwargs(p["clf_epochs"], p["clf_max"]),
         # control: as long as the calibrated one, without calibration (does the gain come from training longer?)
-        "paper, long": clf(p["cal_epochs"], p["cal_epochs"]),
-        "calibrated": clf(p["cal_epochs"], p["cal_epochs"], calibration=["public"]),
+        "paper, long": protection_kwargs(p["cal_epochs"], p["cal_epochs"]),
+        "calibrated": protection_kwargs(p["cal_epochs"], p["cal_epochs"], calibration=["public"]),
     }
     x_train, x_hold = train_set.x(), holdout.x()
     classifiers, clf_infos = {}, {}
@@ -271,8 +278,7 @@ def run(args: argparse.Namespace, root: Path) -> None:
 
     iet_agc, iet_agc_ref = by_name[f"IET-AGC λ={lam:g}"], by_name[f"IET-AGC λ={lam_ref:g}"]
     met_a, met_a_rep, met_a_ref = met(iet_agc), met(iet_agc, "replicates_vs_baseline"), met(iet_agc_ref)
-    met_b = {tag: {a: r["replicate_rate"] == 0 and r["fld_vs_plain"] <= 1.10 and abs(r["auc"] - 0.5) < abs(plain["auc"] - 0.5)
-                   for a, r in rows_b.items()} for tag, rows_b in chosen.items()}
+    met_b = {tag: {a: cpsample_met(r, plain) for a, r in rows_b.items()} for tag, rows_b in chosen.items()}
     n_gen = p["n_gen"]
     rows = [("train set / held-out (digits, one source)", f"{p['n']} / {p['n']}", "members / non-members for the MIA"),
             ("baseline epochs; IET shards × rounds × local epochs", f"{p['epochs']}; {p['shards']} × {p['rounds']} × {local:g}",
