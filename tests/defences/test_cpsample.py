@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from silodiff.cli.main import app
-from silodiff.compose import compose, load_denoiser
+from silodiff.composition import compose, load_denoiser
 from silodiff.defences import (
     CPSampleDenoiser, fire_rate, guided_fraction, protect, protect_from_store, protection_bits, protection_loss,
     train_protection_classifier,

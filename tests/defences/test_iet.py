@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from silodiff.config import build
-from silodiff.compose import load_denoiser
+from silodiff.composition import load_denoiser
 from silodiff.defences import average_weights, class_balanced_shards, iet_round, skip_counts, train_iet
 from silodiff.errors import SilodiffError
 from silodiff.sampling import generate

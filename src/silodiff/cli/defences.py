@@ -64,7 +64,7 @@ def train_protection_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """CPSample: train a classifier of random per-sample bits on noised training images (until it overfits)."""
-    from ..compose.build import trained_compartments
+    from ..composition.build import trained_compartments
     from ..defences import train_protection_classifier
     from ..training import TrainConfig
 

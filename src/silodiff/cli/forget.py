@@ -122,7 +122,7 @@ def add_source_cmd(
     data = load_dataset(dataset, sources=sources, limit=limit, path=path)
     config = None
     if epochs is not None:
-        from ..compose import final_checkpoint, trained_compartments
+        from ..composition import final_checkpoint, trained_compartments
         from ..training import TrainConfig
 
         names = trained_compartments(st)

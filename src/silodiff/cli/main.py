@@ -106,7 +106,7 @@ def _agc(on: bool, lam: float) -> list[dict] | None:
 @cli_errors
 def train_router_cmd(store: StoreOpt, epochs: EpochsOpt = 100, seed: SeedOpt = 0, as_json: JsonOpt = False) -> None:
     """Train the shard-classifier router over all trained compartments."""
-    from ..compose import train_router
+    from ..composition import train_router
     from ..training import TrainConfig
 
     emit({"router": train_router(_open(store), config=TrainConfig(epochs=epochs, seed=seed))}, as_json)
@@ -134,7 +134,7 @@ def sample_cmd(
     scale: Annotated[float, typer.Option(help="CPSample guidance scale s.")] = 1000.0,
 ) -> None:
     """Generate images: a PNG grid and an .npz (uint8 images, labels, per-image weights)."""
-    from ..generate import run_sample
+    from ..generation import run_sample
 
     emit(run_sample(_open(store), out, model=model, allowed=_names(allowed), router=router, gate=gate, n=n, labels=labels,
                     sampler=sampler, steps=steps, eta=eta, seed=seed,
