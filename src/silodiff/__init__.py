@@ -67,4 +67,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from .sampling import NoiseTrajectory, generate, make_scheduler, sample, sample_ddim, sample_ddpm
     from .store import Store
     from .training import TrainConfig, train
-    from .unlearning import add_source, forget, plan_forget, verify_certificate
+    from .unlearning.certificate import verify_certificate
+    from .unlearning.continual import add_source
+    from .unlearning.forgetting import forget
+    from .unlearning.plan import plan_forget

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {"add_source": ".continual", "forget": ".forgetting", "load_certificate": ".certificate",
             "plan_forget": ".plan", "verify_certificate": ".certificate"}
@@ -21,3 +21,10 @@ def __getattr__(name: str) -> Any:  # lazy: checking a certificate needs no torc
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
     raise AttributeError(f"module 'silodiff.unlearning' has no attribute {name!r}")
+
+
+if TYPE_CHECKING:  # for type checkers and the docs: the same names, eagerly
+    from .certificate import load_certificate, verify_certificate
+    from .continual import add_source
+    from .forgetting import forget
+    from .plan import plan_forget
