@@ -104,6 +104,11 @@ class ArtifactStore:
 
         tensors, config = self.get(digest)
         module = build(config["model"])
+        base_hash = getattr(module, "base_hash", None)
+        if base_hash:  # an adapter: the frozen base's weights come from its own artifact first
+            if not self.exists(base_hash):
+                raise SilodiffError(f"artifact {digest[:12]} is an adapter whose base {base_hash[:12]} is missing")
+            module.load_base(model_tensors(self.get(base_hash)[0]))
         module.load_state_dict(model_tensors(tensors))  # checkpoints also carry train/ state
         module.artifact_hash = digest
         module.info = config.get("info", {})

@@ -1,0 +1,131 @@
+"""LoRA adapters (peft) on a frozen base denoiser: exact at init, adapter-only state,
+training moves only the adapter, store round trip through the base, peft export parity."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from silodiff.errors import SilodiffError
+from silodiff.nn.lora import LoraDenoiser, adaptable_modules
+from silodiff.training import TrainConfig, train
+from silodiff.training.loop import new_state
+
+
+def _inputs(shape=(1, 8, 8), b=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, *shape, generator=g), torch.tensor([0, 5, 50, 300, 700, 999][:b]), torch.arange(b) % 10
+
+
+def _adapted(base, **kw):
+    model = LoraDenoiser(base=base.config, base_hash=None, **kw)
+    model.load_base(base.state_dict())
+    return model
+
+
+def _perturb(model, seed=1):
+    """Give the adapter non-zero weights (B starts at 0, so an untrained adapter is the identity)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+
+
+@pytest.mark.parametrize("arch", ["tiny_mlp", "tiny_unet"])
+def test_an_untrained_adapter_is_the_base_and_only_the_adapter_trains(request, arch):
+    base = request.getfixturevalue(arch).eval()
+    model = _adapted(base, rank=2).eval()
+    x, t, y = _inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, t, y), base(x, t, y))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    # the state dict is the adapter alone, and small next to the base
+    state = model.state_dict()
+    assert state and all("lora_" in k for k in state)
+    full = sum(v.numel() for v in base.state_dict().values())
+    assert sum(v.numel() for v in state.values()) < 0.5 * full
+
+
+def test_training_moves_the_adapter_and_never_the_base(tiny_mlp, digits32):
+    model = _adapted(tiny_mlp, rank=4)
+    before_base = {k: v.clone() for k, v in model.base_state_dict().items()}
+    before_adapter = {k: v.clone() for k, v in model.state_dict().items()}
+    config = TrainConfig(epochs=1, batch_size=16, lr=1e-2)
+    state = train(new_state(model, config), digits32, config, steps=5, progress=False)
+    after_base = state.model.base_state_dict()
+    for k, v in before_base.items():
+        torch.testing.assert_close(after_base[k], v, rtol=0, atol=0)
+    moved = [k for k, v in state.model.state_dict().items() if not torch.equal(v, before_adapter[k])]
+    assert moved, "no adapter weight changed in 5 steps"
+    # the EMA copy is adapter-only too and loads back
+    model.load_state_dict(state.ema.model.state_dict())
+
+
+def test_store_round_trip_loads_the_base_first(tmp_path, tiny_unet):
+    from silodiff.store.artifacts import ArtifactStore, tensors_of
+
+    artifacts = ArtifactStore(tmp_path / "artifacts")
+    base_hash = artifacts.save_module(tiny_unet)
+    model = LoraDenoiser(base=tiny_unet.config, base_hash=base_hash, rank=2)
+    model.load_base(tiny_unet.state_dict())
+    _perturb(model)
+    digest = artifacts.save_module(model)
+    stored, _ = artifacts.get(digest)
+    assert set(stored) == set(tensors_of(model)) and all("lora_" in k for k in stored)  # the adapter alone
+    loaded = artifacts.load_module(digest)
+    x, t, y = _inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, t, y), model.eval()(x, t, y))
+        assert not torch.allclose(loaded(x, t, y), tiny_unet.eval()(x, t, y))
+
+
+def test_store_refuses_an_adapter_whose_base_is_gone(tmp_path, tiny_mlp):
+    from silodiff.store.artifacts import ArtifactStore
+
+    artifacts = ArtifactStore(tmp_path / "artifacts")
+    base_hash = artifacts.save_module(tiny_mlp)
+    digest = artifacts.save_module(_adapted_with_hash(tiny_mlp, base_hash))
+    artifacts.delete(base_hash)
+    with pytest.raises(SilodiffError, match="missing"):
+        artifacts.load_module(digest)
+
+
+def _adapted_with_hash(base, base_hash):
+    model = LoraDenoiser(base=base.config, base_hash=base_hash, rank=2)
+    model.load_base(base.state_dict())
+    return model
+
+
+@pytest.mark.parametrize("arch", ["tiny_mlp", "tiny_unet"])
+def test_peft_export_loads_with_peft_and_gives_the_same_eps(request, tmp_path, arch):
+    from peft import PeftModel
+
+    from silodiff.config import build
+
+    base = request.getfixturevalue(arch).eval()
+    model = _adapted(base, rank=3, alpha=6.0)
+    _perturb(model)
+    folder = model.export_peft(tmp_path / "adapter")
+    assert (folder / "adapter_config.json").exists() and (folder / "adapter_model.safetensors").exists()
+    fresh_base = build(dict(base.config))
+    fresh_base.load_state_dict(base.state_dict())
+    loaded = PeftModel.from_pretrained(fresh_base, str(folder)).eval()
+    x, t, y = _inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, t, y), model.eval()(x, t, y), rtol=0, atol=1e-5)
+
+
+def test_targets_select_layers_and_bad_input_is_one_clear_error(tiny_mlp):
+    model = LoraDenoiser(base=tiny_mlp.config, rank=2, targets=["inp", r"blocks\.\d+\.2"])
+    assert model.target_names == ["inp", "blocks.0.2"]
+    assert set(model.target_names) <= set(adaptable_modules(tiny_mlp))
+    with pytest.raises(SilodiffError, match="rank must be ≥ 1"):
+        LoraDenoiser(base=tiny_mlp.config, rank=0)
+    with pytest.raises(SilodiffError, match="match no linear"):
+        LoraDenoiser(base=tiny_mlp.config, targets=["attention"])
+    with pytest.raises(SilodiffError, match="valid regex"):
+        LoraDenoiser(base=tiny_mlp.config, targets=["("])
+    with pytest.raises(SilodiffError, match="do not fit"):
+        LoraDenoiser(base=tiny_mlp.config).load_base({"inp.weight": torch.zeros(1)})
