@@ -7,3 +7,6 @@ __all__ = ["BACKENDS", "JobsFailed", "run_jobs", "JobResult", "SliceJob", "run_j
 from .compartments import PARAGON, default_model_config, num_classes, plan_compartments, train_compartments, train_paragon
 
 __all__ += ["PARAGON", "default_model_config", "num_classes", "plan_compartments", "train_compartments", "train_paragon"]
+from .base import BASE, active_base, train_base
+
+__all__ += ["BASE", "active_base", "train_base"]

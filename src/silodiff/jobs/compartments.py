@@ -68,14 +68,27 @@ def train_compartments(
     backend: str = "serial",
     progress: bool = True,
     hooks: Sequence[dict] | None = None,
+    from_base: bool = False,
+    adapter: str = "none",
+    lora: dict[str, Any] | None = None,
     **backend_options: Any,
 ) -> list[JobResult]:
     """Train (or resume) the planned compartments; each sees only its own samples.
 
     ``hooks``: training-hook specs as plain data (``silodiff.training.hooks.hook_spec``),
     e.g. anti-gradient control; every job rebuilds its own.
+    ``from_base``: start each compartment from the active base model (``silodiff.jobs.base``), as a full
+    fine-tune (``adapter="none"``) or LoRA adapters (``adapter="lora"``, ``lora=dict(rank=, alpha=, targets=)``).
     """
     config = (config or TrainConfig()).check()
+    base = None
+    if from_base:
+        from .base import active_base, from_base_model
+
+        base = active_base(store)
+        model = from_base_model(base, adapter, **(lora or {}))
+    elif adapter != "none" or lora:
+        raise SilodiffError("--adapter and the LoRA options need --from-base")
     planned = {c["name"] for c in store.catalog.compartments()} - {c["name"] for c in store.catalog.compartments("dropped")}
     if not planned:
         raise SilodiffError("no compartments planned: run `silodiff train compartments` with a plan, or plan_compartments()")
@@ -84,6 +97,8 @@ def train_compartments(
     if unknown:
         raise SilodiffError(f"unknown compartment(s): {', '.join(unknown)}")
     jobs = _jobs(store, "compartment", {n: store.catalog.slices(n) for n in names}, config, model, progress, hooks)
+    for job in jobs if base else ():
+        job.extra["base"] = {"hash": base["hash"], "sets": base["sets"], "ids": base["ids"]}
     try:
         results = run_jobs(jobs, backend, **backend_options)
     except JobsFailed as exc:  # the others finished: record them, then report the failures

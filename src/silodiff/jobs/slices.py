@@ -26,7 +26,7 @@ from ..store import Store, ids_hash
 from ..training import TrainConfig, new_state, steps_for, train
 from ..training.hooks import build_hooks, hook_reports
 from ..training.plan import derive_seed
-from ..training.state import TrainState
+from ..training.state import TrainState, model_tensors
 
 
 @dataclass
@@ -69,6 +69,8 @@ def recipe(job: SliceJob) -> str:
     """Fingerprint of how a job trains (architecture, TrainConfig, hook specs): only a checkpoint with the same
     recipe is resumed, so AGC with another λ, or other epochs, trains anew instead of reusing it."""
     spec = {"model": job.model, "train": job.train, "hooks": job.extra.get("hooks", [])}
+    if job.extra.get("base"):
+        spec["base"] = job.extra["base"]["hash"]
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -89,7 +91,7 @@ def _save_checkpoint(store: Store, job: SliceJob, state: TrainState, r: int, set
                 (job.kind, job.name, r, digest),
             )
         store.catalog.add_artifact(
-            digest, job.kind, job.name, job.model, set_ids[: r + 1],
+            digest, job.kind, job.name, job.model, set_ids[: r + 1] + base_sets(job),
             compartment=job.name if job.kind == "compartment" else None, slice=r,
             metrics={"train_seconds": round(seconds, 3), "step": state.step, "n": sum(len(s) for s in job.slices[: r + 1]),
                      "recipe": recipe(job),
@@ -99,11 +101,17 @@ def _save_checkpoint(store: Store, job: SliceJob, state: TrainState, r: int, set
     return digest
 
 
+def base_sets(job: SliceJob) -> list[str]:
+    """The sample sets of the base a job starts from: part of its effective lineage (own ids ∪ the base's)."""
+    return list(job.extra.get("base", {}).get("sets", []))
+
+
 def _resume_point(store: Store, job: SliceJob) -> tuple[int, str | None]:
     """The first slice still to train and the checkpoint to start from (hash-named by lineage)."""
     start, init = job.start, job.init
+    base_ids = set(job.extra.get("base", {}).get("ids", []))
     for r in range(job.start, len(job.slices)):
-        want = ids_hash(sid for s in job.slices[: r + 1] for sid in s)
+        want = ids_hash({sid for s in job.slices[: r + 1] for sid in s} | base_ids)
         rows = store.catalog.db.execute(
             "SELECT hash, metrics FROM artifacts WHERE kind = ? AND name = ? AND slice = ? AND lineage_hash = ? AND active = ? "
             "ORDER BY created_at DESC",
@@ -124,6 +132,20 @@ def _same_recipe(metrics: dict[str, Any], job: SliceJob) -> bool:
     return metrics.get("hooks", []) == _hook_kinds(job)
 
 
+def _initial_model(store: Store, job: SliceJob) -> torch.nn.Module:
+    """The model before its first slice: fresh, or the base's weights (a full fine-tune starts from them; an
+    adapter freezes them and trains only its low-rank layers)."""
+    model = build(job.model)
+    base = job.extra.get("base")
+    if base:
+        tensors = model_tensors(store.artifacts.get(base["hash"])[0])
+        if getattr(model, "base_hash", None):
+            model.load_base(tensors)
+        else:
+            model.load_state_dict(tensors)
+    return model
+
+
 def run_job(job: SliceJob) -> JobResult:
     """Train one job to completion (resuming if checkpoints exist); returns what it wrote."""
     threads = torch.get_num_threads()
@@ -141,7 +163,7 @@ def _run(job: SliceJob) -> JobResult:
     hooks = build_hooks(job.extra.get("hooks", []))  # plain-data specs, e.g. AGC (silodiff.defences.agc)
     start, init = _resume_point(store, job)
     torch.manual_seed(config.seed)
-    state = new_state(build(job.model), config)
+    state = new_state(_initial_model(store, job), config)
     if init is not None:
         tensors, _ = store.artifacts.get(init)
         state.load_tensors(tensors)

@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS samples (
     dataset TEXT NOT NULL, added_at TEXT NOT NULL, forgotten_at TEXT);
 CREATE INDEX IF NOT EXISTS samples_source ON samples(source);
 CREATE TABLE IF NOT EXISTS sources (name TEXT PRIMARY KEY, created_at TEXT NOT NULL, forgotten_at TEXT);
+CREATE TABLE IF NOT EXISTS public_sources (name TEXT PRIMARY KEY REFERENCES sources(name), declared_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS compartments (
     name TEXT PRIMARY KEY, n_slices INTEGER NOT NULL, created_at TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT 'planned');
@@ -147,6 +148,20 @@ class Catalog:
             "ON m.source = s.name AND m.forgotten_at IS NULL WHERE s.forgotten_at IS NULL GROUP BY s.name ORDER BY s.name"
         ).fetchall()
         return [dict(r) for r in rows]
+
+    def declare_public(self, names: Sequence[str]) -> None:
+        """Mark sources as usable by every key (a base model trains on these only)."""
+        known = {r["name"] for r in self.sources()}
+        unknown = sorted(set(names) - known)
+        if unknown:
+            raise SilodiffError(f"unknown source(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        with self.transaction() as db:
+            db.executemany("INSERT OR IGNORE INTO public_sources(name, declared_at) VALUES (?,?)",
+                           [(n, now()) for n in sorted(set(names))])
+            self.log_event("public-sources", {"names": sorted(set(names))})
+
+    def public_sources(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT name FROM public_sources ORDER BY name")]
 
     def sample(self, sample_id: str) -> dict[str, Any] | None:
         row = self.db.execute("SELECT * FROM samples WHERE sample_id = ?", (sample_id,)).fetchone()

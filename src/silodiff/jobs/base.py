@@ -1,0 +1,73 @@
+"""A shared base model, and compartments that start from it (full fine-tunes or LoRA adapters).
+
+The base trains, with the one loop, on sources declared *public* (every key may
+use them).  A compartment built on it starts from the base's EMA weights:
+
+- ``adapter="none"``: a full fine-tune, every weight trainable;
+- ``adapter="lora"``: the base frozen, peft LoRA adapters trained
+  (:class:`silodiff.nn.lora.LoraDenoiser`); a checkpoint holds the adapter only.
+
+Either way the compartment's **effective lineage** is its own sample ids ∪ the
+base's: its checkpoints link the base's sample sets too, so ``saw``, lineage,
+rights, audits and certificates all see the base's data without a special case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import SilodiffError
+from ..store import Store
+from ..training import TrainConfig
+from ..training.plan import split_slices
+from .backends import run_jobs
+from .slices import JobResult
+
+BASE = "base"
+ADAPTERS = ("none", "lora")
+
+
+def train_base(
+    store: Store, sources: Sequence[str], *, config: TrainConfig | None = None, model: dict | None = None,
+    slices: int = 1, seed: int = 0, progress: bool = True,
+) -> JobResult:
+    """Declare ``sources`` public and train the base on their live samples (an artifact of kind ``base``)."""
+    from .compartments import _jobs
+
+    config = (config or TrainConfig()).check()
+    sources = sorted(set(sources))
+    if not sources:
+        raise SilodiffError("a base needs at least one public source (--sources public,...)")
+    store.catalog.declare_public(sources)
+    ids = [r["sample_id"] for s in sources for r in store.catalog.sample_rows(s)]
+    if not ids:
+        raise SilodiffError(f"source(s) {', '.join(sources)} hold no live samples")
+    (job,) = _jobs(store, BASE, {BASE: split_slices(sorted(ids), slices, seed)}, config, model, progress)
+    job.extra["sources"] = sources
+    (result,) = run_jobs([job], "serial")
+    store.catalog.log_event("train", {"kind": BASE, "sources": sources, "seconds": round(result.seconds, 2)})
+    return result
+
+
+def active_base(store: Store) -> dict[str, Any]:
+    """The active base's final checkpoint: hash, model config, lineage sets and ids."""
+    rows = [a for a in store.catalog.artifacts(BASE) if a["name"] == BASE]
+    if not rows:
+        raise SilodiffError("no base model: train one first (`silodiff train base --sources public`)")
+    last = max(rows, key=lambda a: a["slice"] or 0)
+    return {"hash": last["hash"], "model": last["config"], "sets": sorted(store.catalog.lineage_sets(last["hash"])),
+            "ids": store.catalog.lineage(last["hash"])}
+
+
+def from_base_model(base: dict[str, Any], adapter: str = "none", *, rank: int = 4, alpha: float | None = None,
+                    targets: Sequence[str] | None = None) -> dict[str, Any]:
+    """The model config of a compartment that starts from ``base`` (checked before anything is registered)."""
+    if adapter not in ADAPTERS:
+        raise SilodiffError(f"unknown adapter {adapter!r}; choose one of {', '.join(ADAPTERS)}")
+    if adapter == "none":
+        return dict(base["model"])
+    from ..nn.lora import LoraDenoiser
+
+    return LoraDenoiser(base=base["model"], base_hash=base["hash"], rank=rank, alpha=alpha,
+                        targets=None if targets is None else list(targets)).config

@@ -1,0 +1,93 @@
+"""A shared base on public sources, and compartments built on it (LoRA adapters or full fine-tunes):
+effective lineage = own ids ∪ the base's, adapter-only checkpoints, resume, clean refusals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from silodiff.errors import SilodiffError
+from silodiff.jobs import BASE, plan_compartments, train_base, train_compartments
+from silodiff.jobs.base import active_base
+from silodiff.jobs.slices import SliceJob, _initial_model
+from silodiff.training import TrainConfig
+
+CONFIG = TrainConfig(epochs=2, batch_size=16)
+
+
+@pytest.fixture
+def based(tmp_store, tiny_model_config):
+    """A store whose source-0 is public and holds the base; compartments planned on source-1 only."""
+    train_base(tmp_store, ["source-0"], config=CONFIG, model=tiny_model_config, progress=False)
+    plan_compartments(tmp_store, by="source", slices=2)
+    return tmp_store
+
+
+def _ids(store, source):
+    return {r["sample_id"] for r in store.catalog.sample_rows(source)}
+
+
+def test_the_base_is_an_ordinary_artifact_on_public_sources(based):
+    (base,) = based.catalog.artifacts(BASE)
+    assert set(based.catalog.lineage(base["hash"])) == _ids(based, "source-0")
+    assert based.catalog.public_sources() == ["source-0"]
+
+
+def test_lora_compartment_lineage_is_its_own_ids_and_the_bases(based):
+    train_compartments(based, ["source-1"], config=CONFIG, from_base=True, adapter="lora", lora={"rank": 2},
+                       progress=False)
+    final = max(based.catalog.artifacts("compartment", name="source-1"), key=lambda a: a["slice"])
+    assert set(based.catalog.lineage(final["hash"])) == _ids(based, "source-1") | _ids(based, "source-0")
+    # a base sample is seen by the base and by every checkpoint built on it
+    base_sample = sorted(_ids(based, "source-0"))[0]
+    kinds = {(a["kind"], a["name"]) for a in based.catalog.artifacts_that_saw([base_sample])}
+    assert kinds == {(BASE, BASE), ("compartment", "source-1")}
+    # the checkpoint holds the adapter (and its training state), never the base's weights
+    tensors, config = based.artifacts.get(final["hash"])
+    assert config["model"]["kind"] == "lora-denoiser" and config["model"]["base_hash"] == active_base(based)["hash"]
+    assert all("lora_" in k for k in tensors if not k.startswith("train/") or k.startswith("train/raw."))
+    model, base = based.load(final["hash"]), based.load(active_base(based)["hash"])
+    x, t = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([10, 100, 400, 900])
+    with torch.no_grad():
+        assert not torch.allclose(model(x, t, None), base(x, t, None))  # the adapter trained
+    # a rerun resumes: nothing new is written
+    before = {a["hash"] for a in based.catalog.artifacts(active=None)}
+    (result,) = train_compartments(based, ["source-1"], config=CONFIG, from_base=True, adapter="lora",
+                                   lora={"rank": 2}, progress=False)
+    assert result.resumed_from == 2 and {a["hash"] for a in based.catalog.artifacts(active=None)} == before
+
+
+def test_a_full_fine_tune_starts_from_the_base_weights(based):
+    base = active_base(based)
+    job = SliceJob(str(based.root), "compartment", "source-1", based.catalog.slices("source-1"), base["model"],
+                   CONFIG.to_dict(), extra={"base": {"hash": base["hash"], "sets": base["sets"], "ids": base["ids"]}})
+    start = _initial_model(based, job)
+    reference = based.load(base["hash"])
+    for k, v in reference.state_dict().items():
+        torch.testing.assert_close(start.state_dict()[k], v, rtol=0, atol=0)
+    train_compartments(based, ["source-1"], config=CONFIG, from_base=True, progress=False)
+    final = max(based.catalog.artifacts("compartment", name="source-1"), key=lambda a: a["slice"])
+    assert set(based.catalog.lineage(final["hash"])) == _ids(based, "source-1") | _ids(based, "source-0")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"adapter": "lora", "lora": {"rank": 0}}, "rank must be ≥ 1"),
+    ({"adapter": "lora", "lora": {"targets": ["no_such_layer"]}}, "match no linear"),
+    ({"adapter": "dora"}, "unknown adapter"),
+])
+def test_bad_adapter_options_register_nothing(based, kwargs, message):
+    before = {a["hash"] for a in based.catalog.artifacts(active=None)}
+    with pytest.raises(SilodiffError, match=message):
+        train_compartments(based, ["source-1"], config=CONFIG, from_base=True, progress=False, **kwargs)
+    assert {a["hash"] for a in based.catalog.artifacts(active=None)} == before
+
+
+def test_from_base_without_a_base_and_unknown_public_sources_are_refused(tmp_store):
+    plan_compartments(tmp_store, by="source")
+    with pytest.raises(SilodiffError, match="no base model"):
+        train_compartments(tmp_store, config=CONFIG, from_base=True, progress=False)
+    with pytest.raises(SilodiffError, match="need --from-base"):
+        train_compartments(tmp_store, config=CONFIG, adapter="lora", progress=False)
+    with pytest.raises(SilodiffError, match="unknown source"):
+        train_base(tmp_store, ["nobody"], config=CONFIG)
+    assert tmp_store.catalog.artifacts(active=None) == [] and tmp_store.catalog.public_sources() == []
