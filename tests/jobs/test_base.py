@@ -91,3 +91,47 @@ def test_from_base_without_a_base_and_unknown_public_sources_are_refused(tmp_sto
     with pytest.raises(SilodiffError, match="unknown source"):
         train_base(tmp_store, ["nobody"], config=CONFIG)
     assert tmp_store.catalog.artifacts(active=None) == [] and tmp_store.catalog.public_sources() == []
+
+
+def _lora_store(based):
+    train_compartments(based, ["source-1"], config=CONFIG, from_base=True, adapter="lora", lora={"rank": 2},
+                       progress=False)
+    return based
+
+
+def test_forgetting_a_compartment_sample_retrains_only_its_adapter(based):
+    from silodiff.unlearning import forget, verify_certificate
+
+    store = _lora_store(based)
+    base_before = active_base(store)["hash"]
+    victim = sorted(_ids(store, "source-1"))[0]
+    cert = forget(store, sample_ids=[victim])
+    assert active_base(store)["hash"] == base_before  # the base is untouched
+    final = max(store.catalog.artifacts("compartment", name="source-1"), key=lambda a: a["slice"])
+    assert victim not in store.catalog.lineage(final["hash"])
+    assert store.load(final["hash"]).base_hash == base_before
+    ok, problems = verify_certificate(store, cert)
+    assert ok, problems
+
+
+def test_forgetting_a_base_sample_retrains_the_base_and_every_compartment_on_it(based):
+    from silodiff.unlearning import forget, plan_forget, verify_certificate
+
+    store = _lora_store(based)
+    old_base = active_base(store)["hash"]
+    old_comp = {a["hash"] for a in store.catalog.artifacts("compartment", name="source-1")}
+    victim = sorted(_ids(store, "source-0"))[0]
+    plan = plan_forget(store, [victim])
+    assert plan["base"]["old"] == old_base and plan["estimate"]["base_steps"] > 0
+    (entry,) = [c for c in plan["compartments"] if c["name"] == "source-1"]
+    assert entry["rebase"] and entry["first_slice"] == 0 and entry["cost_fraction"] == 1.0
+    cert = forget(store, sample_ids=[victim])
+    new_base = active_base(store)["hash"]
+    assert new_base != old_base and victim not in store.catalog.lineage(new_base)
+    new_comp = store.catalog.artifacts("compartment", name="source-1")
+    assert new_comp and not old_comp & {a["hash"] for a in new_comp}
+    final = max(new_comp, key=lambda a: a["slice"])
+    assert store.load(final["hash"]).base_hash == new_base
+    assert not [a for a in store.catalog.artifacts_that_saw([victim]) if a["active"]]
+    ok, problems = verify_certificate(store, cert)
+    assert ok, problems

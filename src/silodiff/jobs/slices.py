@@ -79,6 +79,10 @@ def _save_checkpoint(store: Store, job: SliceJob, state: TrainState, r: int, set
     tensors = {k: v.detach().contiguous().clone() for k, v in state.ema.model.state_dict().items()}
     tensors.update(state.to_tensors())
     info = {"kind": job.kind, "name": job.name, "slice": r, "n_slices": len(job.slices), "train": job.train}
+    if job.extra.get("base"):
+        info["base"] = job.extra["base"]["hash"]  # forgetting a base sample rebuilds this compartment on the new base
+    if job.extra.get("sources"):
+        info["sources"] = job.extra["sources"]
     reports, summaries = hook_reports(hooks or [])
     if reports:
         info["hooks"] = reports  # e.g. AGC skip counts per sample_id

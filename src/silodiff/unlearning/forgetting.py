@@ -5,7 +5,8 @@ CDM §1 + SISA (Golatkar et al. 2023, arXiv 2308.01937; Bourtoule et al. 2021).
 journaled operation (``journal.py``):
 
 1. planned:  record the plan (a ``forget_requests`` row + a ``forget-request`` event);
-2. staged:   per compartment, reload the checkpoint after slice r-1 and retrain
+2. staged:   a base that saw F retrains first (every compartment built on it then
+             retrains from scratch on the new base); per compartment, reload the checkpoint after slice r-1 and retrain
              slices r..R-1 without the forgotten ids (``SliceJob(start=r, init=…,
              activate=False)``: registered inactive); retrain the shard-classifier
              router over the new final checkpoints, also inactive;
@@ -33,7 +34,7 @@ import torch
 
 from ..composition import final_checkpoint, train_router
 from ..errors import SilodiffError
-from ..jobs import SliceJob, run_jobs
+from ..jobs import BASE, SliceJob, run_jobs
 from ..data import SampleSet
 from ..store import Store, ids_hash
 from ..store.artifacts import _fsync_write
@@ -96,7 +97,10 @@ def _execute(store: Store, journal: Journal, req: dict[str, Any], progress: bool
 
     if phase == "planned":
         t0 = time.perf_counter()
-        state["compartments"] = _retrain_compartments(store, plan, progress, backend)
+        state["base"] = _retrain_base(store, plan, progress)
+        clock("retrain_base", t0)
+        t0 = time.perf_counter()
+        state["compartments"] = _retrain_compartments(store, plan, progress, backend, state["base"])
         clock("retrain_compartments", t0)
         t0 = time.perf_counter()
         state["router"] = _retrain_router(store, plan, state["compartments"], progress)
@@ -128,24 +132,53 @@ def _execute(store: Store, journal: Journal, req: dict[str, Any], progress: bool
     return certificate
 
 
-def _staged(store: Store, name: str, slices: list[list[str]], r: int) -> str:
-    """The inactive checkpoint of compartment ``name`` after slice r of the new plan."""
+def _staged(store: Store, name: str, slices: list[list[str]], r: int, kind: str = "compartment",
+            base_ids: Sequence[str] = ()) -> str:
+    """The inactive checkpoint of ``name`` after slice r of the new plan (its lineage: those slices ∪ its base's)."""
     row = store.catalog.db.execute(
-        "SELECT hash FROM artifacts WHERE kind = 'compartment' AND name = ? AND slice = ? AND lineage_hash = ? "
+        "SELECT hash FROM artifacts WHERE kind = ? AND name = ? AND slice = ? AND lineage_hash = ? "
         "AND active = 0 ORDER BY created_at DESC LIMIT 1",
-        (name, r, ids_hash(sid for s in slices[: r + 1] for sid in s)),
+        (kind, name, r, ids_hash({sid for s in slices[: r + 1] for sid in s} | set(base_ids))),
     ).fetchone()
     if row is None or not store.artifacts.exists(row[0]):
-        raise SilodiffError(f"compartment {name!r}: the retrained checkpoint of slice {r} is missing")
+        raise SilodiffError(f"{kind} {name!r}: the retrained checkpoint of slice {r} is missing")
     return row[0]
 
 
-def _retrain_compartments(store: Store, plan: dict[str, Any], progress: bool, backend: str) -> dict[str, list[str]]:
-    """Retrain slices r..R-1 of every hit compartment, registered inactive; {name: staged hashes}."""
+def _retrain_base(store: Store, plan: dict[str, Any], progress: bool) -> dict[str, Any] | None:
+    """Retrain the base without F, registered inactive; its staged final checkpoint, sets and ids."""
+    base = plan.get("base")
+    if not base:
+        return None
+    _log(progress, f"base: retrain without {base['removed']} sample(s); every compartment on it follows")
+    job = SliceJob(str(store.root), BASE, BASE, base["slices"], base["model"], base["train"], activate=False,
+                   progress=progress, extra={"sources": base["sources"]} if base["sources"] else {})
+    run_jobs([job], "serial")
+    hashes = [_staged(store, BASE, base["slices"], r, kind=BASE) for r in range(len(base["slices"]))]
+    final = hashes[-1]
+    return {"hash": final, "hashes": hashes, "sets": sorted(store.catalog.lineage_sets(final)),
+            "ids": store.catalog.lineage(final)}
+
+
+def _rebased(c: dict[str, Any], base: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A compartment's model config and job extras, pointed at the new base when it is rebuilt on one."""
+    model, extra = dict(c["model"]), dict(c.get("extra", {}))
+    if c.get("rebase") and base is not None:
+        if "base_hash" in model:  # an adapter names its base
+            model["base_hash"] = base["hash"]
+        extra["base"] = {"hash": base["hash"], "sets": base["sets"], "ids": base["ids"]}
+    return model, extra
+
+
+def _retrain_compartments(store: Store, plan: dict[str, Any], progress: bool, backend: str,
+                          base: dict[str, Any] | None = None) -> dict[str, list[str]]:
+    """Retrain slices r..R-1 of every hit compartment (all of them on a new base), inactive; {name: staged hashes}."""
     todo = [c for c in plan["compartments"] if c["action"] == "retrain"]
-    jobs = [SliceJob(str(store.root), "compartment", c["name"], c["slices"], c["model"], c["train"],
-                     start=c["first_slice"], init=c["init"], activate=False, progress=progress,
-                     extra=c.get("extra", {})) for c in todo]
+    jobs = []
+    for c in todo:
+        model, extra = _rebased(c, base)
+        jobs.append(SliceJob(str(store.root), "compartment", c["name"], c["slices"], model, c["train"],
+                             start=c["first_slice"], init=c["init"], activate=False, progress=progress, extra=extra))
     for c in todo:
         _log(progress, f"{c['name']}: retrain slices {c['first_slice'] + 1}..{len(c['slices'])} of {len(c['slices'])}"
                        f" without {c['removed']} sample(s) (≈{c['cost_fraction']:.0%} of the compartment)")
@@ -155,7 +188,8 @@ def _retrain_compartments(store: Store, plan: dict[str, Any], progress: bool, ba
             crash_point("mid-retrain")
     elif jobs:
         run_jobs(jobs, backend)
-    return {c["name"]: [_staged(store, c["name"], c["slices"], r) for r in c["retrained_slices"]] for c in todo}
+    return {job.name: [_staged(store, job.name, job.slices, r, base_ids=job.extra.get("base", {}).get("ids", ()))
+                       for r in c["retrained_slices"]] for c, job in zip(todo, jobs)}
 
 
 def _retrain_router(store: Store, plan: dict[str, Any], staged: dict[str, list[str]], progress: bool) -> str | None:
@@ -173,6 +207,7 @@ def _switch(store: Store, journal: Journal, rid: str, plan: dict[str, Any], stat
     """ONE transaction: new artifacts active, old inactive, plans rewritten, samples forgotten."""
     catalog, ts = store.catalog, now()
     new = [h for hashes in state["compartments"].values() for h in hashes] + ([state["router"]] if state["router"] else [])
+    new += state["base"]["hashes"] if state.get("base") else []
     old = sorted({a["hash"] for a in plan["artifacts"] if a["active"]}
                  | {h for c in plan["compartments"] if c["action"] == "retrain" for h in c["replaced"]})
     with catalog.transaction() as db:

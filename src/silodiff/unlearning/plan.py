@@ -12,7 +12,8 @@ For forgotten ids F and each compartment with slices s_0..s_{R-1}:
 Every artifact whose lineage meets F (``catalog.artifacts_that_saw``, active or
 not) is listed with its fate: compartment checkpoints are ``replace``d, the
 shard-classifier router is ``retrain``ed over the remaining compartments (or
-dropped when fewer than two remain), every other kind (paragon, FLD feature
+dropped when fewer than two remain), a hit base is retrained without F and every
+compartment built on it retrains from scratch on the new base; every other kind (paragon, FLD feature
 net, ensemble members, …) is ``drop``ped — deactivated and deleted, retrained on
 demand — and inactive ones are ``delete``d.
 """
@@ -26,6 +27,7 @@ from typing import Any
 from ..composition import ROUTER_NAME
 from ..errors import SilodiffError
 from ..jobs import SliceJob, stage_steps
+from ..jobs.base import BASE
 from ..jobs.compartments import PARAGON
 from ..store import Store, ids_hash
 from ..training import TrainConfig, steps_for
@@ -73,12 +75,13 @@ def _active_by_slice(store: Store, name: str) -> dict[int, dict[str, Any]]:
     return {a["slice"]: a for a in store.catalog.artifacts("compartment", name=name)}
 
 
-def _compartment_plan(store: Store, comp: dict[str, Any], forget: set[str]) -> dict[str, Any] | None:
+def _compartment_plan(store: Store, comp: dict[str, Any], forget: set[str], rebase: bool = False) -> dict[str, Any] | None:
+    """The retrain of one compartment; ``rebase``: it is built on a base that saw F, so all of it retrains."""
     old = store.catalog.slices(comp["name"])
     hit = [r for r, s in enumerate(old) if forget.intersection(s)]
-    if not hit:
+    if not hit and not rebase:
         return None
-    first, new = hit[0], [sorted(set(s) - forget) for s in old]
+    first, new = (0 if rebase else hit[0]), [sorted(set(s) - forget) for s in old]
     remaining = sum(len(s) for s in new)
     entry = {"name": comp["name"], "status": comp["status"], "n_slices": len(old), "first_slice": first,
              "removed": sum(len(s) for s in old) - remaining, "remaining": remaining, "resplit": False}
@@ -102,6 +105,7 @@ def _compartment_plan(store: Store, comp: dict[str, Any], forget: set[str]) -> d
     job = SliceJob(str(store.root), "compartment", comp["name"], new, latest["config"], train)
     steps = stage_steps(job, TrainConfig(**train))
     return {**entry, "action": "retrain", "slices": new, "model": latest["config"], "train": train, "extra": extra,
+            "rebase": rebase,
             "init": init["hash"] if init and entry["first_slice"] > 0 else None,
             "retrained_slices": list(range(entry["first_slice"], len(new))),
             "replaced": [active[r]["hash"] for r in sorted(active) if r >= entry["first_slice"]],
@@ -122,10 +126,13 @@ def plan_forget(store: Store, sample_ids: Sequence[str] = (), sources: Sequence[
     if not live:
         return plan
     db = store.catalog.db
+    # 0. a base that saw F retrains, and every compartment built on it retrains on the new base
+    plan["base"] = _base_plan(store, forget)
+    on_base = _built_on(store, plan["base"]["replaced"]) if plan["base"] else set()
     # 1. compartments and the first affected slice of each
     for comp in store.catalog.compartments():
         if comp["status"] != "dropped":
-            entry = _compartment_plan(store, comp, forget)
+            entry = _compartment_plan(store, comp, forget, rebase=comp["name"] in on_base)
             if entry is not None:
                 plan["compartments"].append(entry)
     by_name = {c["name"]: c for c in plan["compartments"]}
@@ -141,6 +148,8 @@ def plan_forget(store: Store, sample_ids: Sequence[str] = (), sources: Sequence[
             action = "drop" if a["compartment"] in dropped else "replace"
         elif a["kind"] == "router" and a["name"] == ROUTER_NAME:
             action = "retrain" if len(kept) >= 2 else "drop"
+        elif a["kind"] == BASE and plan["base"] is not None:
+            action = "replace"
         else:
             action = "drop"
         plan["artifacts"].append({k: a[k] for k in ("hash", "kind", "name", "slice", "active")} | {"action": action})
@@ -161,6 +170,35 @@ def plan_forget(store: Store, sample_ids: Sequence[str] = (), sources: Sequence[
     return plan
 
 
+def _base_plan(store: Store, forget: set[str]) -> dict[str, Any] | None:
+    """Retrain the active base without F (all of it: every compartment on it restarts anyway), or None."""
+    bases = store.catalog.artifacts(BASE, name=BASE)
+    if not bases:
+        return None
+    last = max(bases, key=lambda a: a["slice"] or 0)
+    lineage = set(store.catalog.lineage(last["hash"]))
+    if not lineage & forget:
+        return None
+    remaining = sorted(lineage - forget)
+    if not remaining:
+        raise SilodiffError("this request forgets every sample of the base model; train a new base on other public "
+                            "sources first, or forget the compartments built on it")
+    info = artifact_info(store, last["hash"])
+    if "train" not in info:
+        raise SilodiffError(f"base checkpoint {last['hash'][:12]} records no training config")
+    slices = split_slices(remaining, info.get("n_slices", 1))
+    job = SliceJob(str(store.root), BASE, BASE, slices, last["config"], info["train"])
+    return {"old": last["hash"], "replaced": [a["hash"] for a in bases], "slices": slices, "model": last["config"],
+            "train": info["train"], "sources": info.get("sources", []), "removed": len(lineage & forget),
+            "steps": sum(stage_steps(job, TrainConfig(**info["train"])))}
+
+
+def _built_on(store: Store, base_hashes: Sequence[str]) -> set[str]:
+    """Compartments whose active checkpoints start from one of ``base_hashes``."""
+    bases = set(base_hashes)
+    return {a["name"] for a in store.catalog.artifacts("compartment") if artifact_info(store, a["hash"]).get("base") in bases}
+
+
 def _estimate(store: Store, plan: dict[str, Any], kept: list[str]) -> dict[str, Any]:
     """Optimizer steps the forget will take, against retraining everything it touches from scratch."""
     retrain = [c for c in plan["compartments"] if c["action"] == "retrain"]
@@ -169,6 +207,9 @@ def _estimate(store: Store, plan: dict[str, Any], kept: list[str]) -> dict[str, 
                            "compartments_dropped": sum(c["action"] == "drop" for c in plan["compartments"]),
                            "cost_fraction_of_touched": round(steps / max(1, sum(c["full_steps"] for c in retrain)), 4)}
     forget = set(plan["forget_ids"])
+    if plan.get("base"):
+        est["base_steps"] = plan["base"]["steps"]
+        est["compartments_rebuilt_on_new_base"] = sum(bool(c.get("rebase")) for c in retrain)
     if plan["router"] is not None:  # the router trains on every remaining compartment's samples
         n = sum(len({sid for s in store.catalog.slices(k) for sid in s} - forget) for k in kept)
         est["router_steps"] = steps_for(max(1, n), TrainConfig(**plan["router"]["train"]))
@@ -179,6 +220,6 @@ def _estimate(store: Store, plan: dict[str, Any], kept: list[str]) -> dict[str, 
             ids = [r["sample_id"] for r in store.catalog.sample_rows() if r["sample_id"] not in forget]
             job = SliceJob(str(store.root), "paragon", PARAGON, split_slices(ids, info.get("n_slices", 1)), {}, info["train"])
             est["paragon_steps"] = sum(stage_steps(job, TrainConfig(**info["train"])))
-            total = steps + est.get("router_steps", 0)
+            total = steps + est.get("router_steps", 0) + est.get("base_steps", 0)
             est["speedup_vs_paragon"] = round(est["paragon_steps"] / total, 2) if total else None
     return est
