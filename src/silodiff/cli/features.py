@@ -6,3 +6,4 @@ from . import serve  # noqa: F401
 from . import keys  # noqa: F401
 from . import defences  # noqa: F401
 from . import audit  # noqa: F401
+from . import base  # noqa: F401

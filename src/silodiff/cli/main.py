@@ -109,10 +109,15 @@ def train_compartments_cmd(
     replan: Annotated[bool, typer.Option(help="Re-plan compartments even if a plan exists.")] = False,
     agc: Annotated[bool, typer.Option(help="Anti-gradient control hook (memorisation defence, IET-AGC paper).")] = False,
     agc_lam: Annotated[float, typer.Option(help="AGC λ: skip a sample when loss·λ < the bank's loss at its t.")] = 2.0,
+    from_base: Annotated[bool, typer.Option(help="Start each compartment from the base model (`train base`).")] = False,
+    adapter: Annotated[str, typer.Option(help="With --from-base: none (full fine-tune) or lora (peft adapters, base frozen).")] = "none",
+    rank: Annotated[int, typer.Option(help="LoRA rank r.")] = 4,
+    lora_alpha: Annotated[float | None, typer.Option(help="LoRA α (scale α/r; default r).")] = None,
+    target_modules: Annotated[list[str] | None, typer.Option(help="LoRA: regexes of layer names, comma-separated (default: every linear, conv and embedding layer).")] = None,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train one model per compartment, each on its own samples only."""
+    """Train one model per compartment, each on its own samples only (from scratch, or from the base)."""
     from ..jobs import plan_compartments, train_compartments
     from ..training import TrainConfig
 
@@ -120,11 +125,19 @@ def train_compartments_cmd(
                              "timeout": ray_timeout}.items() if v is not None}
     if ray and backend != "ray":
         raise SilodiffError("--ray-address, --num-cpus, --num-gpus, --max-retries and --ray-timeout need --backend ray")
+    lora = {"rank": rank, "alpha": lora_alpha, "targets": _names(target_modules, "--target-modules")} if adapter == "lora" else None
+    if not from_base and (adapter != "none" or rank != 4 or lora_alpha is not None or target_modules):
+        raise SilodiffError("--adapter, --rank, --lora-alpha and --target-modules need --from-base")
     st = _open(store)
+    if from_base:  # refuse bad adapter options (and a missing base) before anything is planned or trained
+        from ..jobs.base import active_base, from_base_model
+
+        from_base_model(active_base(st), adapter, **(lora or {}))
     if replan or not st.catalog.compartments():
         plan_compartments(st, by=plan, slices=slices, seed=seed)
     results = train_compartments(st, _names(only, "--only"), config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
-                                 backend=backend, hooks=_agc(agc, agc_lam), **ray)
+                                 backend=backend, hooks=_agc(agc, agc_lam), from_base=from_base, adapter=adapter,
+                                 lora=lora, **ray)
     rows = [{"compartment": r.name, "checkpoints": len(r.artifacts), "final": r.artifacts[-1] if r.artifacts else None,
              "steps": r.steps, "seconds": round(r.seconds, 2), "resumed_from_slice": r.resumed_from} for r in results]
     emit(rows, as_json)

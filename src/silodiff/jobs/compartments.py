@@ -92,6 +92,9 @@ def train_compartments(
     planned = {c["name"] for c in store.catalog.compartments()} - {c["name"] for c in store.catalog.compartments("dropped")}
     if not planned:
         raise SilodiffError("no compartments planned: run `silodiff train compartments` with a plan, or plan_compartments()")
+    if names is None and from_base:  # a compartment of public data only is the base itself: not trained again
+        public = set(store.catalog.public_sources())
+        planned = {n for n in planned if _sources_of(store, n) - public}
     names = sorted(planned) if names is None else list(names)
     unknown = sorted(set(names) - planned)
     if unknown:
@@ -106,6 +109,12 @@ def train_compartments(
         raise
     _record_trained(store, results, backend)
     return results
+
+
+def _sources_of(store: Store, name: str) -> set[str]:
+    rows = store.catalog.db.execute("SELECT DISTINCT s.source FROM slice_members m JOIN samples s "
+                                    "ON s.sample_id = m.sample_id WHERE m.compartment = ?", (name,))
+    return {r[0] for r in rows}
 
 
 def _record_trained(store: Store, results: list[JobResult], backend: str, failed: dict[str, str] | None = None) -> None:

@@ -1,0 +1,36 @@
+"""``silodiff train base``: a shared base model on sources declared public.
+
+``--from-base`` on ``train compartments`` (in ``cli/main.py``) starts each
+compartment from it, as a full fine-tune or LoRA adapters.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .common import BatchSizeOpt, EpochsOpt, JsonOpt, LrOpt, SeedOpt, StoreOpt, _names, _open, cli_errors, emit, train_app
+
+
+@train_app.command("base")
+@cli_errors
+def train_base_cmd(
+    store: StoreOpt,
+    sources: Annotated[list[str], typer.Option(help="Sources every key may use, comma-separated: they become public.")],
+    slices: Annotated[int, typer.Option(help="Slices (checkpoint after each).")] = 1,
+    epochs: EpochsOpt = 200,
+    batch_size: BatchSizeOpt = 64,
+    lr: LrOpt = 2e-3,
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train the base model on public sources; compartments may then start from it (`train compartments --from-base`)."""
+    from ..jobs import train_base
+    from ..training import TrainConfig
+
+    st = _open(store)
+    r = train_base(st, _names(sources, "--sources") or [], config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
+                   seed=seed), slices=slices, seed=seed)
+    emit({"base": r.artifacts[-1] if r.artifacts else None, "public_sources": st.catalog.public_sources(),
+          "steps": r.steps, "seconds": round(r.seconds, 2)}, as_json)

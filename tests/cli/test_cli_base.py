@@ -1,0 +1,64 @@
+"""``train base`` and ``train compartments --from-base [--adapter lora]`` through the CLI, and their refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from silodiff.cli.main import app
+from silodiff.store import Store
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def ok_json(*args: str):
+    r = run(*args, "--json")
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def one_line_error(r, fragment: str) -> None:
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], r.stderr
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("base") / "st"
+    ok_json("data", "ingest", "--store", root, "--limit", "60", "--assign", "random:3")
+    return root
+
+
+def test_bad_from_base_input_is_one_line_and_registers_nothing(store):
+    s = ["--store", store, "--epochs", "1", "--batch-size", "16"]
+    one_line_error(run("train", "compartments", *s, "--from-base"), "no base model")
+    one_line_error(run("train", "compartments", *s, "--adapter", "lora"), "need --from-base")
+    one_line_error(run("train", "base", *s, "--sources", "nobody"), "unknown source")
+    assert Store(store).catalog.artifacts(active=None) == []
+    assert ok_json("train", "base", *s, "--sources", "source-0")["public_sources"] == ["source-0"]
+    before = {a["hash"] for a in Store(store).catalog.artifacts(active=None)}
+    one_line_error(run("train", "compartments", *s, "--from-base", "--adapter", "lora", "--rank", "0"), "rank must be ≥ 1")
+    one_line_error(run("train", "compartments", *s, "--from-base", "--adapter", "lora", "--target-modules", "nothing"),
+                   "match no linear")
+    assert {a["hash"] for a in Store(store).catalog.artifacts(active=None)} == before
+
+
+def test_lora_compartments_from_the_base(store):
+    s = ["--store", store, "--epochs", "1", "--batch-size", "16"]
+    if not Store(store).catalog.public_sources():
+        ok_json("train", "base", *s, "--sources", "source-0")
+    rows = ok_json("train", "compartments", *s, "--slices", "1", "--from-base", "--adapter", "lora", "--rank", "2")
+    assert sorted(r["compartment"] for r in rows) == ["source-1", "source-2"]  # the public source is the base
+    st = Store(store)
+    base = st.catalog.artifacts("base")[0]["hash"]
+    for r in rows:
+        model = st.load(r["final"])
+        assert model.base_hash == base and all("lora_" in k for k in model.state_dict())
+        assert set(st.catalog.lineage(base)) <= set(st.catalog.lineage(r["final"]))
