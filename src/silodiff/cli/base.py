@@ -22,6 +22,9 @@ def train_base_cmd(
     epochs: EpochsOpt = 200,
     batch_size: BatchSizeOpt = 64,
     lr: LrOpt = 2e-3,
+    public: Annotated[bool, typer.Option("--public/--licensed", help="Declare the sources public (every key may use "
+                                         "them), or keep them licensed: compartments on the base then need rights "
+                                         "on its sources too.")] = True,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
 ) -> None:
@@ -31,6 +34,6 @@ def train_base_cmd(
 
     st = _open(store)
     r = train_base(st, _names(sources, "--sources") or [], config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
-                   seed=seed), slices=slices, seed=seed)
+                   seed=seed), slices=slices, seed=seed, public=public)
     emit({"base": r.artifacts[-1] if r.artifacts else None, "public_sources": st.catalog.public_sources(),
           "steps": r.steps, "seconds": round(r.seconds, 2)}, as_json)

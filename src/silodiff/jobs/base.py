@@ -30,23 +30,33 @@ ADAPTERS = ("none", "lora")
 
 def train_base(
     store: Store, sources: Sequence[str], *, config: TrainConfig | None = None, model: dict | None = None,
-    slices: int = 1, seed: int = 0, progress: bool = True,
+    slices: int = 1, seed: int = 0, progress: bool = True, public: bool = True,
 ) -> JobResult:
-    """Declare ``sources`` public and train the base on their live samples (an artifact of kind ``base``)."""
+    """Train the base on the live samples of ``sources`` (an artifact of kind ``base``).
+
+    ``public=True`` declares those sources public: every key may use them, so any key may be served a
+    compartment built on this base.  ``public=False`` keeps them licensed: a compartment built on the base is
+    then served only to keys whose rights cover the base's sources too (its effective lineage includes them).
+    """
     from .compartments import _jobs
 
     config = (config or TrainConfig()).check()
     sources = sorted(set(sources))
     if not sources:
         raise SilodiffError("a base needs at least one public source (--sources public,...)")
-    store.catalog.declare_public(sources)
+    known = {r["name"] for r in store.catalog.sources()}
+    if set(sources) - known:
+        raise SilodiffError(f"unknown source(s): {', '.join(sorted(set(sources) - known))}")
+    if public:
+        store.catalog.declare_public(sources)
     ids = [r["sample_id"] for s in sources for r in store.catalog.sample_rows(s)]
     if not ids:
         raise SilodiffError(f"source(s) {', '.join(sources)} hold no live samples")
     (job,) = _jobs(store, BASE, {BASE: split_slices(sorted(ids), slices, seed)}, config, model, progress)
     job.extra["sources"] = sources
     (result,) = run_jobs([job], "serial")
-    store.catalog.log_event("train", {"kind": BASE, "sources": sources, "seconds": round(result.seconds, 2)})
+    store.catalog.log_event("train", {"kind": BASE, "sources": sources, "public": public,
+                                      "seconds": round(result.seconds, 2)})
     return result
 
 

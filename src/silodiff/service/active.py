@@ -130,7 +130,11 @@ class ActiveSet:
 
     # -- rights ------------------------------------------------------------------
     def lineage_sources(self, digest: str) -> frozenset[str]:
-        """The sources of every sample artifact ``digest`` was trained on."""
+        """The non-public sources of every sample artifact ``digest`` was trained on (its effective lineage, a base's
+        included): what a key's rights must cover.  Sources declared public count for every key."""
+        return self._lineage_sources(digest) - frozenset(self.store.catalog.public_sources())
+
+    def _lineage_sources(self, digest: str) -> frozenset[str]:
         if digest not in self._sources:
             rows = self.store.catalog.db.execute(
                 "SELECT DISTINCT s.source FROM lineage l JOIN sample_sets m ON m.set_id = l.set_id "

@@ -1,0 +1,52 @@
+"""Rights over compartments built on a base: the effective lineage (own ids ∪ the base's) is what a key's
+rights must cover, and sources declared public count for every key."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from silodiff.store import Store
+from silodiff.store.artifacts import ArtifactStore
+
+GEN = {"n": 2, "steps": 4, "compartments": ["source-1"]}
+TINY = {"kind": "mlp-denoiser", "image_shape": [1, 8, 8], "num_classes": 10, "hidden": 32, "depth": 1}
+
+
+def _store(root, public: bool) -> Store:
+    from silodiff.data import load_digits
+    from silodiff.jobs import plan_compartments, train_base, train_compartments
+    from silodiff.training import TrainConfig
+
+    store = Store(root)
+    store.ingest(load_digits("random:3", limit=90), "digits")
+    config = TrainConfig(epochs=1, batch_size=32)
+    train_base(store, ["source-0"], config=config, model=TINY, progress=False, public=public)
+    plan_compartments(store, by="source")
+    train_compartments(store, ["source-1", "source-2"], config=config, from_base=True, adapter="lora",
+                       lora={"rank": 2}, progress=False)
+    return store
+
+
+@pytest.mark.parametrize("public", [True, False], ids=["public-base", "licensed-base"])
+def test_a_compartment_on_a_base_needs_rights_on_the_bases_sources_unless_public(tmp_path, monkeypatch, app_factory,
+                                                                                 public):
+    from silodiff.service.keys import create_key
+
+    store = _store(tmp_path / "store", public)
+    carol = create_key(store, "carol", ["source-1"])[1]      # rights on the compartment's own source only
+    dave = create_key(store, "dave", ["source-0", "source-1"])[1]  # and on the base's
+    final = max(store.catalog.artifacts("compartment", name="source-1"), key=lambda a: a["slice"])["hash"]
+    loaded = []
+    load = ArtifactStore.load_module
+    monkeypatch.setattr(ArtifactStore, "load_module", lambda self, d: (loaded.append(d), load(self, d))[1])
+    client = TestClient(app_factory(store))
+    r = client.post("/v1/generate", json=GEN, headers={"X-API-Key": carol})
+    if public:
+        assert r.status_code == 200, r.text
+        assert final in loaded
+    else:
+        assert r.status_code == 403 and "detail" in r.json(), r.text
+        assert final not in loaded  # refused before any weight is read
+        assert client.post("/v1/generate", json=GEN, headers={"X-API-Key": dave}).status_code == 200
+        assert final in loaded
