@@ -135,3 +135,26 @@ def test_forgetting_a_base_sample_retrains_the_base_and_every_compartment_on_it(
     assert not [a for a in store.catalog.artifacts_that_saw([victim]) if a["active"]]
     ok, problems = verify_certificate(store, cert)
     assert ok, problems
+
+
+def test_the_router_and_the_composition_with_the_base_as_a_member(based):
+    from silodiff.composition import compose, train_router
+    from silodiff.sampling import generate
+
+    store = based
+    plan_compartments(store, by="source", slices=1)
+    train_compartments(store, ["source-1"], config=CONFIG, from_base=True, adapter="lora", lora={"rank": 2},
+                       progress=False)
+    router = train_router(store, config=CONFIG, progress=False, with_base=True)
+    # the router tells the compartment from the base by the compartment's own data, and its lineage is exactly
+    # what it trained on: source-1's samples and the base's (as a class of its own)
+    assert set(store.catalog.lineage(router)) == _ids(store, "source-1") | _ids(store, "source-0")
+    assert store.load(router).info["compartments"] == [BASE, "source-1"]
+    for which in ("classifier", "trajectory", "uniform"):
+        model = compose(store, ["source-1"], router=which, with_base=True)
+        assert model.names == ["source-1", BASE]
+        images, _ = generate(model, 4, labels=[0, 1, 2, 3], steps=4, seed=0)
+        assert images.shape == (4, 1, 8, 8) and torch.isfinite(images).all()
+        assert (model.calls > 0).all()  # both the compartment and the base were evaluated
+    without = compose(store, ["source-1"], router="trajectory")
+    assert without.names == ["source-1"]

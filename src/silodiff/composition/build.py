@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from ..errors import SilodiffError
+from ..jobs.base import BASE, active_base, base_of, own_ids
 from ..jobs.compartments import PARAGON, num_classes
 from ..nn import NoisyClassifier
 from ..store import Store
@@ -43,26 +44,42 @@ def final_checkpoint(store: Store, kind: str, name: str) -> dict[str, Any]:
     return final[-1]
 
 
+def _label_counts(store: Store, ids: Sequence[str]) -> dict[int, int]:
+    labels = store.dataset(list(ids)).labels
+    return {int(y): int(n) for y, n in zip(*labels.unique(return_counts=True))}
+
+
+def _own_sets(store: Store, digest: str) -> set[str]:
+    """The sample sets a checkpoint links, less its base's: the router trains on these ids only."""
+    base = base_of(store, digest)
+    inherited = set(store.catalog.lineage_sets(base)) if base else set()
+    return set(store.catalog.lineage_sets(digest)) - inherited
+
+
 def train_router(
     store: Store, *, config: TrainConfig | None = None, progress: bool = True, members: dict[str, str] | None = None,
-    activate: bool = True,
+    activate: bool = True, with_base: bool = False,
 ) -> str:
     """Train the shard classifier f(x_t, t, y) → compartment over all trained compartments.
 
     ``members`` (compartment → checkpoint hash) trains over exactly those checkpoints
     instead of the active final ones (a forget stages new ones first);
-    ``activate=False`` registers the router inactive, for an atomic switch later.
+    ``activate=False`` registers the router inactive, for an atomic switch later; ``with_base``: the
+    active base is one more class (for compositions that include it, ``compose(..., with_base=True)``).
     """
     config = (config or TrainConfig(epochs=100)).check()
-    names = sorted(members) if members is not None else trained_compartments(store)
+    members = dict(members) if members is not None else {
+        n: final_checkpoint(store, "compartment", n)["hash"] for n in trained_compartments(store)}
+    if with_base:  # the base is one more class: the router learns when a sample looks like public data
+        members[BASE] = active_base(store)["hash"]
+    names = sorted(members)
     if len(names) < 2:
         raise SilodiffError("a router needs at least two trained compartments")
-    finals = [store.catalog.artifact(members[n]) if members is not None else final_checkpoint(store, "compartment", n)
-              for n in names]
-    set_ids = sorted({s for f in finals for s in store.catalog.lineage_sets(f["hash"])})
+    finals = [store.catalog.artifact(members[n]) for n in names]
+    set_ids = sorted({s for f in finals for s in _own_sets(store, f["hash"])})
     ids, targets = [], []
     for k, f in enumerate(finals):
-        lineage = store.catalog.lineage(f["hash"])
+        lineage = own_ids(store, f["hash"])  # a compartment on a base is told apart by its own data, not the base's
         ids += lineage
         targets += [k] * len(lineage)
     data = store.dataset(ids)
@@ -90,11 +107,14 @@ def compose(
     router: str = "classifier",
     gate: float = 0.0,
     load: Callable[[str], torch.nn.Module] | None = None,
+    with_base: bool = False,
 ) -> ComposedDenoiser:
     """The composition over ``allowed`` (default: every trained compartment).
 
     ``load`` (artifact hash → module, default ``store.load``) lets a caller serve
     members from a cache; only the allowed members and the router are asked for.
+    ``with_base``: the active base model is one more member (named ``base``), weighted by the router like the
+    others, with the label prior of its own lineage.
     """
     check_router(router)
     load = load or store.load
@@ -106,10 +126,16 @@ def compose(
     if unknown:
         raise SilodiffError(f"not a trained compartment: {', '.join(unknown)}")
     finals = {n: final_checkpoint(store, "compartment", n) for n in names}
+    label_counts = {n: store.catalog.label_counts(n) for n in names}
+    if with_base:
+        base = active_base(store)
+        finals[BASE] = store.catalog.artifact(base["hash"])
+        label_counts[BASE] = _label_counts(store, base["ids"])
+        names.append(BASE)
     members = {n: load(finals[n]["hash"]) for n in names}
     counts = torch.zeros(len(names), num_classes(store))
     for k, n in enumerate(names):
-        for y, c in store.catalog.label_counts(n).items():
+        for y, c in label_counts[n].items():
             counts[k, y] = c
     hashes = {n: f["hash"] for n, f in finals.items()}
     if router == "classifier":

@@ -70,6 +70,27 @@ def active_base(store: Store) -> dict[str, Any]:
             "ids": store.catalog.lineage(last["hash"])}
 
 
+def base_of(store: Store, digest: str) -> str | None:
+    """The base artifact a checkpoint was built on (``info["base"]`` in its config.json), or None."""
+    import json
+
+    try:
+        info = json.loads((store.artifacts.path(digest) / "config.json").read_bytes()).get("info", {})
+    except (OSError, ValueError):
+        return None
+    return info.get("base")
+
+
+def own_ids(store: Store, digest: str) -> list[str]:
+    """A checkpoint's own sample ids: its effective lineage less its base's (what only this compartment saw)."""
+    lineage = store.catalog.lineage(digest)
+    base = base_of(store, digest)
+    if base is None:
+        return lineage
+    inherited = set(store.catalog.lineage(base))
+    return [s for s in lineage if s not in inherited]
+
+
 def from_base_model(base: dict[str, Any], adapter: str = "none", *, rank: int = 4, alpha: float | None = None,
                     targets: Sequence[str] | None = None) -> dict[str, Any]:
     """The model config of a compartment that starts from ``base`` (checked before anything is registered)."""

@@ -35,6 +35,7 @@ import torch
 from ..composition import final_checkpoint, train_router
 from ..errors import SilodiffError
 from ..jobs import BASE, SliceJob, run_jobs
+from ..jobs.base import active_base
 from ..data import SampleSet
 from ..store import Store, ids_hash
 from ..store.artifacts import _fsync_write
@@ -103,7 +104,7 @@ def _execute(store: Store, journal: Journal, req: dict[str, Any], progress: bool
         state["compartments"] = _retrain_compartments(store, plan, progress, backend, state["base"])
         clock("retrain_compartments", t0)
         t0 = time.perf_counter()
-        state["router"] = _retrain_router(store, plan, state["compartments"], progress)
+        state["router"] = _retrain_router(store, plan, state["compartments"], progress, state.get("base"))
         clock("retrain_router", t0)
         journal.set_phase(rid, "staged", state)
         phase = "staged"
@@ -192,13 +193,17 @@ def _retrain_compartments(store: Store, plan: dict[str, Any], progress: bool, ba
                        for r in c["retrained_slices"]] for c, job in zip(todo, jobs)}
 
 
-def _retrain_router(store: Store, plan: dict[str, Any], staged: dict[str, list[str]], progress: bool) -> str | None:
-    """The shard classifier over the remaining compartments' new final checkpoints, inactive."""
+def _retrain_router(store: Store, plan: dict[str, Any], staged: dict[str, list[str]], progress: bool,
+                    base: dict[str, Any] | None = None) -> str | None:
+    """The shard classifier over the remaining compartments' new final checkpoints (and the base, new or not,
+    when it was one of its classes), inactive."""
     router = plan["router"]
     if router is None:
         return None
     members = {n: staged[n][-1] if n in staged else final_checkpoint(store, "compartment", n)["hash"]
                for n in router["compartments"]}
+    if router.get("with_base"):
+        members[BASE] = base["hash"] if base else active_base(store)["hash"]
     _log(progress, f"router: retrain over {len(members)} compartments")
     return train_router(store, config=TrainConfig(**router["train"]), members=members, activate=False, progress=progress)
 

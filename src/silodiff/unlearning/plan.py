@@ -156,7 +156,8 @@ def plan_forget(store: Store, sample_ids: Sequence[str] = (), sources: Sequence[
     router = next((a for a in plan["artifacts"] if a["kind"] == "router" and a["action"] == "retrain"), None)
     if router is not None:
         train = artifact_info(store, router["hash"]).get("train") or DEFAULT_ROUTER_TRAIN
-        plan["router"] = {"old": router["hash"], "train": train, "compartments": kept}
+        with_base = BASE in artifact_info(store, router["hash"]).get("compartments", [])
+        plan["router"] = {"old": router["hash"], "train": train, "compartments": kept, "with_base": with_base}
     # 3. sources left with no live sample, and the image shape (for emptied data shards)
     touched = sorted({r[0] for r in db.execute(
         f"SELECT DISTINCT source FROM samples WHERE sample_id IN ({','.join('?' * len(live))})", live)})
