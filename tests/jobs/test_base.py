@@ -158,3 +158,22 @@ def test_the_router_and_the_composition_with_the_base_as_a_member(based):
         assert (model.calls > 0).all()  # both the compartment and the base were evaluated
     without = compose(store, ["source-1"], router="trajectory")
     assert without.names == ["source-1"]
+
+
+def test_lora_members_share_one_base_and_give_the_same_eps(based):
+    from silodiff.composition import compose
+    from silodiff.nn.lora import BankMember
+
+    store = based
+    plan_compartments(store, by="source", slices=1)
+    train_compartments(store, ["source-0", "source-1"], config=CONFIG, from_base=True, adapter="lora",
+                       lora={"rank": 2}, progress=False)
+    shared = compose(store, ["source-0", "source-1"], router="uniform", with_base=True)
+    separate = compose(store, ["source-0", "source-1"], router="uniform", with_base=True, share=False)
+    assert all(isinstance(m, BankMember) for m in shared.members)
+    assert len({id(m.bank) for m in shared.members}) == 1  # one base in memory for all three members
+    assert not any(isinstance(m, BankMember) for m in separate.members)
+    x, t = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.full((6,), 300)
+    y = torch.tensor([0, 1, 2, 3, 4, 5])
+    with torch.no_grad():
+        torch.testing.assert_close(shared(x, t, y), separate(x, t, y), rtol=1e-5, atol=1e-5)

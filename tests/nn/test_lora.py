@@ -129,3 +129,31 @@ def test_targets_select_layers_and_bad_input_is_one_clear_error(tiny_mlp):
         LoraDenoiser(base=tiny_mlp.config, targets=["("])
     with pytest.raises(SilodiffError, match="do not fit"):
         LoraDenoiser(base=tiny_mlp.config).load_base({"inp.weight": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("arch", ["tiny_mlp", "tiny_unet"])
+def test_an_adapter_bank_gives_each_members_eps_in_one_mixed_batch(request, arch):
+    from silodiff.nn.lora import AdapterBank
+
+    base = request.getfixturevalue(arch).eval()
+    adapters = {}
+    for k, name in enumerate(["source-1", "source-2", "source-3"]):
+        model = LoraDenoiser(base=base.config, base_hash="b" * 64, rank=2 + k)
+        model.load_base(base.state_dict())
+        _perturb(model, seed=k + 1)
+        adapters[name] = model.eval()
+    bank = AdapterBank(adapters)
+    x, t, y = _inputs()
+    rows = ["source-2", None, "source-1", "source-3", "source-2", None]  # None: the base alone
+    with torch.no_grad():
+        mixed = bank(x, t, y, rows)
+        one_by_one = bank.forward_one_by_one(x, t, y, rows)
+        for i, name in enumerate(rows):
+            expected = (base if name is None else adapters[name])(x[i:i + 1], t[i:i + 1], y[i:i + 1])
+            torch.testing.assert_close(mixed[i:i + 1], expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(one_by_one, mixed, rtol=1e-5, atol=1e-5)
+    # one base in memory: the bank holds the base's weights once plus K adapters
+    base_numel = sum(v.numel() for v in base.state_dict().values())
+    bank_numel = sum(p.numel() for p in bank.parameters())
+    adapters_numel = sum(sum(v.numel() for v in a.state_dict().values()) for a in adapters.values())
+    assert bank_numel == base_numel + adapters_numel

@@ -17,6 +17,7 @@ from ..errors import SilodiffError
 from ..jobs.base import BASE, active_base, base_of, own_ids
 from ..jobs.compartments import PARAGON, num_classes
 from ..nn import NoisyClassifier
+from ..nn.lora import share_bases
 from ..store import Store
 from ..training import TrainConfig, new_state, train
 from .composed import ComposedDenoiser
@@ -108,13 +109,15 @@ def compose(
     gate: float = 0.0,
     load: Callable[[str], torch.nn.Module] | None = None,
     with_base: bool = False,
+    share: bool = True,
 ) -> ComposedDenoiser:
     """The composition over ``allowed`` (default: every trained compartment).
 
     ``load`` (artifact hash → module, default ``store.load``) lets a caller serve
     members from a cache; only the allowed members and the router are asked for.
     ``with_base``: the active base model is one more member (named ``base``), weighted by the router like the
-    others, with the label prior of its own lineage.
+    others, with the label prior of its own lineage.  ``share``: LoRA members built on one base share one copy
+    of it (``nn.lora.AdapterBank``); ``False`` holds each as its own model (the same ε).
     """
     check_router(router)
     load = load or store.load
@@ -133,6 +136,8 @@ def compose(
         label_counts[BASE] = _label_counts(store, base["ids"])
         names.append(BASE)
     members = {n: load(finals[n]["hash"]) for n in names}
+    if share:  # LoRA members of one base: one base in memory, evaluated in one mixed-adapter pass
+        members = share_bases(members, members.get(BASE), BASE if with_base else None)
     counts = torch.zeros(len(names), num_classes(store))
     for k, n in enumerate(names):
         for y, c in label_counts[n].items():

@@ -15,6 +15,7 @@ import torch
 
 from ..errors import SilodiffError
 from ..nn.denoisers import Denoiser
+from ..nn.lora import BankMember
 from .routers import log_label_prior
 
 
@@ -76,19 +77,32 @@ class ComposedDenoiser(Denoiser):
             top = w == w.max(1, keepdim=True).values
             w = torch.where((w >= self.gate) | top, w, torch.zeros_like(w))
             w = w / w.sum(1, keepdim=True)
-        # 3. ε̂ = Σ_i w_i ε_i, each member only on its rows
+        # 3. ε̂ = Σ_i w_i ε_i, each member only on its rows; LoRA members of one base in one mixed-adapter pass
         eps = torch.zeros_like(x)
         self._evals = {}
+        banked: dict[int, list[tuple[int, torch.Tensor]]] = {}
         for k, member in enumerate(self.members):
             rows = (w[:, k] > 0).nonzero().squeeze(1)
             if len(rows) == 0:
                 continue
-            e = member(x[rows], t[rows], None if labels is None else labels[rows])
-            eps[rows] += w[rows, k].view(-1, *([1] * (x.ndim - 1))) * e
-            self._evals[k] = (rows, e)
-            self.calls[k] += len(rows)
+            if isinstance(member, BankMember):
+                banked.setdefault(id(member.bank), []).append((k, rows))
+                continue
+            self._add(k, rows, member(x[rows], t[rows], None if labels is None else labels[rows]), w, eps)
+        for group in banked.values():
+            bank, rows = self.members[group[0][0]].bank, torch.cat([r for _, r in group])  # (Σ rows,)
+            names = [self.members[k].name for k, r in group for _ in range(len(r))]
+            e = bank(x[rows], t[rows], None if labels is None else labels[rows], names)
+            for (k, r), e_k in zip(group, e.split([len(r) for _, r in group])):
+                self._add(k, r, e_k, w, eps)
         self.last_weights = w
         return eps
+
+    def _add(self, k: int, rows: torch.Tensor, e: torch.Tensor, w: torch.Tensor, eps: torch.Tensor) -> None:
+        """eps[rows] += w[rows, k] · ε_k(rows), and remember ε_k for the trajectory filter."""
+        eps[rows] += w[rows, k].view(-1, *([1] * (eps.ndim - 1))) * e
+        self._evals[k] = (rows, e)
+        self.calls[k] += len(rows)
 
     def reset(self) -> None:
         """End the current run: the next forward starts a new one (the router restarts from the prior).

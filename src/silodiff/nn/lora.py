@@ -16,6 +16,7 @@ ordinary denoiser.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -166,3 +167,114 @@ class LoraDenoiser(Denoiser):
         out = Path(out)
         peft_model.save_pretrained(str(out), safe_serialization=True)
         return out
+
+
+BASE_ROWS = "__base__"  # peft's name for "no adapter on these rows"
+
+
+class AdapterBank(nn.Module):
+    """One frozen base in memory with K named LoRA adapters, evaluated in one mixed-adapter batch.
+
+    ``AdapterBank(adapters)`` takes LoRA denoisers that share a base (same ``base_hash``) and copies each
+    one's adapter into a single copy of the base under its own peft adapter name.  ``forward(x, t, labels,
+    adapters)`` runs row i through adapter ``adapters[i]`` (``None``: the base alone): peft computes every
+    frozen layer once over the whole batch and adds each adapter's ``(α/r) B A x`` on its own rows, so K
+    members cost one pass over K·b rows and one base's memory instead of K models.
+    """
+
+    def __init__(self, adapters: Mapping[str, LoraDenoiser]):
+        super().__init__()
+        from peft import inject_adapter_in_model
+
+        if not adapters:
+            raise SilodiffError("an adapter bank needs at least one adapter")
+        first = next(iter(adapters.values()))
+        if len({a.base_hash for a in adapters.values()}) != 1:
+            raise SilodiffError("adapters in one bank must share one base")
+        self.base = build(dict(first.config["base"]))
+        self.base.load_state_dict(first.base_state_dict())
+        self.base.requires_grad_(False)
+        self.num_classes, self.image_shape = first.num_classes, first.image_shape
+        self.keys = {name: f"a{k}" for k, name in enumerate(adapters)}  # peft adapter names must be identifiers
+        for name, model in adapters.items():
+            key = self.keys[name]
+            with warnings.catch_warnings():  # "multiple adapters in the model": that is the point of a bank
+                warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+                inject_adapter_in_model(model.lora, self.base, adapter_name=key)
+            rename = re.compile(rf"\.{ADAPTER_NAME}(\.|$)")  # lora_A.default.weight; lora_embedding_A.default
+            own = {rename.sub(rf".{key}\1", k[len("base."):]): v for k, v in model.state_dict().items()}
+            result = self.base.load_state_dict(own, strict=False)
+            if result.unexpected_keys:
+                raise SilodiffError(f"adapter {name!r} does not fit the bank's base: {result.unexpected_keys[:2]}")
+        self.eval()
+
+    def _layers(self):
+        from peft.tuners.lora import LoraLayer
+
+        return [m for m in self.base.modules() if isinstance(m, LoraLayer)]
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | int, labels: torch.Tensor | None, adapters: list[str | None]
+                ) -> torch.Tensor:
+        names = [BASE_ROWS if a is None else self.keys[a] for a in adapters]
+        hooks = [m.register_forward_pre_hook(lambda mod, args, kwargs: (args, {**kwargs, "adapter_names": names}),
+                                             with_kwargs=True) for m in self._layers()]
+        try:
+            return self.base(x, t, labels)
+        finally:
+            for h in hooks:
+                h.remove()
+
+    def forward_one_by_one(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, adapters: list[str | None]
+                           ) -> torch.Tensor:
+        """The same ε, switching the active adapter per member (the baseline the mixed batch is measured against)."""
+        out = torch.empty_like(x)
+        layers = self._layers()
+        for a in dict.fromkeys(adapters):
+            rows = torch.tensor([i for i, b in enumerate(adapters) if b == a])
+            for m in layers:
+                if a is None:
+                    m.set_adapter([])
+                else:
+                    m.set_adapter(self.keys[a])
+            out[rows] = self.base(x[rows], t[rows], None if labels is None else labels[rows])
+        for m in layers:
+            m.set_adapter(list(self.keys.values())[0])
+        return out
+
+    def member(self, name: str | None) -> "BankMember":
+        return BankMember(self, name)
+
+
+class BankMember(Denoiser):
+    """One adapter of a bank (``None``: the bank's base) as an ordinary denoiser; a composition that holds several
+    members of one bank evaluates them together (``bank.forward`` over their rows)."""
+
+    def __init__(self, bank: AdapterBank, name: str | None):
+        super().__init__()
+        self.bank, self.name = bank, name
+        self.num_classes, self.image_shape = bank.num_classes, bank.image_shape
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | int, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.bank(x, t, labels, [self.name] * len(x))
+
+
+def share_bases(members: Mapping[str, nn.Module], base: nn.Module | None = None, base_name: str | None = None
+                ) -> dict[str, nn.Module]:
+    """Replace LoRA members that share a base by members of one :class:`AdapterBank` each (other members pass).
+
+    ``base``/``base_name``: the base model itself is a member too (it then rides in its adapters' bank).
+    """
+    groups: dict[str, list[str]] = {}
+    for name, m in members.items():
+        if isinstance(m, LoraDenoiser) and m.base_hash:
+            groups.setdefault(m.base_hash, []).append(name)
+    out = dict(members)
+    for base_hash, names in groups.items():
+        if len(names) < 2 and not (base_name and getattr(base, "artifact_hash", None) == base_hash):
+            continue
+        bank = AdapterBank({n: members[n] for n in names})
+        for n in names:
+            out[n] = bank.member(n)
+        if base_name is not None and getattr(base, "artifact_hash", None) == base_hash:
+            out[base_name] = bank.member(None)
+    return out
