@@ -71,3 +71,7 @@ bench-forget: setup
 .PHONY: bench-cli-latency
 bench-cli-latency: setup
 	$(PY) bench/cli_latency.py
+
+.PHONY: bench-lora-members
+bench-lora-members: setup
+	$(PY) bench/lora_members.py
