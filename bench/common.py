@@ -66,7 +66,9 @@ def write_results(name: str, results: dict[str, Any], rows: list[tuple[str, Any,
     ``rows`` are (key, value, target-or-comment) triples for the table.
     """
     RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": name, "command": command(), "commit": git_commit(), "machine": machine(), "results": results,
+    commit = git_commit()
+    payload = {"benchmark": name, "command": command(), "commit": commit, "git_commit": commit, "machine": machine(),
+               "results": results,
                "notes": notes,
                "table": [{"figure": k, "value": v, "target": note} for k, v, note in rows]}
     tmp = RESULTS / f"{name}.json.part"
