@@ -60,9 +60,10 @@ def test_every_train_command_takes_the_same_training_flags(path, cmd):
 
 
 def test_one_flag_one_meaning():
-    """``--sources`` names rights (keys create); the ingest scheme is ``--assign`` (``--sources`` hidden, deprecated)."""
+    """``--sources`` names rights: what one key may use (keys create), or what every key may use (train base,
+    which declares its sources public); the ingest scheme is ``--assign`` (``--sources`` hidden, deprecated)."""
     with_sources = {" ".join(p) for p, c in LEAVES if "--sources" in flags(c)}
-    assert with_sources == {"keys create"}
+    assert with_sources == {"keys create", "train base"}
     assert {" ".join(p) for p, c in LEAVES if "--assign" in flags(c)} == {"data ingest", "add-source"}
     assert not [p for p, c in LEAVES if "--label" in flags(c)]  # `--labels` everywhere
 
