@@ -119,3 +119,21 @@ def test_the_class_count_is_fixed_by_the_first_ingest(tmp_path):
     other.ingest(low, "digits", num_classes=10)  # reserve more at the first ingest
     assert other.num_classes == 10 and other.ingest(data, "digits") == len(data) - len(low)
     assert json.loads(json.dumps(other.catalog.events("num-classes")[0]["payload"])) == {"num_classes": 10}
+
+
+def test_cli_ingest_says_what_it_skipped_and_readmits_on_request(tmp_path):
+    from typer.testing import CliRunner
+
+    from silodiff.cli.main import app
+
+    runner, root = CliRunner(), str(tmp_path / "store")
+    args = ["data", "ingest", "--store", root, "--sources", "single:alice", "--limit", "12"]
+    assert runner.invoke(app, args).exit_code == 0
+    store = Store(root, create=False)
+    sid = store.catalog.sample_rows()[0]["sample_id"]
+    _forget_one(store, sid)
+    out = runner.invoke(app, args)
+    assert out.exit_code == 0 and "0 new samples" in out.output and "1 forgotten sample(s) skipped" in out.output, out.output
+    out = runner.invoke(app, [*args, "--readmit-forgotten", "--json"])
+    assert out.exit_code == 0 and json.loads(out.output)["readmitted"] == 1, out.output
+    assert store.catalog.sample(sid)["forgotten_at"] is None
