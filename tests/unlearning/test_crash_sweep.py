@@ -3,9 +3,10 @@
 One script ingests 40 digits from two sources, plans two compartments of two
 slices, trains them and forgets two samples; run again, it completes whatever a
 kill interrupted (every step resumes or is a no-op).  The reference run is never
-killed.  Each sweep run is SIGKILLed at a random moment of the reference run's
-duration (seeded: ``SILODIFF_SWEEP_SEED``), then rerun, and then every invariant
-is checked on the raw files, before anything reopens the store:
+killed; it times each phase (ingest, train, forget).  Sweep run k is SIGKILLed at
+a random moment (seeded: ``SILODIFF_SWEEP_SEED``) of phase k mod 3, measured from
+the moment the run reports that phase, then rerun, and then every invariant is
+checked on the raw files, before anything reopens the store:
 
 1. nothing under ``tmp/``; every folder under ``artifacts/`` is an artifact of the catalog;
 2. no file under the store holds the bytes of a forgotten image;
@@ -37,35 +38,46 @@ from silodiff.jobs import plan_compartments, train_compartments
 from silodiff.nn import MLPDenoiser
 from silodiff.training import TrainConfig
 from silodiff.unlearning import forget
-print("ready", flush=True)
+data = load_digits("random:2", limit=40)
+print("phase ingest", flush=True)
 store = Store(sys.argv[1])
-store.ingest(load_digits("random:2", limit=40), "digits")
+store.ingest(data, "digits")
+print("phase train", flush=True)
 if not store.catalog.compartments():
     plan_compartments(store, by="source", slices=2)
 model = MLPDenoiser(image_shape=(1, 8, 8), num_classes=10, hidden=16, depth=1).config
 train_compartments(store, config=TrainConfig(epochs=6, batch_size=8), model=model, progress=False)
+print("phase forget", flush=True)
 forget(store, sample_ids=sys.argv[2:])
-print("done", flush=True)
+print("phase done", flush=True)
 """
-KILLS = int(os.environ.get("SILODIFF_SWEEP_KILLS", "8"))  # each kill costs two interpreters (~1 min on a busy CPU)
+KILLS = int(os.environ.get("SILODIFF_SWEEP_KILLS", "9"))  # each kill costs two interpreters (~1 min on a busy CPU)
 
 
-def _run(script: Path, root: Path, ids: list[str], kill_after: float | None = None) -> tuple[int, float]:
-    """Run the script; SIGKILL it ``kill_after`` seconds after its imports. (return code, seconds after imports)."""
+PHASES = ("ingest", "train", "forget")
+
+
+def _run(script: Path, root: Path, ids: list[str], kill: tuple[str, float] | None = None) -> tuple[int, dict[str, float]]:
+    """Run the script; with ``kill=(phase, s)``, SIGKILL it s seconds after it reports that phase.
+
+    Returns the exit code and the time each phase began (seconds since the first)."""
     proc = subprocess.Popen([sys.executable, str(script), str(root), *ids], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, text=True)
-    assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-    t0 = time.monotonic()
-    if kill_after is None:
-        _, err = proc.communicate(timeout=600)
+    marks: dict[str, float] = {}
+    for line in proc.stdout:
+        if line.startswith("phase "):
+            marks[line.split()[1]] = time.monotonic()
+            if kill is not None and line.split()[1] == kill[0]:
+                try:
+                    proc.wait(timeout=kill[1])
+                except subprocess.TimeoutExpired:
+                    proc.send_signal(signal.SIGKILL)
+                break
+    _, err = proc.communicate(timeout=600)
+    if kill is None:
         assert proc.returncode == 0, err[-3000:]
-    else:
-        try:
-            proc.wait(timeout=kill_after)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-    return proc.returncode, time.monotonic() - t0
+    t0 = min(marks.values(), default=0.0)
+    return proc.returncode, {k: v - t0 for k, v in marks.items()}
 
 
 def _snapshot(root: Path) -> dict:
@@ -95,14 +107,16 @@ def test_random_kills_then_rerun_keep_every_invariant(tmp_path):
     script = tmp_path / "scenario.py"
     script.write_text(SCRIPT)
 
-    _, duration = _run(script, tmp_path / "reference", ids)
+    _, marks = _run(script, tmp_path / "reference", ids)
+    spans = {p: marks[n] - marks[p] for p, n in zip(PHASES, (*PHASES[1:], "done"))}
     reference = _snapshot(tmp_path / "reference")
     assert not set(ids) & set(reference["live"])
     rng = random.Random(int(os.environ.get("SILODIFF_SWEEP_SEED", "0")))
     killed = 0
     for k in range(KILLS):
         root = tmp_path / f"run-{k}"
-        code, _ = _run(script, root, ids, kill_after=rng.uniform(0, duration))
+        phase = PHASES[k % len(PHASES)]
+        code, _ = _run(script, root, ids, kill=(phase, rng.uniform(0, spans[phase])))
         killed += code == -signal.SIGKILL
         _run(script, root, ids)  # the rerun completes
         # 1. no leftovers: tmp/ empty, artifacts/ only what the catalog records
@@ -124,3 +138,4 @@ def test_random_kills_then_rerun_keep_every_invariant(tmp_path):
             assert verify_certificate(store, cert) == (True, []), f"run {k}"
         store.catalog.close()
     assert killed >= KILLS // 2, f"only {killed} of {KILLS} runs were killed before they finished"
+    print(f"{killed} of {KILLS} runs killed; phase spans (s): {spans}")
