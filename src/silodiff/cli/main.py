@@ -26,8 +26,8 @@ def data_ingest(
     sources: Annotated[str, typer.Option(help="Source assignment: by-class, random:K or single[:NAME] (folders name their own).")] = "random:4",
     path: Annotated[str | None, typer.Option(help="IMAGES,LABELS for idx; ROOT for folder; the IDX folder for fashion-mnist.")] = None,
     limit: Annotated[int | None, typer.Option(help="Keep only the first N images.")] = None,
-    readmit_forgotten: Annotated[bool, typer.Option(help="Store forgotten samples again (new consent, logged as an event); "
-                                                         "by default they are skipped.")] = False,
+    readmit_forgotten: Annotated[bool, typer.Option(
+        help="Store forgotten samples again (new consent, logged as an event); by default they are skipped.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Load a data set and register its samples (pixels stored, ids in the catalog)."""
@@ -40,7 +40,8 @@ def data_ingest(
     emit({"dataset": dataset, **report, "sources": st.catalog.sources()}, as_json) if as_json else \
         emit(st.catalog.sources(), False, ["name", "n"], title=f"{added} new samples from {dataset}")
     for key, what in (("skipped_forgotten", "forgotten sample(s) skipped (--readmit-forgotten stores them again)"),
-                      ("readmitted", "forgotten sample(s) re-admitted"), ("held_elsewhere", "held by another source, not stored again")):
+                      ("readmitted", "forgotten sample(s) re-admitted"),
+                      ("held_elsewhere", "held by another source, not stored again")):
         if report[key] and not as_json:
             typer.echo(f"{report[key]} {what}")
 

@@ -105,7 +105,8 @@ def folder_label(path: Path) -> int:
     """The label an image's folder names: a whole number 0..MAX_LABEL in ASCII digits (no sign, no spaces)."""
     name = path.parent.name
     if not (name.isascii() and name.isdigit()) or len(name) > len(str(MAX_LABEL)) or int(name) > MAX_LABEL:
-        raise SilodiffError(f"{path}: label folder {name!r} is not an integer in 0..{MAX_LABEL} (ASCII digits, no sign)")
+        raise SilodiffError(
+            f"{path}: label folder {name!r} is not an integer in 0..{MAX_LABEL} (ASCII digits, no sign)")
     return int(name)
 
 

@@ -151,7 +151,8 @@ class Store:
                                         f"cannot change it to {num_classes}")
             if max(labels) >= classes:
                 why = "fixed by its first ingest" if fixed else "as given"
-                raise SilodiffError(f"label {max(labels)} is outside the store's {classes} classes (0..{classes - 1}, {why})")
+                raise SilodiffError(
+                    f"label {max(labels)} is outside the store's {classes} classes (0..{classes - 1}, {why})")
             known = self._registered(data.sample_ids)
             report = {"loaded": len(data), "added": 0, "already_stored": 0, "held_elsewhere": 0,
                       "skipped_forgotten": 0, "readmitted": 0, "num_classes": classes}
@@ -198,10 +199,9 @@ class Store:
         out = {}
         for k in range(0, len(ids), 500):
             chunk = ids[k : k + 500]
+            marks = ",".join("?" * len(chunk))
             rows = self.catalog.db.execute(
-                f"SELECT sample_id, source, forgotten_at FROM samples WHERE sample_id IN ({','.join('?' * len(chunk))})",
-                chunk,
-            )
+                f"SELECT sample_id, source, forgotten_at FROM samples WHERE sample_id IN ({marks})", chunk)
             out.update({r[0]: {"source": r[1], "forgotten_at": r[2]} for r in rows})
         return out
 

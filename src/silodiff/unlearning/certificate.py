@@ -126,14 +126,15 @@ def _files_on_disk(store: Store, forgotten: set[str]) -> list[str]:
     for path in sorted(p for p in store.root.rglob("*") if p.is_file()):
         rel = path.relative_to(store.root)
         top = rel.parts[0]
-        if top == "catalog.sqlite" or rel.name.startswith("catalog.sqlite") or top == "certificates" or path.suffix == ".lock":
-            continue
+        if rel.name.startswith("catalog.sqlite") or top == "certificates" or path.suffix == ".lock":
+            continue  # the catalog (ids, no pixels), certificates (ids), lock files (empty)
         images = _stored_ids(path)
         hit = len(images & forgotten) if images else 0
         if top == "tmp":
             what = (f"holds {hit} forgotten image(s)" if hit else "holds images") if images is not None else \
                 ("holds weights of unrecorded lineage" if _is_safetensors(path) else "of unknown content")
-            problems.append(f"temporary file {rel} is on disk and {what} (left by a killed write; opening the store removes it)")
+            problems.append(f"temporary file {rel} is on disk and {what} "
+                            "(left by a killed write; opening the store removes it)")
         elif top == "artifacts" and (len(rel.parts) != 3 or rel.parts[1] not in registered):
             problems.append(f"{rel} is not an artifact of the catalog: weights of unrecorded lineage are on disk")
         elif hit:
