@@ -87,11 +87,11 @@ def test_certificate_fails_after_tampering(fstore, tmp_path):
     db.execute("UPDATE artifacts SET active = 0 WHERE hash = ?", (old,))
     assert verify_certificate(fstore, cert)[0]
     # 2. the event log: one earlier event's payload rewritten
-    payload = db.execute("SELECT payload FROM events WHERE seq = 1").fetchone()[0]
-    db.execute("UPDATE events SET payload = ? WHERE seq = 1", (payload.replace("digits", "other"),))
+    seq, payload = db.execute("SELECT seq, payload FROM events WHERE kind = 'ingest' ORDER BY seq LIMIT 1").fetchone()
+    db.execute("UPDATE events SET payload = ? WHERE seq = ?", (payload.replace("digits", "other"), seq))
     ok, problems = verify_certificate(fstore, cert)
     assert not ok and any("chain" in p for p in problems)
-    db.execute("UPDATE events SET payload = ? WHERE seq = 1", (payload,))
+    db.execute("UPDATE events SET payload = ? WHERE seq = ?", (payload, seq))
     # 3. a weight file of a new artifact
     weights = fstore.artifacts.path(cert["new_artifacts"][0]["hash"]) / "model.safetensors"
     blob = weights.read_bytes()

@@ -37,6 +37,8 @@ def data_ingest(
     assign: AssignOpt = "random:4",
     path: Annotated[str | None, typer.Option(help="IMAGES,LABELS for idx; ROOT for folder; the IDX folder for fashion-mnist.")] = None,
     limit: Annotated[int | None, typer.Option(help="Keep only the first N images.")] = None,
+    readmit_forgotten: Annotated[bool, typer.Option(
+        help="Store forgotten samples again (new consent, logged as an event); by default they are skipped.")] = False,
     as_json: JsonOpt = False,
     old_sources: OldSourcesOpt = None,
 ) -> None:
@@ -48,9 +50,15 @@ def data_ingest(
         assign = old_sources
     data = load_dataset(dataset, sources=assign, limit=limit, path=path)
     st = _open(store, create=True)
-    added = st.ingest(data, dataset)
-    emit({"dataset": dataset, "loaded": len(data), "added": added, "sources": st.catalog.sources()}, as_json) if as_json else \
+    report = st.ingest_report(data, dataset, readmit_forgotten=readmit_forgotten)
+    added = report["added"]
+    emit({"dataset": dataset, **report, "sources": st.catalog.sources()}, as_json) if as_json else \
         emit(st.catalog.sources(), False, ["name", "n"], title=f"{added} new samples from {dataset}")
+    for key, what in (("skipped_forgotten", "forgotten sample(s) skipped (--readmit-forgotten stores them again)"),
+                      ("readmitted", "forgotten sample(s) re-admitted"),
+                      ("held_elsewhere", "held by another source, not stored again")):
+        if report[key] and not as_json:
+            typer.echo(f"{report[key]} {what}")
 
 
 @data_app.command("list")

@@ -11,6 +11,7 @@ Bad input raises ``SilodiffError`` naming the offending file.
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from .sources import assign_sources
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
+MAX_LABEL = 65535  # label folders are whole numbers 0..MAX_LABEL
+MAX_IMAGE_PIXELS = 4096 * 4096  # larger images are refused from their header, before any pixel is decoded
 
 
 def _with_sources(pixels: np.ndarray, labels: np.ndarray, scheme: str) -> SampleSet:
@@ -60,7 +63,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(data) < header:
         raise SilodiffError(f"{path} is truncated (header)")
     shape = struct.unpack(f">{ndim}I", data[4:header])
-    count = int(np.prod(shape))
+    count = math.prod(shape)  # Python ints: a hostile header cannot overflow it
     if len(data) - header != count:
         raise SilodiffError(f"{path} is truncated or corrupt: expected {count} bytes of data, found {len(data) - header}")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
@@ -98,6 +101,15 @@ def load_fashion_mnist(
     )
 
 
+def folder_label(path: Path) -> int:
+    """The label an image's folder names: a whole number 0..MAX_LABEL in ASCII digits (no sign, no spaces)."""
+    name = path.parent.name
+    if not (name.isascii() and name.isdigit()) or len(name) > len(str(MAX_LABEL)) or int(name) > MAX_LABEL:
+        raise SilodiffError(
+            f"{path}: label folder {name!r} is not an integer in 0..{MAX_LABEL} (ASCII digits, no sign)")
+    return int(name)
+
+
 def load_image_folder(root: str | Path) -> SampleSet:
     """``root/<source>/<label>/*.png``; labels are integer folder names; all images one size and mode."""
     from PIL import Image, UnidentifiedImageError
@@ -110,15 +122,15 @@ def load_image_folder(root: str | Path) -> SampleSet:
         raise SilodiffError(f"no images under {root} (expected root/<source>/<label>/*.png)")
     pixels, labels, sources, shape = [], [], [], None
     for path in files:
-        try:
-            label = int(path.parent.name)
-        except ValueError:
-            raise SilodiffError(f"{path}: label folder {path.parent.name!r} is not an integer") from None
+        label = folder_label(path)
         try:
             with Image.open(path) as im:
+                if im.width * im.height > MAX_IMAGE_PIXELS:
+                    raise SilodiffError(f"{path}: image of {im.width}×{im.height} pixels is too large "
+                                        f"(at most {MAX_IMAGE_PIXELS} pixels)")
                 im.load()
                 arr = np.asarray(im.convert("L") if im.mode in ("L", "1", "P", "I", "I;16") else im.convert("RGB"))
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise SilodiffError(f"{path}: unreadable image ({exc})") from None
         arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
         if shape is None:

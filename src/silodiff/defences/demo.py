@@ -47,7 +47,7 @@ def demo_step(store: Store, out: Path, quick: bool) -> str:
     owner = store.source_names()[0]
     ids = sorted(r["sample_id"] for r in store.catalog.sample_rows(owner))[: p["n"]]
     small, owned = Store(out / "defences-store"), store.dataset(ids)
-    small.ingest(owned, "digits")
+    small.ingest(owned, "digits", num_classes=store.num_classes)  # the parent store's classes, whatever the N hold
     config = TrainConfig(epochs=p["epochs"], batch_size=p["n"])
     seconds = {}
 

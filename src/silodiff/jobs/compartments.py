@@ -25,8 +25,8 @@ PARAGON = "paragon"
 
 
 def num_classes(store: Store) -> int:
-    row = store.catalog.db.execute("SELECT MAX(label) FROM samples WHERE forgotten_at IS NULL").fetchone()
-    return int(row[0]) + 1 if row[0] is not None else 0
+    """The store's fixed class count (recorded at its first ingest; forgetting never changes it), 0 when empty."""
+    return store.num_classes or 0
 
 
 def default_model_config(store: Store) -> dict[str, Any]:

@@ -41,7 +41,7 @@ def demo_step(store: Store, out: Path, quick: bool) -> str:
     with tempfile.TemporaryDirectory(prefix="silodiff-ray-demo-") as tmp:
         # 1. a scratch store with the compartment's samples and slice plan only
         scratch = Store(Path(tmp) / "store")
-        scratch.ingest(store.dataset(sorted(sid for s in slices for sid in s)), "replay")
+        scratch.ingest(store.dataset(sorted(sid for s in slices for sid in s)), "replay", num_classes=store.num_classes)
         scratch.catalog.plan_compartment(name, slices)
         # 2. the same job as one Ray task on a private local cluster (start-up included)
         _log(f"replaying compartment {name} ({sum(map(len, slices))} samples, {len(slices)} slices) on a local Ray cluster")

@@ -1,8 +1,10 @@
 """Content-addressed artifacts: ``<hash>/model.safetensors`` + ``<hash>/config.json``.
 
 The hash is ``sha256(config.json bytes + safetensors bytes)``.  Writes go to a
-temporary folder that is renamed into place, so a crash never leaves a
-half-written artifact; loads re-hash the files and refuse a mismatch.  Never
+temporary folder ``tmp/<hash12>.<pid>@<host>.<random>`` that is renamed into
+place, so a crash never leaves a half-written artifact, and the folder a crash
+leaves behind is removed when the store is next opened (``scratch.py``); loads
+re-hash the files and refuse a mismatch.  Never
 pickle: weights are safetensors, everything else is JSON.
 """
 
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SilodiffError
+from .scratch import owner_tag
 
 if TYPE_CHECKING:  # torch is imported where tensors are touched, so reading the catalog stays light
     import torch
@@ -72,7 +75,7 @@ class ArtifactStore:
         final = self.path(digest)
         if final.exists():
             return digest
-        staging = Path(tempfile.mkdtemp(prefix=f"{digest[:12]}-", dir=self.tmp))
+        staging = Path(tempfile.mkdtemp(prefix=f"{digest[:12]}.{owner_tag()}.", dir=self.tmp))
         _fsync_write(staging / WEIGHTS, weights)
         _fsync_write(staging / CONFIG, cfg)
         try:

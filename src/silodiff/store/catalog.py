@@ -45,6 +45,7 @@ CREATE INDEX IF NOT EXISTS artifacts_kind ON artifacts(kind, active);
 CREATE TABLE IF NOT EXISTS lineage (artifact TEXT NOT NULL REFERENCES artifacts(hash), set_id TEXT NOT NULL,
     PRIMARY KEY (artifact, set_id));
 CREATE INDEX IF NOT EXISTS lineage_set ON lineage(set_id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL,
     prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
@@ -119,6 +120,38 @@ class Catalog:
             conn.close()
             self._local.conn = None
 
+    # -- store-wide properties ---------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    @property
+    def num_classes(self) -> int | None:
+        """The store's class count: fixed by its first ingest and never changed by forgetting.
+
+        A store from before it was recorded gets max(label) + 1 over every sample ever
+        registered, forgotten ones included (recorded on first read).
+        """
+        value = self.meta("num_classes")
+        if value is not None:
+            return int(value)
+        row = self.db.execute("SELECT MAX(label) FROM samples").fetchone()
+        if row[0] is None:
+            return None
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('num_classes', ?)", (str(int(row[0]) + 1),))
+        return int(self.meta("num_classes"))
+
+    def set_num_classes(self, n: int) -> None:
+        """Record the class count (once: a store's class count never changes)."""
+        with self.transaction() as db:
+            current = self.meta("num_classes")
+            if current is not None and int(current) != n:
+                raise SilodiffError(f"the store's class count is fixed at {current}")
+            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('num_classes', ?)", (str(int(n)),))
+            if current is None:
+                self.log_event("num-classes", {"num_classes": int(n)})
+
     # -- samples and sources -------------------------------------------------
     def add_samples(self, ids: Sequence[str], labels: Sequence[int], sources: Sequence[str], dataset: str) -> int:
         """Register samples (already known ids are skipped); returns how many were new."""
@@ -129,10 +162,35 @@ class Catalog:
                 "INSERT OR IGNORE INTO samples(sample_id, source, label, dataset, added_at) VALUES (?,?,?,?,?)",
                 [(s, src, int(y), dataset, ts) for s, y, src in zip(ids, labels, sources)],
             )
-            db.executemany("INSERT OR IGNORE INTO sources(name, created_at) VALUES (?,?)", [(s, ts) for s in set(sources)])
+            self._live_sources(sources, ts)
             added = db.execute("SELECT COUNT(*) FROM samples").fetchone()[0] - before
             self.log_event("ingest", {"dataset": dataset, "added": added, "sources": sorted(set(sources))})
         return added
+
+    def _live_sources(self, sources: Iterable[str], ts: str) -> None:
+        """Register sources that receive live samples (a source emptied by a forget is live again)."""
+        names = sorted(set(sources))
+        self.db.executemany("INSERT OR IGNORE INTO sources(name, created_at) VALUES (?,?)", [(s, ts) for s in names])
+        self.db.executemany("UPDATE sources SET forgotten_at = NULL WHERE name = ?", [(s,) for s in names])
+
+    def readmit(self, ids: Sequence[str], sources: Sequence[str], dataset: str) -> None:
+        """Make forgotten samples live again under ``sources``: new consent, recorded as a ``readmit`` event.
+
+        The event lists the ids, so a certificate issued before it still verifies (``verify_certificate``
+        exempts samples re-admitted after it).
+        """
+        if not ids:
+            return
+        ts = now()
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE samples SET forgotten_at = NULL, source = ?, dataset = ?, added_at = ? "
+                "WHERE sample_id = ? AND forgotten_at IS NOT NULL",
+                [(src, dataset, ts, s) for s, src in zip(ids, sources)],
+            )
+            self._live_sources(sources, ts)
+            self.log_event("readmit", {"dataset": dataset, "n": len(ids), "sample_ids": sorted(ids),
+                                       "sources": sorted(set(sources))})
 
     def sample_rows(self, source: str | None = None) -> list[sqlite3.Row]:
         """Live (not forgotten) samples, optionally of one source, ordered by id."""

@@ -182,7 +182,8 @@ def train(
         total.backward()
         if config.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip, foreach=True)
-        opt.step()
+        if keep is None or keep.any():  # every sample dropped (AGC): no step, or AdamW momentum moves the weights
+            opt.step()
         state.step += 1
         state.ema.update(model, state.step)
         for hook in on_step:

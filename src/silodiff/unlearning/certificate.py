@@ -7,9 +7,14 @@ artifact hashes, the retrained slices, the timing, and
     event_log = {seq, head}: the ``forget-certificate`` event that records ``digest``,
                 whose hash chains back to the genesis (``Catalog.verify_chain``).
 
-``verify_certificate`` re-checks it against the catalog and the files on disk;
-it fails when the certificate, the catalog (e.g. an old artifact re-activated),
-the event log or a weight file was tampered with.
+``verify_certificate`` re-checks it against the catalog and every file under the
+store, temporary ones included; it fails when the certificate, the catalog (e.g.
+an old artifact re-activated), the event log or a weight file was tampered
+with, when a file holds an image of a forgotten sample (re-hashed from its
+pixels), or when weights whose lineage the catalog does not record (a killed
+write's staging folder in ``tmp/``, an unregistered artifact folder) are on disk.
+Samples re-admitted after the certificate (``readmit`` events: new consent) are
+exempt.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 
 from safetensors import safe_open
 
+from ..data import sample_id
 from ..errors import SilodiffError
 from ..store import Store
 from ..store.artifacts import canonical_json
@@ -78,12 +84,70 @@ def load_certificate(certificate: dict[str, Any] | str | Path) -> dict[str, Any]
     return cert
 
 
-def _shard_ids(store: Store) -> dict[str, set[str]]:
-    """The sample ids stored in every data shard on disk (read from the files, not the catalog)."""
-    out = {}
-    for path in sorted(store.data_dir.glob("*.safetensors")):
+def _stored_ids(path: Path) -> set[str] | None:
+    """The sample ids of the images a safetensors file holds, recomputed from its pixels and labels
+    (and those its metadata lists); None when it holds no images (weights) or is not safetensors."""
+    try:
         with safe_open(str(path), framework="pt") as f:
-            out[path.stem] = set(json.loads(f.metadata()["sample_ids"]))
+            keys, meta = set(f.keys()), f.metadata() or {}
+            if not {"pixels", "labels"} <= keys:
+                return None
+            pixels, labels = f.get_tensor("pixels").numpy(), f.get_tensor("labels").tolist()
+    except Exception:  # not safetensors (a half-written file, a JSON config)
+        return None
+    ids = {sample_id(p, y) for p, y in zip(pixels, labels)}
+    try:
+        ids |= set(json.loads(meta.get("sample_ids", "[]")))
+    except ValueError:
+        pass
+    return ids
+
+
+def _is_safetensors(path: Path) -> bool:
+    try:
+        with safe_open(str(path), framework="pt"):
+            return True
+    except Exception:
+        return False
+
+
+def _files_on_disk(store: Store, forgotten: set[str]) -> list[str]:
+    """Every file under the store, temporary ones included: none may hold a forgotten image or unaccounted weights.
+
+    - ``tmp/``: anything there is a write a killed process left (opening the store removes it);
+      it fails verification whatever it holds, since its lineage is not recorded;
+    - ``artifacts/<hash>/``: must be an artifact of the catalog (those that saw the
+      samples are checked against the lineage separately);
+    - any file holding images (data shards, wherever they lie): its images, re-hashed
+      from their pixels, must not be forgotten samples.
+    """
+    problems = []
+    registered = {r[0] for r in store.catalog.db.execute("SELECT hash FROM artifacts")}
+    for path in sorted(p for p in store.root.rglob("*") if p.is_file()):
+        rel = path.relative_to(store.root)
+        top = rel.parts[0]
+        if rel.name.startswith("catalog.sqlite") or top == "certificates" or path.suffix == ".lock":
+            continue  # the catalog (ids, no pixels), certificates (ids), lock files (empty)
+        images = _stored_ids(path)
+        hit = len(images & forgotten) if images else 0
+        if top == "tmp":
+            what = (f"holds {hit} forgotten image(s)" if hit else "holds images") if images is not None else \
+                ("holds weights of unrecorded lineage" if _is_safetensors(path) else "of unknown content")
+            problems.append(f"temporary file {rel} is on disk and {what} "
+                            "(left by a killed write; opening the store removes it)")
+        elif top == "artifacts" and (len(rel.parts) != 3 or rel.parts[1] not in registered):
+            problems.append(f"{rel} is not an artifact of the catalog: weights of unrecorded lineage are on disk")
+        elif hit:
+            where = f"data shard {path.stem!r}" if top == "data" else f"file {rel}"
+            problems.append(f"{where} still stores {hit} forgotten sample(s)")
+    return problems
+
+
+def _readmitted_after(store: Store, seq: int) -> set[str]:
+    """Sample ids re-admitted (new consent, ``readmit`` events) after event ``seq``."""
+    out: set[str] = set()
+    for r in store.catalog.db.execute("SELECT payload FROM events WHERE kind = 'readmit' AND seq > ?", (seq,)):
+        out |= set(json.loads(r[0]).get("sample_ids", []))
     return out
 
 
@@ -104,8 +168,10 @@ def verify_certificate(store: Store, certificate: dict[str, Any] | str | Path) -
         problems.append(f"event {log.get('seq')} of the log is not this certificate's event")
     elif json.loads(row["payload"]).get("digest") != cert.get("digest"):
         problems.append(f"event {log.get('seq')} records another certificate digest")
-    # 2. the samples are forgotten, and nothing active (or on disk) saw them
-    ids = cert["forgotten"]["sample_ids"]
+    # 2. the samples are forgotten (unless re-admitted later, with new consent), and nothing active, nor any
+    #    file under the store, temporary ones included, holds them
+    readmitted = _readmitted_after(store, log.get("seq") or 0)
+    ids = [s for s in cert["forgotten"]["sample_ids"] if s not in readmitted]
     for sid in ids:
         s = catalog.sample(sid)
         if s is None or s["forgotten_at"] is None:
@@ -115,9 +181,7 @@ def verify_certificate(store: Store, certificate: dict[str, Any] | str | Path) -
             problems.append(f"active artifact {a['hash'][:12]} ({a['kind']} {a['name']}) has forgotten samples in its lineage")
         if (store.artifacts.path(a["hash"])).exists():
             problems.append(f"weights of {a['hash'][:12]} ({a['kind']} {a['name']}), which saw forgotten samples, are on disk")
-    for source, stored in _shard_ids(store).items():
-        if stored.intersection(ids):
-            problems.append(f"data shard {source!r} still stores {len(stored.intersection(ids))} forgotten sample(s)")
+    problems += _files_on_disk(store, set(ids))
     # 3. old artifacts inactive and gone; new ones present and intact (or superseded by a later request)
     for a in cert["old_artifacts"]:
         rows = catalog.db.execute("SELECT active FROM artifacts WHERE hash = ?", (a["hash"],)).fetchone()

@@ -40,6 +40,7 @@ from ..data import SampleSet
 from ..store import Store, ids_hash
 from ..store.artifacts import _fsync_write
 from ..store.catalog import now
+from ..store.scratch import part_path
 from ..training import TrainConfig
 from .certificate import build_certificate
 from .journal import Journal, certificate_path, crash_point, store_lock
@@ -70,6 +71,7 @@ def forget(
     if dry_run:
         return plan_forget(store, sample_ids, sources)
     with store_lock(store):
+        store.clean_tmp()  # a killed earlier run's staging folders may hold weights that saw these samples
         journal = Journal(store)
         resumed = [_execute(store, journal, req, progress, backend) for req in journal.pending()]
         plan = plan_forget(store, sample_ids, sources)
@@ -125,7 +127,7 @@ def _execute(store: Store, journal: Journal, req: dict[str, Any], progress: bool
     certificate = build_certificate(store, journal.get(rid))
     path = certificate_path(store, rid)
     path.parent.mkdir(exist_ok=True)
-    tmp = store.root / "tmp" / f"{path.name}.part"
+    tmp = part_path(store.root / "tmp", path.name)
     _fsync_write(tmp, json.dumps(certificate, indent=2).encode())
     tmp.replace(path)
     journal.finish(rid, certificate)
@@ -243,11 +245,12 @@ def _delete(store: Store, plan: dict[str, Any]) -> None:
         if k == 0:
             crash_point("mid-delete")
     shape = tuple(plan["image_shape"])
-    for source in plan["sources_touched"]:
+    forgotten = set(plan["forget_ids"])
+    holding = [p.stem for p in sorted(store.data_dir.glob("*.safetensors")) if forgotten & store.shard_ids(p.stem)]
+    for source in sorted(set(plan["sources_touched"]) | set(holding)):  # every shard on disk that holds them
         if catalog.sample_rows(source):
             keep = store.dataset(source=source)  # live samples only
         else:
             keep = SampleSet(torch.zeros((0, *shape), dtype=torch.uint8), torch.zeros(0, dtype=torch.int64), [], [])
         store.write_shard(source, keep)
-        for part in (store.root / "tmp").glob(f"{source}.safetensors.*.part"):  # a crashed earlier write
-            part.unlink(missing_ok=True)
+    store.clean_tmp()  # a crashed earlier write's .part files

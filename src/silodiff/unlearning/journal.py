@@ -18,7 +18,6 @@ a named point, so tests can check exactly that.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -29,6 +28,7 @@ from typing import Any
 
 from ..store import Store
 from ..store.catalog import now
+from ..store.locks import file_lock
 
 PHASES = ("planned", "staged", "switched", "deleted", "done")
 CRASH_ENV = "SILODIFF_CRASH_AT"
@@ -48,13 +48,9 @@ def crash_point(name: str) -> None:
 
 @contextmanager
 def store_lock(store: Store) -> Iterator[None]:
-    """One forget / add-source at a time per store (an OS file lock, released even by SIGKILL)."""
-    with open(store.root / "unlearning.lock", "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    """One forget / add-source at a time per store (an OS file lock, released even by SIGKILL; re-entrant)."""
+    with file_lock(store.root / "unlearning.lock"):
+        yield
 
 
 class Journal:
