@@ -25,10 +25,10 @@ LAYERS = [
     {"training"},
     {"store"},
     {"jobs"},
-    {"compose", "sampling"},
+    {"composition", "sampling"},
     {"audit", "unlearning"},
     {"defences"},
-    {"generate"},
+    {"generation"},
     {"attribution", "demo"},
     {"cli", "service", "__init__", "__main__"},
 ]
