@@ -79,6 +79,8 @@ class Store:
 
     def shard_ids(self, source: str) -> set[str]:
         """The sample ids a data shard on disk lists (its metadata alone; empty when absent)."""
+        from safetensors import safe_open
+
         path = self._shard(source)
         if not path.exists():
             return set()
@@ -219,6 +221,10 @@ class Store:
 
     def _merged_shard(self, source: str, old: SampleSet | None, stored: SampleSet) -> SampleSet:
         """A source's shard: its live registered rows already on disk, plus this ingest's samples of the source."""
+        import torch
+
+        from ..data import SampleSet
+
         new = stored.where([s == source for s in stored.sources])
         if old is None:
             return new
