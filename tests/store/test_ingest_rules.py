@@ -127,7 +127,7 @@ def test_cli_ingest_says_what_it_skipped_and_readmits_on_request(tmp_path):
     from silodiff.cli.main import app
 
     runner, root = CliRunner(), str(tmp_path / "store")
-    args = ["data", "ingest", "--store", root, "--sources", "single:alice", "--limit", "12"]
+    args = ["data", "ingest", "--store", root, "--assign", "single:alice", "--limit", "12"]
     assert runner.invoke(app, args).exit_code == 0
     store = Store(root, create=False)
     sid = store.catalog.sample_rows()[0]["sample_id"]
