@@ -63,3 +63,9 @@ bench-attribution: setup
 .PHONY: bench-forget
 bench-forget: setup
 	$(PY) bench/forget.py
+
+# D-TRAK / TRAK side by side with the encoded ensemble on the LDS protocol (issue 18; ~40 min on 2 cores)
+.PHONY: bench-attribution-lds
+bench-attribution-lds: setup
+	$(PIP) install 'traker>=0.3'
+	$(PY) bench/attribution_lds.py
