@@ -67,7 +67,7 @@ from silodiff.attribution import UnitInfluence, first_order_influence, load_ense
 from silodiff.attribution.compartments import pixel_distance
 from silodiff.attribution.contrasts import loss_contrasts, member_gram
 from silodiff.attribution.gradient import GradientAttribution
-from silodiff.attribution.lds import lds
+from silodiff.attribution.lds import linear_datamodeling_score as lds
 from silodiff.attribution.likelihood import loss_grid, timestep_grid
 from silodiff.data import SampleSet
 from silodiff.data.dataset import sample_id

@@ -12,7 +12,7 @@ per (seed, t_k) and shared by every image (common random numbers: a training ima
 and a test image are compared under the same x_t perturbation).  Gradients come
 from ``torch.func.vmap(torch.func.grad(f))`` over the batch; a model whose forward
 cannot be vmapped (a composition with a router, an ensemble: data-dependent row
-selection) falls back to ``torch.func.grad`` one sample at a time, same numbers.
+selection) falls back to autograd one sample at a time, same numbers.
 
 Features are randomly projected, φ(z) = Pᵀ g(z) / √d with P ~ N(0, 1)^{P×d}
 (``trak.projectors.BasicProjector`` when the ``traker`` package imports, the same
@@ -144,9 +144,10 @@ class GradientAttribution:
         t, _ = timestep_grid(self.timesteps)
         self.t_ = t
         s = noise_scheduler()
-        abar = s.alphas_cumprod[t].float()
+        dtype = next(iter(self.params_.values())).dtype
+        abar = s.alphas_cumprod[t].to(dtype)
         self.a_, self.b_ = abar.sqrt(), (1 - abar).sqrt()  # (K,)
-        self.noise_ = fixed_noise(self.seed, t.tolist(), model.image_shape)
+        self.noise_ = fixed_noise(self.seed, t.tolist(), model.image_shape).to(dtype)
         self.null_ = int(getattr(model, "num_classes", 0))
         proj, self.projector_ = make_projector(self.grad_dim_, self.proj_dim, self.seed, self.projector)
         self._proj = proj
@@ -174,10 +175,11 @@ class GradientAttribution:
                 return torch.cat([v.flatten(1) for v in grads.values()], 1)
             except Exception:  # data-dependent control flow (router, ensemble row selection): one at a time
                 self.vectorised_ = False
+        params = {k: v.detach().requires_grad_(True) for k, v in self.params_.items()}
         rows = []
-        for i in range(len(x)):
-            grads = g(self.params_, x[i], y[i])
-            rows.append(torch.cat([v.flatten() for v in grads.values()]))
+        for i in range(len(x)):  # plain autograd: the model may read tensor storage (a router's run key)
+            grads = torch.autograd.grad(self._f(params, x[i], y[i]), list(params.values()), allow_unused=True)
+            rows.append(torch.cat([(torch.zeros_like(p) if d is None else d).flatten() for p, d in zip(params.values(), grads)]))
         return torch.stack(rows)
 
     def _labels(self, labels: torch.Tensor | None, n: int) -> torch.Tensor:
@@ -196,7 +198,7 @@ class GradientAttribution:
             stop = min(start + chunk, len(x))
             g = torch.cat([self.gradients(x[a : min(a + self.batch_size, stop)], y[a : min(a + self.batch_size, stop)])
                            for a in range(start, stop, self.batch_size)])
-            out.append(self._proj.project(g, model_id=0) / math.sqrt(self.proj_dim))
+            out.append(self._proj.project(g.float(), model_id=0) / math.sqrt(self.proj_dim))
         return torch.cat(out) if out else torch.zeros(0, self.proj_dim)
 
     def _check_setup(self) -> None:
@@ -279,14 +281,14 @@ class GradientAttribution:
         ``masks`` (S, U): the units each retrained subset kept; ``target`` (S, n): the
         retrained models' output on the tuning images (e.g. −denoising loss).
         """
-        from .lds import lds
+        from .lds import linear_datamodeling_score
 
         self._check_setup()
         phi = self.features(x, labels)
         self.lambda_scan_ = {}
         for lam in lambdas:
             scores = self.unit_scores(self.sample_scores(phi, lam))
-            self.lambda_scan_[float(lam)] = lds(scores, masks, target)["mean"]
+            self.lambda_scan_[float(lam)] = linear_datamodeling_score(scores, masks, target)["mean"]
         self.lam = max(self.lambda_scan_, key=lambda k: (np.nan_to_num(self.lambda_scan_[k], nan=-2), -k))
         return self.lam
 

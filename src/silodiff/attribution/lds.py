@@ -46,7 +46,7 @@ def bootstrap_interval(values: np.ndarray, *, reps: int = 2000, seed: int = 0) -
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def lds(scores: np.ndarray, masks: np.ndarray, target: np.ndarray, *, reps: int = 2000, seed: int = 0) -> dict:
+def linear_datamodeling_score(scores: np.ndarray, masks: np.ndarray, target: np.ndarray, *, reps: int = 2000, seed: int = 0) -> dict:
     """LDS of ``scores`` (n, U) against ``target`` (S, n) over ``masks`` (S, U): mean, 95 % interval, per image."""
     scores, masks, target = np.asarray(scores, float), np.asarray(masks, bool), np.asarray(target, float)
     if scores.ndim != 2 or masks.ndim != 2 or target.ndim != 2:
