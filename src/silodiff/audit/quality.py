@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..compose import load_denoiser
+from ..composition import load_denoiser
 from ..sampling import balanced_labels, generate
 from ..store import Store
-from .fld import class_accuracy, feature_net, fld
+from .frechet import class_accuracy, feature_net, fld
 
 
 def evaluate_quality(
