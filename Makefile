@@ -11,7 +11,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install torch==2.13.0          # the CPU build from this machine's disk; install it first
-	$(PIP) install -e '.[serve,test,ray,docs]'
+	$(PIP) install -e '.[serve,test,ray,docs,attribution]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -75,3 +75,8 @@ bench-cli-latency: setup
 .PHONY: bench-lora-members
 bench-lora-members: setup
 	$(PY) bench/lora_members.py
+
+# D-TRAK / TRAK side by side with the encoded ensemble on the LDS protocol (issue 18; ~40 min on 2 cores)
+.PHONY: bench-attribution-lds
+bench-attribution-lds: setup
+	$(PY) bench/attribution_lds.py

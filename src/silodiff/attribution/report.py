@@ -8,7 +8,10 @@
 - encoded ensemble, generated: ``influence.json`` and ``topk.png`` (per image:
   the image, its resample without the top unit, then the top-k units' first
   training images);
-- encoded ensemble, a file: ``influence.json`` (loss change per unit) and ``topk.png``.
+- encoded ensemble, a file: ``influence.json`` (loss change per unit) and ``topk.png``;
+- D-TRAK / TRAK (``method="dtrak" | "trak"``), generated or a file: ``influence.json``
+  (the top-k units and their scores) and ``topk.png`` (the image, then the top-k
+  units' first training images).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from ..errors import SilodiffError
 from ..generation import parse_labels
 from ..jobs import num_classes
 from ..store import Store
+
+METHODS = ("ensemble", "dtrak", "trak")
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> Path:
@@ -69,15 +74,34 @@ def run_attribute(
     leave_one_out: bool = True,
     first_order: bool = False,
     contrast: str = "matched",
+    method: str | None = None,
+    unit: str = "sample",
+    groups: str | Path | None = None,
+    timesteps: int = 10,
+    proj_dim: int = 512,
+    lam: float = 1e-2,
 ) -> dict[str, Any]:
-    """Attribute generated images (``seed``) or an image file (``image``) and write the results into ``out``."""
+    """Attribute generated images (``seed``) or an image file (``image``) and write the results into ``out``.
+
+    ``method``: None (compartments, or the encoded ensemble with ``ensemble``), ``"ensemble"``,
+    ``"dtrak"`` or ``"trak"`` (gradient attribution to ``unit`` s: sample, source, column:NAME).
+    """
     from ..viz import save_grid, save_weight_bars
     from .compartments import attribute_compartments, compartment_posterior, read_image
 
+    if method is not None and method not in METHODS:
+        raise SilodiffError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+    if method is not None and method != "ensemble" and ensemble:
+        raise SilodiffError(f"--ensemble and --method {method} disagree: give one")
+    ensemble = ensemble or method == "ensemble"
     if (seed is None) == (image is None):
         raise SilodiffError("give either --seed (generated images) or --image FILE, not both")
     if n < 1:
         raise SilodiffError(f"n must be ≥ 1, got {n}")
+    if method in ("dtrak", "trak"):
+        from .gradient import check_proj_dim
+
+        check_proj_dim(proj_dim)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if ensemble:
@@ -96,6 +120,12 @@ def run_attribute(
         )
     if allowed is not None and not allowed:
         raise SilodiffError("the allowed set is empty")
+    if method in ("dtrak", "trak"):
+        return _run_gradient(
+            store, out, method=method, seed=seed, labels=labels, n=n, image=image, allowed=allowed, router=router,
+            unit=unit, groups=groups, sampler=sampler, steps=steps, top_k=top_k, timesteps=timesteps,
+            proj_dim=proj_dim, lam=lam,
+        )
     if image is not None:
         x = read_image(image, store.dataset([store.catalog.sample_rows()[0]["sample_id"]]).image_shape)
         y = None if labels == "all" else _labels(store, labels, 1)[0]  # the file's label, or unconditional
@@ -163,7 +193,11 @@ def _run_ensemble(
         )
         plan, images, tau = est.plan_, est.images_, est.influence_
         top = est.top_k(min(top_k, len(plan.units)))
-        without_top = est.counterfactuals_[est.unit_subset_[top[:, 0]], torch.arange(len(images))]  # (n, c, h, w)
+        without_top = (
+            None
+            if est.counterfactuals_ is None  # the signed contrast resamples nothing
+            else est.counterfactuals_[est.unit_subset_[top[:, 0]], torch.arange(len(images))]  # (n, c, h, w)
+        )
     else:
         plan, ens = load_ensemble(store)
         x = read_image(image, ens.image_shape)[None]
@@ -200,7 +234,42 @@ def _run_ensemble(
         for i in range(len(images))
     ]
     ncol = rows[0].shape[0]
-    title = "image | without top unit | top units" if without_top is not None else "image | top units by loss change"
+    title = (
+        "image | without top unit | top units"
+        if without_top is not None
+        else f"image | top units by {'signed contrast' if image is None else 'loss change'}"
+    )
     result["files"] = {"topk": str(save_grid(torch.cat(rows), out / "topk.png", nrow=ncol, title=title))}
+    result["json"] = str(_write_json(out / "influence.json", result))
+    return result
+
+
+def _run_gradient(
+    store: Store, out: Path, *, method, seed, labels, n, image, allowed, router, unit, groups, sampler, steps, top_k,
+    timesteps, proj_dim, lam,
+) -> dict[str, Any]:
+    from ..viz import save_grid
+    from .compartments import read_image
+    from .gradient_units import attribute_by_gradient, attribution_model, top_unit_images
+
+    if image is None:
+        images, y = None, _labels(store, labels, n)
+    else:
+        model, _, _ = attribution_model(store, allowed, router)
+        images = read_image(image, model.image_shape)[None]
+        y = [None if labels == "all" else _labels(store, labels, 1)[0]]
+    est, images, result = attribute_by_gradient(
+        store, method=method, images=images, labels=y, seed=seed, allowed=allowed, router=router, unit=unit,
+        groups=groups, sampler=sampler, steps=steps, timesteps=timesteps, proj_dim=proj_dim, lam=lam, top_k=top_k,
+    )
+    if image is not None:
+        result["image"] = str(image)
+    top = est.top_k(min(top_k, len(est.units_)))
+    first = top_unit_images(store, est, top)
+    rows = [torch.cat([images[i : i + 1], first[i]]) for i in range(len(images))]
+    result["files"] = {
+        "topk": str(save_grid(torch.cat(rows), out / "topk.png", nrow=rows[0].shape[0],
+                              title=f"image | top units by {method}"))
+    }
     result["json"] = str(_write_json(out / "influence.json", result))
     return result

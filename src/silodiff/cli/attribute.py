@@ -89,12 +89,29 @@ def attribute_cmd(
     contrast: Annotated[
         str,
         typer.Option(help="Unit influence: the members that saw the unit against those that never did ('matched'), "
-                          "or the full ensemble against those that never did ('full')."),
+                          "the full ensemble against those that never did ('full'), or the loss of the half that "
+                          "never saw it minus the half that did ('signed')."),
     ] = "matched",
+    method: Annotated[
+        str | None,
+        typer.Option(help="Attribute to training units with: ensemble (the encoded ensemble, as --ensemble), "
+                          "dtrak or trak (gradient features of the composed model, or of one --allowed compartment)."),
+    ] = None,
+    unit: Annotated[
+        str, typer.Option(help="Units for dtrak/trak: sample, source or column:NAME (with --groups).")
+    ] = "sample",
+    groups: Annotated[
+        Path | None, typer.Option(help="CSV with columns sample_id and NAME, for --unit column:NAME.")
+    ] = None,
+    proj_dim: Annotated[int, typer.Option(help="dtrak/trak: random projection dimension d.")] = 512,
+    timesteps: Annotated[int, typer.Option(help="dtrak/trak: timesteps K the gradients are averaged over.")] = 10,
+    lam: Annotated[
+        float, typer.Option(help="dtrak/trak: ridge λ relative to the mean eigenvalue of ΦᵀΦ (tune it on held-out data).")
+    ] = 1e-2,
     as_json: JsonOpt = False,
     old_label: Annotated[str | None, typer.Option("--label", hidden=True, help="Deprecated: --labels.")] = None,
 ) -> None:
-    """Which compartment (router weights, leave-one-out, posterior) or training units (--ensemble) an image drew on."""
+    """Which compartment (router weights, leave-one-out, posterior) or training units (--method) an image drew on."""
     from ..attribution.report import run_attribute
 
     if old_label is not None:
@@ -116,6 +133,12 @@ def attribute_cmd(
         leave_one_out=loo,
         first_order=first_order,
         contrast=contrast,
+        method=method,
+        unit=unit,
+        groups=groups,
+        timesteps=timesteps,
+        proj_dim=proj_dim,
+        lam=lam,
     )
     if as_json:
         emit(result, True)
@@ -134,7 +157,7 @@ def attribute_cmd(
             False,
             title=f"posterior for {result['image']}",
         )
-    elif ensemble:
+    elif ensemble or method is not None:
         emit(
             [
                 {"image": im["index"], "rank": r + 1, **{k: v for k, v in t.items()}}
@@ -142,7 +165,7 @@ def attribute_cmd(
                 for r, t in enumerate(im["top"])
             ],
             False,
-            title=f"top units ({result['unit']}) by influence",
+            title=f"top units ({result['unit']}) by {result.get('method', 'influence')}",
         )
     else:
         rows = []

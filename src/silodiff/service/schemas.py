@@ -54,6 +54,14 @@ class GenerateRequest(SampleRequest):
 
 class AttributeRequest(SampleRequest):
     leave_one_out: bool = Field(False, description="Also resample without each compartment (same noise): K more runs.")
+    method: Literal["compartments", "ensemble", "dtrak", "trak"] = Field(
+        "compartments",
+        description="compartments (router weights / leave-one-out), or training units by the encoded ensemble "
+        "(signed contrast), D-TRAK or TRAK (gradient features of the composition over the allowed compartments).",
+    )
+    unit: Literal["sample", "source"] = Field("sample", description="Units for ensemble / dtrak / trak.")
+    top_k: int = Field(5, ge=1, le=50, description="Top units per image (ensemble / dtrak / trak).")
+    proj_dim: int = Field(512, ge=1, le=8192, description="dtrak / trak: random projection dimension.")
 
 
 class ForgetRequest(BaseModel):

@@ -1,0 +1,85 @@
+"""``POST /v1/attribute`` with ``method`` = ensemble | dtrak | trak: training units behind a key's rights.
+
+- ``dtrak`` / ``trak``: the composition over the key's allowed compartments (the same
+  snapshot ``/v1/generate`` would serve), so every scored unit lies in the
+  lineage of a compartment the key may use;
+- ``ensemble``: the store's encoded ensemble (signed contrast: no resampling); its
+  members trained on every unit, so the key needs rights over every source in
+  their lineage, else 403.
+
+Limits as for generation (n, steps, n × steps); the snapshot is checked before and
+after the run, as ``service.generation.run_attribution`` does.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..errors import SilodiffError
+from ..service.errors import Forbidden, Unavailable
+from ..service.generation import check_limits, request_labels
+from .encoded import load_plan, member_checkpoints
+from .gradient_units import attribute_by_gradient
+from .influence import attribute_units
+
+
+def run_unit_attribution(state, caller, req, attempts: int = 3) -> dict[str, Any]:
+    check_limits(state.settings, req.n, req.steps)
+    for _ in range(attempts):
+        before = _snapshot(state, caller, req)  # 403 outside the key's rights
+        t0 = time.perf_counter()
+        with state.active.lock.read():
+            labels = request_labels(req, _num_classes(state)).tolist()
+            try:
+                if req.method == "ensemble":
+                    _, result = attribute_units(
+                        state.store, labels=labels, seed=req.seed, sampler=req.sampler, steps=req.steps,
+                        top_k=req.top_k, loss_change=False, contrast="signed",
+                    )
+                else:
+                    names = [n for n in before if n != "router"]
+                    router = "classifier" if "router" in before else ("trajectory" if req.router == "auto" else req.router)
+                    _, _, result = attribute_by_gradient(
+                        state.store, method=req.method, labels=labels, seed=req.seed, allowed=names, router=router,
+                        unit=req.unit, sampler=req.sampler, steps=req.steps, proj_dim=req.proj_dim, top_k=req.top_k,
+                    )
+            except Forbidden:
+                raise
+            except SilodiffError:
+                if _snapshot(state, caller, req) == before:
+                    raise
+                continue  # the active set switched under the run: redo it
+        if _snapshot(state, caller, req) != before:
+            continue
+        state.store.catalog.log_event(
+            "attribute",
+            {"key": caller.name, "method": req.method, "unit": req.unit, "artifacts": before, "seed": req.seed,
+             "n": req.n, "steps": req.steps, "seconds": round(time.perf_counter() - t0, 4)},
+        )
+        return {**result, "method": req.method, "artifacts": before}
+    raise Unavailable("the active set kept changing during attribution; retry")
+
+
+def _snapshot(state, caller, req) -> dict[str, str]:
+    """The artifact hashes the request is served by; refuses what the key may not use."""
+    if req.method != "ensemble":
+        return state.active.artifacts(caller, req.compartments, req.router)
+    if req.compartments:
+        raise SilodiffError("method ensemble attributes with the encoded ensemble: leave out compartments")
+    store = state.store
+    plan = load_plan(store)
+    if plan.unit != req.unit:
+        raise SilodiffError(f"the encoded ensemble's units are {plan.unit!r}, not {req.unit!r}")
+    rows = member_checkpoints(store, plan)
+    seen = {s for row in rows for s in store.catalog.lineage(row["hash"])}
+    sources = {r["source"] for r in store.catalog.sample_rows() if r["sample_id"] in seen}
+    if not caller.may_use(sources):
+        raise Forbidden("the encoded ensemble was trained on sources outside this key's rights")
+    return {plan.member_names[m]: r["hash"] for m, r in enumerate(rows)}
+
+
+def _num_classes(state) -> int:
+    from ..jobs import num_classes
+
+    return num_classes(state.store)
