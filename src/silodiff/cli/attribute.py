@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import EpochsOpt, JsonOpt, SeedOpt, StoreOpt, _names, _open, app, cli_errors, emit, train_app
+from .common import DeviceOpt, EpochsOpt, JsonOpt, SeedOpt, StoreOpt, _names, _open, app, cli_errors, device_arg, emit, train_app
 
 
 @train_app.command("encoded")
@@ -30,6 +30,7 @@ def train_encoded_cmd(
     backend: Annotated[str, typer.Option(help="serial, process or ray.")] = "serial",
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Train an encoded ensemble for unit attribution (member m trains on the units with a 1 at m)."""
     from ..attribution import train_encoded
@@ -43,7 +44,7 @@ def train_encoded_cmd(
         slices=slices,
         seed=seed,
         backend=backend,
-        config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
+        config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device_arg(device)),
     )
     rows = [
         {
@@ -96,10 +97,12 @@ def attribute_cmd(
                           "or the full ensemble against those that never did ('full')."),
     ] = "matched",
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Which compartment (router weights, leave-one-out, posterior) or training units (--ensemble) an image drew on."""
     from ..attribution.report import run_attribute
 
+    device = device_arg(device)
     result = run_attribute(
         _open(store),
         out,
@@ -107,6 +110,7 @@ def attribute_cmd(
         labels=label,
         n=n,
         image=image,
+        device=device,
         ensemble=ensemble,
         allowed=_names(allowed),
         router=router,

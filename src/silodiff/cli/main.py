@@ -14,7 +14,8 @@ import typer
 
 from ..errors import SilodiffError
 from .common import (
-    EpochsOpt, JsonOpt, SeedOpt, StoreOpt, _names, _open, app, catalog_app, cli_errors, data_app, emit, train_app,
+    CompileOpt, DeviceOpt, EpochsOpt, GradAccumOpt, HflipOpt, JsonOpt, PrecisionOpt, SeedOpt, StoreOpt, UnetConfigOpt,
+    WorkersOpt, _names, _open, app, catalog_app, cli_errors, data_app, device_arg, emit, train_app,
 )
 
 # ----------------------------------------------------------------------------- data
@@ -61,19 +62,32 @@ def train_compartments_cmd(
     agc_lam: Annotated[float, typer.Option(help="AGC λ: skip a sample when loss·λ < the bank's loss at its t.")] = 2.0,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
+    unet_config: UnetConfigOpt = None,
+    grad_accum: GradAccumOpt = 1,
+    num_workers: WorkersOpt = 0,
+    hflip: HflipOpt = False,
+    compile_: CompileOpt = False,
 ) -> None:
     """Train one model per compartment, each on its own samples only."""
     from ..jobs import plan_compartments, train_compartments
+    from ..jobs.compartments import model_config
     from ..training import TrainConfig
 
     ray = {k: v for k, v in {"address": ray_address, "num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": max_retries,
                              "timeout": ray_timeout}.items() if v is not None}
     if ray and backend != "ray":
         raise SilodiffError("--ray-address, --num-cpus, --num-gpus, --max-retries and --ray-timeout need --backend ray")
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,
+                         grad_accum=grad_accum, num_workers=num_workers, hflip=hflip, compile=compile_)
+    if not num_gpus:  # with --num-gpus the device is checked in each Ray task, on the GPU Ray assigns it
+        config.check()
     st = _open(store)
+    model = model_config(st, unet_config) if unet_config else None  # checked before anything is planned
     if replan or not st.catalog.compartments():
         plan_compartments(st, by=plan, slices=slices, seed=seed)
-    results = train_compartments(st, _names(only), config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
+    results = train_compartments(st, _names(only), config=config, model=model,
                                  backend=backend, hooks=_agc(agc, agc_lam), **ray)
     rows = [{"compartment": r.name, "checkpoints": len(r.artifacts), "final": r.artifacts[-1] if r.artifacts else None,
              "steps": r.steps, "seconds": round(r.seconds, 2), "resumed_from_slice": r.resumed_from} for r in results]
@@ -87,12 +101,24 @@ def train_paragon_cmd(
     epochs: EpochsOpt = 200, seed: SeedOpt = 0, as_json: JsonOpt = False,
     agc: Annotated[bool, typer.Option(help="Anti-gradient control hook (memorisation defence).")] = False,
     agc_lam: Annotated[float, typer.Option(help="AGC λ.")] = 2.0,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
+    unet_config: UnetConfigOpt = None,
+    grad_accum: GradAccumOpt = 1,
+    num_workers: WorkersOpt = 0,
+    hflip: HflipOpt = False,
+    compile_: CompileOpt = False,
 ) -> None:
     """Train the monolithic paragon on all data (the baseline)."""
     from ..jobs import train_paragon
+    from ..jobs.compartments import model_config
     from ..training import TrainConfig
 
-    r = train_paragon(_open(store), config=TrainConfig(epochs=epochs, seed=seed), slices=slices, seed=seed, hooks=_agc(agc, agc_lam))
+    config = TrainConfig(epochs=epochs, seed=seed, device=device, precision=precision, grad_accum=grad_accum,
+                         num_workers=num_workers, hflip=hflip, compile=compile_).check()
+    st = _open(store)
+    model = model_config(st, unet_config) if unet_config else None
+    r = train_paragon(st, config=config, model=model, slices=slices, seed=seed, hooks=_agc(agc, agc_lam))
     emit({"paragon": r.artifacts[-1] if r.artifacts else None, "steps": r.steps, "seconds": round(r.seconds, 2)}, as_json)
 
 
@@ -104,12 +130,13 @@ def _agc(on: bool, lam: float) -> list[dict] | None:
 
 @train_app.command("router")
 @cli_errors
-def train_router_cmd(store: StoreOpt, epochs: EpochsOpt = 100, seed: SeedOpt = 0, as_json: JsonOpt = False) -> None:
+def train_router_cmd(store: StoreOpt, epochs: EpochsOpt = 100, seed: SeedOpt = 0, as_json: JsonOpt = False,
+                     device: DeviceOpt = "auto") -> None:
     """Train the shard-classifier router over all trained compartments."""
     from ..compose import train_router
     from ..training import TrainConfig
 
-    emit({"router": train_router(_open(store), config=TrainConfig(epochs=epochs, seed=seed))}, as_json)
+    emit({"router": train_router(_open(store), config=TrainConfig(epochs=epochs, seed=seed, device=device_arg(device)))}, as_json)
 
 
 # ----------------------------------------------------------------------------- sample
@@ -132,13 +159,16 @@ def sample_cmd(
     cpsample: Annotated[bool, typer.Option(help="Classifier-protected sampling (needs protection classifiers).")] = False,
     alpha: Annotated[float, typer.Option(help="CPSample: guide when max(p, 1-p) > 1 - alpha.")] = 0.25,
     scale: Annotated[float, typer.Option(help="CPSample guidance scale s.")] = 1000.0,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
 ) -> None:
     """Generate images: a PNG grid and an .npz (uint8 images, labels, per-image weights)."""
     from ..generate import run_sample
 
+    device = device_arg(device, precision)
     emit(run_sample(_open(store), out, model=model, allowed=_names(allowed), router=router, gate=gate, n=n, labels=labels,
                     sampler=sampler, steps=steps, eta=eta, seed=seed,
-                    cpsample={"alpha": alpha, "scale": scale} if cpsample else None), as_json)
+                    cpsample={"alpha": alpha, "scale": scale} if cpsample else None, device=device, precision=precision), as_json)
 
 
 @app.command("quality")
@@ -152,11 +182,13 @@ def quality_cmd(
     steps: Annotated[int, typer.Option(help="Sampling steps.")] = 100,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
 ) -> None:
     """FLD and class accuracy of a model's class-conditional samples against the store's data."""
     from ..audit.quality import evaluate_quality
 
-    emit(evaluate_quality(_open(store), model, router=router, gate=gate, n=n, steps=steps, seed=seed), as_json)
+    device = device_arg(device)
+    emit(evaluate_quality(_open(store), model, router=router, gate=gate, n=n, steps=steps, seed=seed, device=device), as_json)
 
 
 # ----------------------------------------------------------------------------- catalog

@@ -29,13 +29,26 @@ def num_classes(store: Store) -> int:
     return int(row[0]) + 1 if row[0] is not None else 0
 
 
-def default_model_config(store: Store) -> dict[str, Any]:
-    """The default denoiser for the store's image size and number of classes."""
+def store_image_shape(store: Store) -> tuple[int, int, int]:
     rows = store.catalog.sample_rows()
     if not rows:
         raise SilodiffError("the store holds no samples: ingest data first")
-    probe = store.dataset([rows[0]["sample_id"]])
-    return default_denoiser(probe.image_shape, num_classes(store)).config
+    return store.dataset([rows[0]["sample_id"]]).image_shape
+
+
+def default_model_config(store: Store) -> dict[str, Any]:
+    """The default denoiser for the store's image size and number of classes."""
+    return default_denoiser(store_image_shape(store), num_classes(store)).config
+
+
+def model_config(store: Store, unet: str | dict | None = None) -> dict[str, Any]:
+    """The denoiser config for the store's data: the default one, or a UNet from a preset name, a JSON
+    file or a dict of ``UNet2DModel`` settings (checked: see ``silodiff.nn.presets``)."""
+    if unet is None:
+        return default_model_config(store)
+    from ..nn.presets import unet_model_config
+
+    return unet_model_config(unet, store_image_shape(store), num_classes(store))
 
 
 def plan_compartments(store: Store, *, by: str = "source", slices: int = 1, seed: int = 0) -> list[dict[str, Any]]:

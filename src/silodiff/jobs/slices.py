@@ -68,13 +68,13 @@ def _hook_kinds(job: SliceJob) -> list[str]:
 def recipe(job: SliceJob) -> str:
     """Fingerprint of how a job trains (architecture, TrainConfig, hook specs): only a checkpoint with the same
     recipe is resumed, so AGC with another λ, or other epochs, trains anew instead of reusing it."""
-    spec = {"model": job.model, "train": job.train, "hooks": job.extra.get("hooks", [])}
+    spec = {"model": job.model, "train": TrainConfig(**job.train).recipe_dict(), "hooks": job.extra.get("hooks", [])}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _save_checkpoint(store: Store, job: SliceJob, state: TrainState, r: int, set_ids: list[str], seconds: float,
                      hooks: list | None = None) -> str:
-    tensors = {k: v.detach().contiguous().clone() for k, v in state.ema.model.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.ema.model.state_dict().items()}
     tensors.update(state.to_tensors())
     info = {"kind": job.kind, "name": job.name, "slice": r, "n_slices": len(job.slices), "train": job.train}
     reports, summaries = hook_reports(hooks or [])

@@ -97,10 +97,14 @@ class ArtifactStore:
             raise SilodiffError(f"artifact {digest[:12]} failed its hash check: the files were modified")
         return st_load(weights), json.loads(cfg)
 
-    def load_module(self, digest: str) -> torch.nn.Module:
+    def load_module(self, digest: str, device: str | torch.device | None = None) -> torch.nn.Module:
         tensors, config = self.get(digest)
         module = build(config["model"])
         module.load_state_dict(model_tensors(tensors))  # checkpoints also carry train/ state
+        if device is not None:
+            from ..devices import resolve_device
+
+            module = module.to(resolve_device(device))
         module.artifact_hash = digest
         module.info = config.get("info", {})
         return module.eval()

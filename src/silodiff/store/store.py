@@ -152,8 +152,9 @@ class Store:
         self.catalog.add_artifact(digest, kind, name, module.config, lineage_sets, **fields)
         return digest
 
-    def load(self, digest: str) -> torch.nn.Module:
-        return self.artifacts.load_module(self.catalog.artifact(digest)["hash"])
+    def load(self, digest: str, device: str | torch.device | None = None) -> torch.nn.Module:
+        """Rebuild an artifact's module (on ``device``: auto | cpu | cuda[:N] | mps; default the CPU)."""
+        return self.artifacts.load_module(self.catalog.artifact(digest)["hash"], device=device)
 
     def active(self, kind: str, name: str | None = None) -> list[dict[str, Any]]:
         return self.catalog.artifacts(kind, active=True, name=name)

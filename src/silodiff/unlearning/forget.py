@@ -57,8 +57,11 @@ def forget(
     dry_run: bool = False,
     progress: bool = False,
     backend: str = "serial",
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Forget samples (by id) and whole sources; returns the certificate (the plan when ``dry_run``).
+
+    ``device`` retrains there (auto | cpu | cuda[:N] | mps; default: each model's recorded setting).
 
     Already forgotten ids are a no-op (``status: "noop"`` and a message); unknown
     ids or sources raise ``SilodiffError``.  An interrupted earlier request is
@@ -69,7 +72,7 @@ def forget(
         return plan_forget(store, sample_ids, sources)
     with store_lock(store):
         journal = Journal(store)
-        resumed = [_execute(store, journal, req, progress, backend) for req in journal.pending()]
+        resumed = [_execute(store, journal, req, progress, backend, device) for req in journal.pending()]
         plan = plan_forget(store, sample_ids, sources)
         if not plan["forget_ids"]:
             if resumed:  # the same request, interrupted and now completed
@@ -81,10 +84,11 @@ def forget(
         _log(progress, f"request {request_id}: {len(plan['forget_ids'])} sample(s), "
                        f"{len(plan['compartments'])} compartment(s), {len(plan['artifacts'])} artifact(s) hit")
         crash_point("after-plan")
-        return _execute(store, journal, journal.get(request_id), progress, backend)
+        return _execute(store, journal, journal.get(request_id), progress, backend, device)
 
 
-def _execute(store: Store, journal: Journal, req: dict[str, Any], progress: bool, backend: str) -> dict[str, Any]:
+def _execute(store: Store, journal: Journal, req: dict[str, Any], progress: bool, backend: str,
+             device: str | None = None) -> dict[str, Any]:
     """Run a journaled request from its recorded phase to the end."""
     rid, plan, state, phase = req["id"], req["plan"], req["state"], req["phase"]
     timings = state.setdefault("seconds", {})
@@ -96,10 +100,10 @@ def _execute(store: Store, journal: Journal, req: dict[str, Any], progress: bool
 
     if phase == "planned":
         t0 = time.perf_counter()
-        state["compartments"] = _retrain_compartments(store, plan, progress, backend)
+        state["compartments"] = _retrain_compartments(store, plan, progress, backend, device)
         clock("retrain_compartments", t0)
         t0 = time.perf_counter()
-        state["router"] = _retrain_router(store, plan, state["compartments"], progress)
+        state["router"] = _retrain_router(store, plan, state["compartments"], progress, device)
         clock("retrain_router", t0)
         journal.set_phase(rid, "staged", state)
         phase = "staged"
@@ -140,10 +144,16 @@ def _staged(store: Store, name: str, slices: list[list[str]], r: int) -> str:
     return row[0]
 
 
-def _retrain_compartments(store: Store, plan: dict[str, Any], progress: bool, backend: str) -> dict[str, list[str]]:
+def _on(train: dict[str, Any], device: str | None) -> dict[str, Any]:
+    """A recorded training config, run on ``device`` when one is given (the device is not part of the recipe)."""
+    return train if device is None else {**train, "device": device}
+
+
+def _retrain_compartments(store: Store, plan: dict[str, Any], progress: bool, backend: str,
+                          device: str | None = None) -> dict[str, list[str]]:
     """Retrain slices r..R-1 of every hit compartment, registered inactive; {name: staged hashes}."""
     todo = [c for c in plan["compartments"] if c["action"] == "retrain"]
-    jobs = [SliceJob(str(store.root), "compartment", c["name"], c["slices"], c["model"], c["train"],
+    jobs = [SliceJob(str(store.root), "compartment", c["name"], c["slices"], c["model"], _on(c["train"], device),
                      start=c["first_slice"], init=c["init"], activate=False, progress=progress,
                      extra=c.get("extra", {})) for c in todo]
     for c in todo:
@@ -158,7 +168,8 @@ def _retrain_compartments(store: Store, plan: dict[str, Any], progress: bool, ba
     return {c["name"]: [_staged(store, c["name"], c["slices"], r) for r in c["retrained_slices"]] for c in todo}
 
 
-def _retrain_router(store: Store, plan: dict[str, Any], staged: dict[str, list[str]], progress: bool) -> str | None:
+def _retrain_router(store: Store, plan: dict[str, Any], staged: dict[str, list[str]], progress: bool,
+                    device: str | None = None) -> str | None:
     """The shard classifier over the remaining compartments' new final checkpoints, inactive."""
     router = plan["router"]
     if router is None:
@@ -166,7 +177,8 @@ def _retrain_router(store: Store, plan: dict[str, Any], staged: dict[str, list[s
     members = {n: staged[n][-1] if n in staged else final_checkpoint(store, "compartment", n)["hash"]
                for n in router["compartments"]}
     _log(progress, f"router: retrain over {len(members)} compartments")
-    return train_router(store, config=TrainConfig(**router["train"]), members=members, activate=False, progress=progress)
+    return train_router(store, config=TrainConfig(**_on(router["train"], device)), members=members, activate=False,
+                        progress=progress)
 
 
 def _switch(store: Store, journal: Journal, rid: str, plan: dict[str, Any], state: dict[str, Any]) -> None:
