@@ -63,3 +63,7 @@ bench-attribution: setup
 .PHONY: bench-forget
 bench-forget: setup
 	$(PY) bench/forget.py
+
+.PHONY: bench-scale
+bench-scale: setup fashion-mnist
+	$(PY) bench/scale.py
