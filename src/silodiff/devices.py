@@ -51,7 +51,8 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     if isinstance(spec, torch.device):
         spec = str(spec)
     spec = (spec or "auto").strip().lower()
-    if spec in ("auto", "cuda") and "ray" in sys.modules and (assigned := ray_gpu_device()) is not None:
+    if spec in ("auto", "cuda") and "ray" in sys.modules and torch.cuda.is_available() \
+            and (assigned := ray_gpu_device()) is not None:
         return torch.device(assigned)  # a Ray task with GPUs trains on the one Ray gave it
     if spec == "auto":
         if torch.cuda.is_available():

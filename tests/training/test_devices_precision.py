@@ -155,3 +155,23 @@ def test_generators_are_seeded_on_the_device(device):
     a = torch.randn(5, generator=seeded(4, device), device=device)
     b = torch.randn(5, generator=seeded(4, device), device=device)
     assert torch.equal(a, b) and a.device.type == device
+
+
+def test_a_ray_task_given_a_gpu_trains_on_the_gpu_ray_assigned(monkeypatch):
+    """Inside a Ray task with GPUs, auto and cuda mean the first GPU Ray gave the task (cuda:0 after Ray's
+    CUDA_VISIBLE_DEVICES); a fake ``ray`` module stands in for a worker here."""
+    import sys
+    import types
+
+    fake = types.SimpleNamespace(is_initialized=lambda: True, get_gpu_ids=lambda: [3, 5])
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert resolve_device("auto") == torch.device("cuda", 0)
+    assert resolve_device("cuda") == torch.device("cuda", 0)
+    assert resolve_device("cpu") == torch.device("cpu")  # an explicit CPU stays the CPU
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,3")
+    assert resolve_device("auto") == torch.device("cuda", 1)
+    fake.get_gpu_ids = lambda: []  # a task without GPUs: the usual rules
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("auto") == torch.device("cuda", 0)
