@@ -175,3 +175,27 @@ def test_a_ray_task_given_a_gpu_trains_on_the_gpu_ray_assigned(monkeypatch):
     fake.get_gpu_ids = lambda: []  # a task without GPUs: the usual rules
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert resolve_device("auto") == torch.device("cuda", 0)
+
+
+@pytest.mark.slow  # two spawned processes: about a minute on the shared 2-core machine
+def test_data_parallel_paragon_follows_the_single_process_run(tmp_path, digits32, tiny_model_config):
+    """The paragon trained by 2 gloo processes (each half of every batch, gradients summed) matches one process."""
+    from silodiff.jobs import train_paragon
+    from silodiff.store import Store
+
+    config = TrainConfig(epochs=2, batch_size=8, device="cpu")
+    runs = {}
+    for n in (1, 2):  # two stores: the second run must not resume from the first's checkpoint
+        store = Store(tmp_path / f"dp{n}")
+        store.ingest(digits32, "digits")
+        result = train_paragon(store, config=config, model=tiny_model_config, progress=False, data_parallel=n)
+        assert len(result.artifacts) == 1 and result.steps == 8
+        runs[n] = (store, result.artifacts[0])
+    (s1, h1), (s2, h2) = runs[1], runs[2]
+    a, _ = s1.artifacts.get(h1)
+    b, _ = s2.artifacts.get(h2)
+    assert set(a) == set(b)
+    for k in a:
+        if k.startswith("train/raw.") or not k.startswith("train/"):
+            assert torch.allclose(a[k], b[k], atol=1e-5), k
+    assert s1.catalog.lineage(h1) == s2.catalog.lineage(h2)

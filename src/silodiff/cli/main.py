@@ -108,6 +108,8 @@ def train_paragon_cmd(
     num_workers: WorkersOpt = 0,
     hflip: HflipOpt = False,
     compile_: CompileOpt = False,
+    data_parallel: Annotated[int, typer.Option("--data-parallel", help="Train in N processes, one per GPU "
+                                               "(gloo processes without GPUs), gradients summed across them.")] = 1,
 ) -> None:
     """Train the monolithic paragon on all data (the baseline)."""
     from ..jobs import train_paragon
@@ -118,7 +120,8 @@ def train_paragon_cmd(
                          num_workers=num_workers, hflip=hflip, compile=compile_).check()
     st = _open(store)
     model = model_config(st, unet_config) if unet_config else None
-    r = train_paragon(st, config=config, model=model, slices=slices, seed=seed, hooks=_agc(agc, agc_lam))
+    r = train_paragon(st, config=config, model=model, slices=slices, seed=seed, hooks=_agc(agc, agc_lam),
+                      data_parallel=data_parallel)
     emit({"paragon": r.artifacts[-1] if r.artifacts else None, "steps": r.steps, "seconds": round(r.seconds, 2)}, as_json)
 
 

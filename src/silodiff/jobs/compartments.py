@@ -117,12 +117,20 @@ def _record_trained(store: Store, results: list[JobResult], backend: str, failed
 
 def train_paragon(
     store: Store, *, config: TrainConfig | None = None, model: dict | None = None, slices: int = 1, seed: int = 0,
-    progress: bool = True, hooks: Sequence[dict] | None = None,
+    progress: bool = True, hooks: Sequence[dict] | None = None, data_parallel: int = 1,
 ) -> JobResult:
-    """The monolithic baseline: all live samples, same loop and slice schedule (``hooks`` as for compartments)."""
+    """The monolithic baseline: all live samples, same loop and slice schedule (``hooks`` as for compartments).
+
+    ``data_parallel = N`` trains it in N processes, one per GPU (gloo processes on a CPU-only machine),
+    with the gradients summed across them (``silodiff.training.parallel``).
+    """
     config = (config or TrainConfig()).check()
+    if data_parallel < 1:
+        raise SilodiffError(f"data_parallel must be ≥ 1, got {data_parallel}")
     ids = [r["sample_id"] for r in store.catalog.sample_rows()]
     jobs = _jobs(store, "paragon", {PARAGON: split_slices(ids, slices, seed)}, config, model, progress, hooks)
+    if data_parallel > 1:
+        jobs[0].extra["data_parallel"] = data_parallel
     (result,) = run_jobs(jobs, "serial")
     store.catalog.log_event("train", {"kind": "paragon", "seconds": round(result.seconds, 2)})
     return result

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from ..data import SampleSet
 from ..devices import autocast, check_precision, device_of, grad_scaler, resolve_device, seeded
 from ..errors import SilodiffError
+from .parallel import all_reduce_grads, all_sum, shard, world
 from .state import EMA, TrainState
 
 # fields that change where and how fast a run goes, not what it learns (left out of recipes)
@@ -237,6 +238,7 @@ def train(
     on_batch = [h.on_batch for h in hooks if hasattr(h, "on_batch")]
     on_step = [h.on_step for h in hooks if hasattr(h, "on_step")]
     scaler = grad_scaler(device, config.precision)
+    rank, size = world()  # data-parallel: every rank draws the whole batch and keeps its share (training.parallel)
     bar = tqdm(total=steps, desc=progress if isinstance(progress, str) else "train", disable=not progress, leave=False)
     batches = iter(batch_loader(data, config, gen, device))
     done = 0
@@ -255,6 +257,9 @@ def train(
             if config.hflip:
                 flip = torch.rand(b, generator=gen, device=device) < 0.5
                 x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+            if size > 1:
+                part = shard(b, rank, size)
+                x0, y, t, noise, rows = x0[part], y[part], t[part], noise[part], rows[part]
             # 2. per-sample losses, (b,), the forward pass in the run's precision
             batch = {"x0": x0, "labels": y, "rows": rows, "t": t, "noise": noise}
             with autocast(device, config.precision):
@@ -268,14 +273,19 @@ def train(
                     mask = hook(batch)
                     if mask is not None:
                         keep = mask if keep is None else keep & mask
-            # 4. reduce and accumulate gradients
-            if keep is None:
+            # 4. reduce and accumulate gradients (data-parallel: this rank's share of the global mean)
+            if size > 1:  # every rank drew the whole batch of b rows; kept rows are counted across ranks
+                count = all_sum(keep.sum().float()) if keep is not None else torch.tensor(float(b), device=device)
+                total = (loss if keep is None else loss * keep).sum() / count.clamp(min=1)
+            elif keep is None:
                 total = loss.mean()
             else:
                 total = (loss * keep).sum() / keep.sum().clamp(min=1)
             part = total / config.grad_accum
             (scaler.scale(part) if scaler is not None else part).backward()
-        # 5. clip, step, EMA
+        # 5. (sum the ranks' gradients,) clip, step, EMA
+        if size > 1:
+            all_reduce_grads(model)
         if scaler is not None:
             scaler.unscale_(opt)
         if config.grad_clip:
