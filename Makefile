@@ -6,12 +6,12 @@ PIP    := $(PY) -m pip -q --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup demo test bench bench-core fashion-mnist clean
+.PHONY: setup demo test docs bench bench-core fashion-mnist clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install torch==2.13.0          # the CPU build from this machine's disk; install it first
-	$(PIP) install -e '.[serve,test,ray]'
+	$(PIP) install -e '.[serve,test,ray,docs]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -21,6 +21,10 @@ demo: setup
 
 test: setup browser
 	$(PY) -m pytest
+
+# The documentation site into site/ (--strict: a broken link or a missing reference fails; CI runs it).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 # Debian's chromium + driver for the web-page test in a real headless browser (tests/service/test_page.py).
 .PHONY: browser bench-service
@@ -44,7 +48,7 @@ bench-cpsample-calibration: setup
 	$(PY) bench/cpsample_calibration.py
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache
+	rm -rf $(VENV) demo-out site .pytest_cache
 
 bench-service: setup
 	$(PY) bench/service.py
@@ -67,3 +71,7 @@ bench-forget: setup
 .PHONY: bench-scale
 bench-scale: setup fashion-mnist
 	$(PY) bench/scale.py
+
+.PHONY: bench-cli-latency
+bench-cli-latency: setup
+	$(PY) bench/cli_latency.py

@@ -42,6 +42,20 @@ def scratch_dir(prefix: str, keep: bool = False) -> Path:
     return root
 
 
+def git_commit() -> str | None:
+    """The commit the benchmark ran at (with ``+dirty`` when tracked files differ from it)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 def command() -> str:
     return "python " + " ".join([Path(sys.argv[0]).as_posix().split("/work/main/")[-1], *sys.argv[1:]])
 
@@ -52,12 +66,14 @@ def write_results(name: str, results: dict[str, Any], rows: list[tuple[str, Any,
     ``rows`` are (key, value, target-or-comment) triples for the table.
     """
     RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": name, "command": command(), "machine": machine(), "results": results, "notes": notes}
+    payload = {"benchmark": name, "command": command(), "commit": git_commit(), "machine": machine(), "results": results,
+               "notes": notes,
+               "table": [{"figure": k, "value": v, "target": note} for k, v, note in rows]}
     tmp = RESULTS / f"{name}.json.part"
     tmp.write_text(json.dumps(payload, indent=2, default=float))
     tmp.replace(RESULTS / f"{name}.json")
     m = payload["machine"]
-    lines = [f"# Benchmark: {name}", "", f"Command: `{payload['command']}`", "",
+    lines = [f"# Benchmark: {name}", "", f"Command: `{payload['command']}` at commit `{payload['commit']}`", "",
              f"Machine: {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']} ({m['torch_threads']} threads), "
              f"load average at start {m['load_average_1min_at_start']}, {m['date']}", "",
              "| figure | value | target / note |", "| --- | --- | --- |"]

@@ -143,8 +143,8 @@ def train_ratio(config, data, device, precision, batch, steps, warmup, repeats) 
 
 def sampling(config: dict, device: torch.device, n: int, steps: int, k: int = 8, repeats: int = 2) -> dict:
     """Images/s of one model and of K composed members, dense and gated (trajectory-filter router)."""
-    from silodiff.compose.composed import ComposedDenoiser
-    from silodiff.compose.routers import TrajectoryFilter
+    from silodiff.composition.composed import ComposedDenoiser
+    from silodiff.composition.routers import TrajectoryFilter
     from silodiff.sampling import generate
 
     members = {}

@@ -88,7 +88,7 @@ def tiny_model_config() -> dict:
 def trained_store(tmp_path_factory):
     """A fully trained tiny store (read-only: never modify it in a test)."""
     from silodiff.audit import feature_net
-    from silodiff.compose import train_router
+    from silodiff.composition import train_router
     from silodiff.data import load_digits
     from silodiff.jobs import plan_compartments, train_compartments, train_paragon
     from silodiff.store import Store

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from .audit import class_accuracy, feature_net, fld
-from .compose import compose, load_denoiser, train_router
+from .composition import compose, load_denoiser, train_router
 from .data import load_digits
-from .generate import WeightRecorder
+from .generation import WeightRecorder
 from .jobs import plan_compartments, train_compartments, train_paragon
 from .sampling import balanced_labels, generate
 from .store import Store

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from silodiff.compose import train_router
+from silodiff.composition import train_router
 from silodiff.data import load_digits
 from silodiff.jobs import plan_compartments, train_compartments
 from silodiff.store import Store

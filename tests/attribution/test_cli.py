@@ -22,7 +22,7 @@ def test_attribute_generated_images_writes_json_and_pngs(comp_store, tmp_path):
         comp_store.root,
         "--seed",
         3,
-        "--label",
+        "--labels",
         "0,none",
         "--n",
         2,
@@ -81,7 +81,7 @@ def test_bad_input_is_one_line_and_exit_2(comp_store, tmp_path):
     cases = [
         ("attribute", "--store", comp_store.root, "--out", tmp_path),  # neither --seed nor --image
         ("attribute", "--store", comp_store.root, "--seed", 1, "--image", tmp_path / "x.png", "--out", tmp_path),
-        ("attribute", "--store", comp_store.root, "--seed", 1, "--label", "12", "--out", tmp_path),
+        ("attribute", "--store", comp_store.root, "--seed", 1, "--labels", "12", "--out", tmp_path),
         ("attribute", "--store", comp_store.root, "--image", tmp_path / "missing.png", "--out", tmp_path),
         ("attribute", "--store", comp_store.root, "--seed", 1, "--ensemble", "--out", tmp_path),  # no encoded ensemble
         ("train", "encoded", "--store", comp_store.root, "--members", 5),

@@ -6,7 +6,7 @@ from PIL import Image
 from silodiff.attribution import attribute_compartments, attribute_generation, compartment_posterior, read_image
 from silodiff.attribution.compartments import label_tensor
 from silodiff.attribution.likelihood import timestep_grid
-from silodiff.compose import compose
+from silodiff.composition import compose
 from silodiff.errors import SilodiffError
 from silodiff.sampling import generate
 

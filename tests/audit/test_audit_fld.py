@@ -101,7 +101,7 @@ def test_feature_net_is_cached(trained_store, monkeypatch):
     (row,) = trained_store.active("feature-net", FEATURE_NET)
     everything = {r["sample_id"] for r in trained_store.catalog.sample_rows()}
     assert set(trained_store.catalog.lineage(row["hash"])) == everything
-    fld_module = sys.modules["silodiff.audit.fld"]  # the package attribute ``fld`` is the function
+    fld_module = sys.modules["silodiff.audit.frechet"]  # the package attribute ``fld`` is the function
     monkeypatch.setattr(fld_module, "train", lambda *a, **k: pytest.fail("the cached FLD network was retrained"))
     assert feature_net(trained_store, progress=False).artifact_hash == row["hash"]
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from silodiff.audit.mia import ATTACKS, PIA, LossAttack, SecMI, evaluate_attack, make_attack, roc_points, run_attack
-from silodiff.compose import ComposedDenoiser, UniformRouter
+from silodiff.composition import ComposedDenoiser, UniformRouter
 from silodiff.errors import SilodiffError
 
 

@@ -39,7 +39,7 @@ def cli_store(tmp_path_factory):
     """A store built entirely through the CLI (tiny epochs)."""
     store = tmp_path_factory.mktemp("cli") / "store"
     ingest = cli_json("data", "ingest", "--store", store, "--dataset", "digits", "--limit", "120",
-                      "--sources", "random:3")
+                      "--assign", "random:3")
     assert ingest["loaded"] == ingest["added"] == 120 and len(ingest["sources"]) == 3
     trained = cli_json("train", "compartments", "--store", store, "--epochs", "2", "--slices", "2",
                        "--batch-size", "32")
@@ -51,9 +51,9 @@ def cli_store(tmp_path_factory):
 
 
 def test_ingest_again_adds_nothing(cli_store):
-    again = cli_json("data", "ingest", "--store", cli_store, "--limit", "120", "--sources", "random:3")
+    again = cli_json("data", "ingest", "--store", cli_store, "--limit", "120", "--assign", "random:3")
     assert again["added"] == 0 and sum(s["n"] for s in again["sources"]) == 120
-    assert "source-2" in cli("data", "ingest", "--store", cli_store, "--limit", "10", "--sources", "random:3").stdout
+    assert "source-2" in cli("data", "ingest", "--store", cli_store, "--limit", "10", "--assign", "random:3").stdout
 
 
 def test_training_again_resumes_past_the_last_slice(cli_store):

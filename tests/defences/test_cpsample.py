@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from silodiff.cli.main import app
-from silodiff.compose import compose, load_denoiser
+from silodiff.composition import compose, load_denoiser
 from silodiff.defences import (
     CPSampleDenoiser, fire_rate, guided_fraction, protect, protect_from_store, protection_bits, protection_loss,
     train_protection_classifier,
@@ -163,7 +163,7 @@ def test_protection_classifier_artifact_and_store_wiring(defence_store):
 def test_cli_train_and_sample(defence_store, tmp_path):
     runner = CliRunner()
     store = str(defence_store.root)
-    r = runner.invoke(app, ["train", "--protection-classifier", "--store", store, "--paragon", "--epochs", "2", "--width", "8",
+    r = runner.invoke(app, ["train", "protection-classifier", "--store", store, "--paragon", "--epochs", "2", "--width", "8",
                             "--target-accuracy", "0", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)[0]["protects"] == "paragon"
@@ -175,7 +175,7 @@ def test_cli_train_and_sample(defence_store, tmp_path):
     r = runner.invoke(app, ["sample", "--store", store, "--model", "paragon", "--cpsample", "--alpha", "0", "--n", "2",
                             "--out", str(tmp_path / "s2")])
     assert r.exit_code == 2 and r.output.startswith("error:") and "alpha" in r.output
-    r = runner.invoke(app, ["train", "iet-agc", "--store", store, "--shards", "2", "--rounds", "1", "--local-epochs", "1", "--json"])
+    r = runner.invoke(app, ["train", "iet-agc", "--store", store, "--shards", "2", "--rounds", "1", "--epochs", "1", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["compartmentalised"] is False
 
@@ -259,7 +259,7 @@ def test_cli_calibrate_on(defence_store):
     runner = CliRunner()
     store = str(defence_store.root)
     names = sorted(c["name"] for c in defence_store.catalog.compartments())
-    args = ["train", "--protection-classifier", "--store", store, "--compartment", names[0], "--epochs", "2", "--width", "8",
+    args = ["train", "protection-classifier", "--store", store, "--compartment", names[0], "--epochs", "2", "--width", "8",
             "--target-accuracy", "0", "--json"]
     r = runner.invoke(app, [*args, "--calibrate-on", names[1]])
     assert r.exit_code == 0, r.output
@@ -274,7 +274,7 @@ def test_cli_calibrate_on(defence_store):
 def test_cli_max_timestep_reaches_the_sampling_rule(defence_store, tiny_mlp):
     runner = CliRunner()
     names = sorted(c["name"] for c in defence_store.catalog.compartments())
-    args = ["train", "--protection-classifier", "--store", str(defence_store.root), "--compartment", names[0], "--epochs", "2",
+    args = ["train", "protection-classifier", "--store", str(defence_store.root), "--compartment", names[0], "--epochs", "2",
             "--width", "8", "--target-accuracy", "0", "--json"]
     r = runner.invoke(app, [*args, "--max-timestep", "200"])
     assert r.exit_code == 0, r.output

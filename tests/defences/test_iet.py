@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from silodiff.config import build
-from silodiff.compose import load_denoiser
+from silodiff.composition import load_denoiser
 from silodiff.defences import average_weights, class_balanced_shards, iet_round, skip_counts, train_iet
 from silodiff.errors import SilodiffError
 from silodiff.sampling import generate
@@ -98,20 +98,21 @@ def test_bad_options_are_loud(defence_store):
         train_iet(defence_store, rounds=0, model=tiny_model(), progress=False)
 
 
-def test_train_method_flag_is_the_sub_command(defence_store):
-    """``train --method M`` runs ``train M`` (``--method iet`` is IET without AGC); a wrong method exits 2."""
+def test_train_method_flag_is_the_deprecated_spelling_of_the_sub_command(defence_store):
+    """``train --method M`` (last release's spelling) runs ``train M`` with a note on stderr (``--method iet`` is
+    IET without AGC); a wrong method exits 2."""
     from typer.testing import CliRunner
 
-    from silodiff.cli.main import app
+    from silodiff.cli.main import _old_train_spelling, app
 
     runner = CliRunner()
-    common = ["--store", str(defence_store.root), "--shards", "2", "--rounds", "1", "--local-epochs", "0.5", "--json"]
+    common = ["--store", str(defence_store.root), "--shards", "2", "--rounds", "1", "--epochs", "0.5", "--json"]
     kinds = {}
     for spelling in (["--method", "iet-agc"], ["--method=iet"], ["-m", "iet-agc", "--name", "via-m"]):
-        r = runner.invoke(app, ["train", *spelling, *common])
+        r = runner.invoke(app, _old_train_spelling(["train", *spelling, *common]))
         assert r.exit_code == 0, r.output
         out = json.loads(r.stdout)
         kinds[out["name"]] = out["kind"]
     assert kinds == {"iet-agc": "iet-agc", "iet": "iet", "via-m": "iet-agc"}
-    r = runner.invoke(app, ["train", "--method", "bogus", *common])
-    assert r.exit_code == 2 and "unknown training method 'bogus'" in r.output
+    r = runner.invoke(app, _old_train_spelling(["train", "--method", "bogus", *common]))
+    assert r.exit_code == 2 and "bogus" in r.output

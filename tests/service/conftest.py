@@ -26,7 +26,7 @@ def tiny_model() -> dict:
 
 @pytest.fixture(scope="session")
 def service_store(tmp_path_factory) -> Store:
-    from silodiff.compose import train_router
+    from silodiff.composition import train_router
     from silodiff.data import load_digits
     from silodiff.jobs import plan_compartments, train_compartments
     from silodiff.training import TrainConfig

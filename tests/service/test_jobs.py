@@ -10,7 +10,7 @@ import httpx
 import pytest
 import torch
 
-from silodiff.compose import final_checkpoint
+from silodiff.composition import final_checkpoint
 from silodiff.service.server import background_server
 
 

@@ -19,7 +19,7 @@ TINY_MLP = {"image_shape": (1, 8, 8), "num_classes": 10, "hidden": 32, "depth": 
 @pytest.fixture(scope="session")
 def forget_base(tmp_path_factory):
     from silodiff.audit import feature_net
-    from silodiff.compose import train_router
+    from silodiff.composition import train_router
     from silodiff.data import load_digits
     from silodiff.jobs import plan_compartments, train_compartments, train_paragon
     from silodiff.nn import MLPDenoiser

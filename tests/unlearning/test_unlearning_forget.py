@@ -6,11 +6,11 @@ import importlib
 
 from unlearning_helpers import active_lineages, pick
 
-from silodiff.compose import compose, final_checkpoint
+from silodiff.composition import compose, final_checkpoint
 from silodiff.sampling import generate
 from silodiff.unlearning import forget, verify_certificate
 
-forget_module = importlib.import_module("silodiff.unlearning.forget")  # the module, not the function
+forget_module = importlib.import_module("silodiff.unlearning.forgetting")  # the module, not the function
 
 
 def test_forget_one_sample_keeps_the_invariant(fstore):

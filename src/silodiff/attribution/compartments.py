@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..compose import compose, final_checkpoint, trained_compartments
+from ..composition import compose, final_checkpoint, trained_compartments
 from ..data import to_unit_range
 from ..devices import resolve_device, seeded
 from ..errors import SilodiffError
-from ..generate import WeightRecorder
+from ..generation import WeightRecorder
 from ..jobs import num_classes
 from ..sampling import NoiseTrajectory, make_scheduler, sample
 from ..store import Store

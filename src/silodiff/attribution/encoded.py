@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..compose.build import final_checkpoint
+from ..composition.build import final_checkpoint
 from ..errors import SilodiffError
 from ..jobs import SliceJob, default_model_config, run_jobs
 from ..jobs.slices import JobResult

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import SilodiffError
-from ..generate import parse_labels
+from ..generation import parse_labels
 from ..jobs import num_classes
 from ..store import Store
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..compose import final_checkpoint, load_denoiser, trained_compartments
+from ..composition import final_checkpoint, load_denoiser, trained_compartments
 from ..data import SampleSet
 from ..errors import SilodiffError
 from ..jobs.compartments import PARAGON

@@ -154,7 +154,7 @@ def _embed(images: torch.Tensor | np.ndarray, feature_net: torch.nn.Module | Non
     """Feature-net features of the images (fed in [-1, 1]), or the [0, 1] pixels; (n, d) float32."""
     if feature_net is None:
         return unit_pixels(images)
-    from .fld import features
+    from .frechet import features
 
     x = unit_pixels(images).mul(2).sub(1).view(len(images), *torch.as_tensor(images).shape[1:])
     return torch.from_numpy(features(feature_net, x, batch_size)).float()

@@ -6,11 +6,11 @@ from typing import Any
 
 import torch
 
-from ..compose import load_denoiser
+from ..composition import load_denoiser
 from ..devices import resolve_device
 from ..sampling import balanced_labels, generate
 from ..store import Store
-from .fld import class_accuracy, feature_net, fld
+from .frechet import class_accuracy, feature_net, fld
 
 
 def evaluate_quality(

@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..compose import ROUTER_NAME, trained_compartments
+from ..composition import ROUTER_NAME, trained_compartments
 from ..data import SampleSet, load_dataset
 from ..devices import resolve_device
 from ..errors import SilodiffError
 from ..sampling import balanced_labels, generate
 from ..store import Store
-from .fld import feature_net as store_feature_net
+from .frechet import feature_net as store_feature_net
 from .membership import membership_split, served_model, training_set
 from .memorization import MemorizationAuditor
 from .mia import ATTACKS, make_attack, roc_points

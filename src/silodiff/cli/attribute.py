@@ -7,7 +7,10 @@ from typing import Annotated
 
 import typer
 
-from .common import DeviceOpt, EpochsOpt, JsonOpt, SeedOpt, StoreOpt, _names, _open, app, cli_errors, device_arg, emit, train_app
+from .common import (
+    DEFAULT_N, BatchSizeOpt, EpochsOpt, JsonOpt, LrOpt, NOpt, SeedOpt, StoreOpt, _names, _open, app, cli_errors,
+    deprecated, device_arg, emit, train_app, DeviceOpt,
+)
 
 
 @train_app.command("encoded")
@@ -25,8 +28,8 @@ def train_encoded_cmd(
     ] = None,
     slices: Annotated[int, typer.Option(help="SISA slices per member (checkpoint after each).")] = 1,
     epochs: EpochsOpt = 200,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-3,
+    batch_size: BatchSizeOpt = 64,
+    lr: LrOpt = 2e-3,
     backend: Annotated[str, typer.Option(help="serial, process or ray.")] = "serial",
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
@@ -65,24 +68,17 @@ def attribute_cmd(
     store: StoreOpt,
     out: Annotated[Path, typer.Option(help="Output folder for the JSON and PNGs.")] = Path("attribution"),
     seed: Annotated[int | None, typer.Option(help="Attribute the images `silodiff sample --seed S` generates.")] = None,
-    label: Annotated[
-        str,
-        typer.Option(
-            "--label",
-            "--labels",
-            help="Labels as in `sample`: all, none, 3 or 0,1,2 (with --image: its label or none).",
-        ),
+    labels: Annotated[
+        str, typer.Option(help="Labels as in `sample`: all, none, 3 or 0,1,2 (with --image: its label or none).")
     ] = "all",
-    n: Annotated[
-        int, typer.Option(help="Number of generated images (same as `sample --n` to reproduce its images).")
-    ] = 1,
+    n: NOpt = DEFAULT_N,
     image: Annotated[
         Path | None, typer.Option(help="Attribute an image file instead (PNG of the store's size).")
     ] = None,
     ensemble: Annotated[
         bool, typer.Option("--ensemble", help="Attribute to training units with the encoded ensemble.")
     ] = False,
-    allowed: Annotated[str | None, typer.Option(help="Comma-separated compartments (default: all).")] = None,
+    allowed: Annotated[list[str] | None, typer.Option(help="Compartments, comma-separated (default: all).")] = None,
     router: Annotated[str, typer.Option(help="classifier, trajectory or uniform.")] = "classifier",
     sampler: Annotated[str, typer.Option(help="ddpm or ddim.")] = "ddpm",
     steps: Annotated[int, typer.Option(help="Sampling steps (the same default as `sample`).")] = 100,
@@ -98,21 +94,25 @@ def attribute_cmd(
     ] = "matched",
     as_json: JsonOpt = False,
     device: DeviceOpt = "auto",
+    old_label: Annotated[str | None, typer.Option("--label", hidden=True, help="Deprecated: --labels.")] = None,
 ) -> None:
     """Which compartment (router weights, leave-one-out, posterior) or training units (--ensemble) an image drew on."""
     from ..attribution.report import run_attribute
 
+    if old_label is not None:
+        deprecated("`attribute --label`", "--labels (as on `sample`)")
+        labels = old_label
     device = device_arg(device)
     result = run_attribute(
         _open(store),
         out,
         seed=seed,
-        labels=label,
+        labels=labels,
         n=n,
         image=image,
         device=device,
         ensemble=ensemble,
-        allowed=_names(allowed),
+        allowed=_names(allowed, "--allowed"),
         router=router,
         sampler=sampler,
         steps=steps,

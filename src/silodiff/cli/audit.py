@@ -16,7 +16,7 @@ from .common import DeviceOpt, JsonOpt, SeedOpt, StoreOpt, _names, _open, app, c
 def audit_cmd(
     store: StoreOpt,
     out: Annotated[Path, typer.Option(help="Report folder (report.md, report.json, details.json, PNGs).")] = Path("audit"),
-    model: Annotated[str, typer.Option(help="paragon, composed, a compartment or an artifact hash; comma-separated to compare several.")] = "composed",
+    model: Annotated[list[str], typer.Option(help="paragon, composed, a compartment or an artifact hash; comma-separated to compare several.")] = ["composed"],
     router: Annotated[str, typer.Option(help="Router of the composed model: classifier, trajectory or uniform.")] = "classifier",
     gate: Annotated[float, typer.Option(help="Sparse gating threshold of the composed model.")] = 0.0,
     n: Annotated[int, typer.Option(help="Generated images for the memorisation audit.")] = 1000,
@@ -24,7 +24,7 @@ def audit_cmd(
     sampler: Annotated[str, typer.Option(help="ddpm or ddim.")] = "ddpm",
     holdout: Annotated[str | None, typer.Option(help="Non-members from a data set (digits, fashion-mnist:test, ...): its images outside the model's lineage.")] = None,
     mia_n: Annotated[int, typer.Option(help="Members and non-members per side for membership inference (at most).")] = 500,
-    attacks: Annotated[str, typer.Option(help="Comma-separated attacks: loss, pia, secmi.")] = "loss,pia,secmi",
+    attacks: Annotated[list[str], typer.Option(help="Attacks, comma-separated: loss, pia, secmi.")] = ["loss,pia,secmi"],
     cosine_threshold: Annotated[float, typer.Option(help="Replicate when the feature cosine to a training image exceeds this.")] = 0.97,
     cosine_features: Annotated[str, typer.Option(help="Features of the replicate criterion: pixels or fld.")] = "pixels",
     seed: SeedOpt = 0,
@@ -36,10 +36,10 @@ def audit_cmd(
 
     from ..audit.report import run_audit, run_audits
 
-    models = _names(model)
+    models = _names(model, "--model")
     if not models:
         raise SilodiffError("give a model: paragon, composed, a compartment or a hash")
-    chosen = tuple(_names(attacks) or ())
+    chosen = tuple(_names(attacks, "--attacks") or ())
     if not chosen:
         raise SilodiffError("give at least one attack: loss, pia, secmi")
     options = dict(router=router, gate=gate, n=n, steps=steps, sampler=sampler, seed=seed, holdout=holdout, mia_n=mia_n,

@@ -1,4 +1,14 @@
-"""Shared pieces of the CLI: the Typer apps, common options, error handling and output."""
+"""Shared pieces of the CLI: the Typer apps, common options, error handling and output.
+
+The convention every command follows (written on the docs site, ``docs/cli/conventions.md``):
+
+- a list option takes one comma-separated value (``--allowed a,b``); repeating the flag is the
+  old spelling, still accepted for one release with a one-line note on stderr;
+- a command that reports takes ``--json`` and then prints exactly one JSON document on stdout;
+- every ``train`` sub-command takes ``--epochs --batch-size --lr --seed``;
+- exit status: 0 success, 1 a verification that failed, 2 bad input (one ``error: …`` line),
+  3 anything unexpected (one ``internal error: …`` line; ``silodiff --debug …`` shows the traceback).
+"""
 
 from __future__ import annotations
 
@@ -8,43 +18,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 
 from ..errors import SilodiffError
-
-
-class TrainGroup(TyperGroup):
-    """``silodiff train``: the sub-command may also be spelled as a method flag.
-
-    ``train --method M …`` is ``train M …`` (``--method iet`` is ``iet-agc --no-agc``) and
-    ``train --protection-classifier …`` is ``train protection-classifier …``.
-    """
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        args = list(args)
-        if "--protection-classifier" in args:
-            args.remove("--protection-classifier")
-            args.insert(0, "protection-classifier")
-        for flag in ("--method", "-m"):
-            spelled = [i for i, a in enumerate(args) if a == flag or a.startswith(flag + "=")]
-            if not spelled:
-                continue
-            i = spelled[0]
-            given = args.pop(i)
-            method = given.partition("=")[2] if "=" in given else (args.pop(i) if i < len(args) else "")
-            methods = [*self.list_commands(ctx), "iet"]
-            if method not in methods:
-                raise typer.BadParameter(f"unknown training method {method!r}: use one of {', '.join(methods)}",
-                                         ctx=ctx, param_hint="--method")
-            args[:0] = ["iet-agc", "--no-agc"] if method == "iet" else [method]
-        return super().parse_args(ctx, args)
 
 
 app = typer.Typer(help="silodiff: training-data protection for image diffusion models.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 data_app = typer.Typer(help="Ingest and inspect training data.", no_args_is_help=True)
-train_app = typer.Typer(help="Train compartments, the paragon, the router and the memorisation defences "
-                        "(`train M` or `train --method M`).", no_args_is_help=True, cls=TrainGroup)
+train_app = typer.Typer(help="Train compartments, the paragon, the router, the encoded ensemble and the memorisation "
+                        "defences.", no_args_is_help=True)
 catalog_app = typer.Typer(help="Query the catalog: sources, compartments, artifacts, lineage, events.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
@@ -53,7 +35,22 @@ app.add_typer(catalog_app, name="catalog")
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="Store directory (catalog + artifacts + data).", envvar="SILODIFF_STORE")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 EpochsOpt = Annotated[int, typer.Option(help="Training epochs (spread over the slices).")]
+BatchSizeOpt = Annotated[int, typer.Option(help="Batch size.")]
+LrOpt = Annotated[float, typer.Option(help="AdamW learning rate.")]
 SeedOpt = Annotated[int, typer.Option(help="Random seed.")]
+NOpt = Annotated[int, typer.Option(help="Number of generated images (the same default for sample and attribute).")]
+DEFAULT_N = 16  # `sample --n` and `attribute --n`: same default, so `attribute --seed S` explains `sample --seed S`
+
+EXIT_OK, EXIT_VERIFY_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+DEBUG = {"on": False}
+# Typer's own exits and usage errors pass through (Typer ≥ 0.20 vendors click, so find its ClickException by name)
+_PASS_THROUGH = (typer.Exit, typer.Abort, next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"))  # `silodiff --debug`: let unexpected exceptions through with their traceback
+
+
+def deprecated(old: str, new: str) -> None:
+    """One line on stderr for an old spelling that still works for one release."""
+    typer.echo(f"note: {old} is deprecated and will be removed in the next release; use {new}", err=True)
+
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.",
                                         envvar="SILODIFF_DEVICE")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 (autocast; weights stay fp32).")]
@@ -75,7 +72,8 @@ def device_arg(spec: str, precision: str = "fp32") -> str:
 
 
 def cli_errors(fn):
-    """Turn ``SilodiffError`` (and unreadable files) into one line on stderr and exit status 2."""
+    """The exit-code rule: bad input (``SilodiffError``, unreadable files) is one ``error:`` line and status 2;
+    anything unexpected is one ``internal error:`` line and status 3 (``--debug`` re-raises it with its traceback)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -83,7 +81,16 @@ def cli_errors(fn):
             return fn(*args, **kwargs)
         except (SilodiffError, OSError) as exc:
             typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except _PASS_THROUGH:
+            raise
+        except Exception as exc:
+            if DEBUG["on"]:
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            typer.echo(f"internal error: {type(exc).__name__}: {first} (run `silodiff --debug …` for the traceback)",
+                       err=True)
+            raise typer.Exit(EXIT_INTERNAL) from None
 
     return wrapper
 
@@ -121,5 +128,12 @@ def _short(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def _names(csv: str | None) -> list[str] | None:
-    return [s.strip() for s in csv.split(",") if s.strip()] if csv else None
+def _names(values: str | list[str] | None, flag: str = "") -> list[str] | None:
+    """A list option's names: one comma-separated value; a repeated flag is the deprecated spelling."""
+    if not values:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    if len(values) > 1 and flag:
+        deprecated(f"repeating {flag}", f"one comma-separated value ({flag} a,b)")
+    return [s.strip() for v in values for s in v.split(",") if s.strip()] or None

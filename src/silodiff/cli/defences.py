@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from .common import DeviceOpt, EpochsOpt, JsonOpt, SeedOpt, StoreOpt, _open, cli_errors, device_arg, emit, train_app
+from .common import BatchSizeOpt, EpochsOpt, JsonOpt, LrOpt, SeedOpt, StoreOpt, _names, _open, cli_errors, deprecated, device_arg, emit, train_app, DeviceOpt
 
 
 @train_app.command("iet-agc")
@@ -19,23 +19,27 @@ def train_iet_cmd(
     store: StoreOpt,
     shards: Annotated[int, typer.Option(help="K class-balanced shards (reference 10).")] = 10,
     rounds: Annotated[int, typer.Option(help="R rounds of local training + weight averaging (reference 10).")] = 10,
-    local_epochs: Annotated[float, typer.Option(help="E local epochs per shard per round.")] = 20,
+    epochs: Annotated[float, typer.Option(help="E local epochs per shard per round.")] = 20,
     lam: Annotated[float, typer.Option(help="AGC λ: skip a sample when loss·λ < the bank's loss at its t.")] = 2.0,
     decay: Annotated[float, typer.Option(help="AGC bank EMA decay.")] = 0.8,
     no_agc: Annotated[bool, typer.Option("--no-agc", help="Plain IET (no anti-gradient control).")] = False,
     from_: Annotated[str | None, typer.Option("--from", help="Fine-tune from this trained artifact (hash or prefix).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-3,
+    batch_size: BatchSizeOpt = 64,
+    lr: LrOpt = 2e-3,
     name: Annotated[str | None, typer.Option(help="Artifact name (default: the kind, iet-agc or iet).")] = None,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
     device: DeviceOpt = "auto",
+    local_epochs: Annotated[float | None, typer.Option(hidden=True, help="Deprecated: --epochs.")] = None,
 ) -> None:
     """Iterative ensemble training with anti-gradient control: one model whose lineage is ALL shards (not compartmentalised)."""
     from ..defences import train_iet
     from ..training import TrainConfig
 
-    summary = train_iet(_open(store), shards=shards, rounds=rounds, local_epochs=local_epochs,
+    if local_epochs is not None:
+        deprecated("`train iet-agc --local-epochs`", "--epochs (the same flag on every `train` command)")
+        epochs = local_epochs
+    summary = train_iet(_open(store), shards=shards, rounds=rounds, local_epochs=epochs,
                         agc=None if no_agc else {"lam": lam, "decay": decay}, init=from_, name=name,
                         config=TrainConfig(batch_size=batch_size, lr=lr, seed=seed, device=device_arg(device)))
     if not as_json:
@@ -53,11 +57,13 @@ def train_protection_cmd(
     artifact: Annotated[str | None, typer.Option(help="Protect another model artifact (e.g. IET-AGC), by hash.")] = None,
     all_compartments: Annotated[bool, typer.Option("--all-compartments", help="One classifier per trained compartment.")] = False,
     epochs: EpochsOpt = 300,
+    batch_size: BatchSizeOpt = 64,
+    lr: LrOpt = 2e-3,
     width: Annotated[int, typer.Option(help="Classifier width.")] = 64,
     target_accuracy: Annotated[float, typer.Option(help="Stop when training accuracy at t ≤ 100 reaches this.")] = 0.99,
     calibrate_on: Annotated[list[str] | None, typer.Option(
         "--calibrate-on", help="A source of non-member images (e.g. public) to calibrate on: the classifier learns to say ½ "
-        "there, so the rule fires near training images only. They join its lineage (repeatable).")] = None,
+        "there, so the rule fires near training images only. They join its lineage (comma-separated).")] = None,
     calibration_weight: Annotated[float, typer.Option(help="Weight of the calibration loss.")] = 1.0,
     max_timestep: Annotated[int | None, typer.Option(
         help="Train on t < T only (the steps where the bits are knowable); the rule then never fires at t ≥ T.")] = None,
@@ -66,19 +72,19 @@ def train_protection_cmd(
     device: DeviceOpt = "auto",
 ) -> None:
     """CPSample: train a classifier of random per-sample bits on noised training images (until it overfits)."""
-    from ..compose.build import trained_compartments
+    from ..composition.build import trained_compartments
     from ..defences import train_protection_classifier
     from ..training import TrainConfig
 
     st = _open(store)
-    config = TrainConfig(epochs=epochs, label_dropout=0.0, ema_decay=0.99, seed=seed, max_timestep=max_timestep,
-                         device=device_arg(device))
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, label_dropout=0.0, ema_decay=0.99, seed=seed,
+                         max_timestep=max_timestep, device=device_arg(device))
     targets = [{"compartment": c} for c in trained_compartments(st)] if all_compartments else \
         [{"compartment": compartment, "paragon": paragon, "artifact": artifact}]
     rows = []
     for target in targets:
         r = train_protection_classifier(st, **target, config=config, width=width, bit_seed=seed, target_accuracy=target_accuracy,
-                                        calibration=calibrate_on or (), calibration_weight=calibration_weight)
+                                        calibration=_names(calibrate_on, "--calibrate-on") or (), calibration_weight=calibration_weight)
         fires = r["fire_rate"]
         rows.append({k: r[k] for k in ("protects", "artifact", "n", "epochs", "train_accuracy")}
                     | {"accuracy_t500": r["accuracy_by_t"][500], "calibration_n": (r["calibration"] or {}).get("n", 0),

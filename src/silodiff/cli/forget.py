@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import SilodiffError
-from .common import DeviceOpt, JsonOpt, StoreOpt, _open, app, cli_errors, device_arg, emit
+from .common import EXIT_VERIFY_FAILED, JsonOpt, StoreOpt, _names, _open, app, cli_errors, deprecated, device_arg, emit, DeviceOpt
 
 certificate_app = typer.Typer(help="Check forget certificates against a store.", no_args_is_help=True)
 app.add_typer(certificate_app, name="certificate")
@@ -32,8 +32,8 @@ def _summary(result: dict[str, Any]) -> list[dict[str, Any]]:
 @cli_errors
 def forget_cmd(
     store: StoreOpt,
-    sample: Annotated[list[str] | None, typer.Option("--sample", help="A sample id to forget (repeatable).")] = None,
-    source: Annotated[list[str] | None, typer.Option("--source", help="A whole source to forget (repeatable).")] = None,
+    sample: Annotated[list[str] | None, typer.Option("--sample", help="Sample ids to forget, comma-separated.")] = None,
+    source: Annotated[list[str] | None, typer.Option("--source", help="Whole sources to forget, comma-separated.")] = None,
     ids_file: Annotated[Path | None, typer.Option("--ids-file", help="A file of sample ids, one per line.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (and its cost) without changing anything.")] = False,
     backend: Annotated[str, typer.Option(help="serial, process or ray (retraining the hit compartments).")] = "serial",
@@ -43,8 +43,8 @@ def forget_cmd(
     """Forget samples and sources exactly: retrain what saw them, switch, delete, print a certificate."""
     from ..unlearning import forget
 
-    ids = list(sample or []) + (_read_ids(ids_file) if ids_file else [])
-    result = forget(_open(store), sample_ids=ids, sources=list(source or []), dry_run=dry_run, progress=not as_json,
+    ids = (_names(sample, "--sample") or []) + (_read_ids(ids_file) if ids_file else [])
+    result = forget(_open(store), sample_ids=ids, sources=_names(source, "--source") or [], dry_run=dry_run, progress=not as_json,
                     backend=backend, device=device_arg(device))
     if as_json:
         if dry_run:
@@ -86,7 +86,7 @@ def certificate_verify(
         for p in problems:
             typer.echo(f"  - {p}")
     if not ok:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_VERIFY_FAILED)
 
 
 @certificate_app.command("list")
@@ -108,22 +108,27 @@ def certificate_list(store: StoreOpt, as_json: JsonOpt = False) -> None:
 def add_source_cmd(
     store: StoreOpt,
     dataset: Annotated[str, typer.Option(help="digits, fashion-mnist[:test], idx or folder.")] = "folder",
-    sources: Annotated[str, typer.Option(help="Source assignment: single:NAME, by-class or random:K (folders name their own).")] = "single:new",
+    assign: Annotated[str, typer.Option(help="How samples get their source: single:NAME, by-class or random:K "
+                                             "(folders name their own).")] = "single:new",
     path: Annotated[str | None, typer.Option(help="IMAGES,LABELS for idx; ROOT for folder.")] = None,
     limit: Annotated[int | None, typer.Option(help="Keep only the first N images.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs (default: the existing compartments').")] = None,
     as_json: JsonOpt = False,
+    old_sources: Annotated[str | None, typer.Option("--sources", hidden=True, help="Deprecated: --assign.")] = None,
 ) -> None:
     """Continual learning: register new sources as new compartments and train only them (and the router)."""
     from ..data import load_dataset
     from ..unlearning import add_source
     from ..unlearning.plan import artifact_info
 
+    if old_sources is not None:
+        deprecated("`add-source --sources`", "--assign (--sources names rights on `keys create`)")
+        assign = old_sources
     st = _open(store)
-    data = load_dataset(dataset, sources=sources, limit=limit, path=path)
+    data = load_dataset(dataset, sources=assign, limit=limit, path=path)
     config = None
     if epochs is not None:
-        from ..compose import final_checkpoint, trained_compartments
+        from ..composition import final_checkpoint, trained_compartments
         from ..training import TrainConfig
 
         names = trained_compartments(st)

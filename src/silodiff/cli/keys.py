@@ -17,14 +17,14 @@ app.add_typer(keys_app, name="keys")
 def keys_create(
     store: StoreOpt,
     name: Annotated[str, typer.Option(help="The key's name (shown in events and logs instead of the key).")],
-    sources: Annotated[str | None, typer.Option(help="Comma-separated sources the key may use ('*' = all).")] = None,
+    sources: Annotated[list[str] | None, typer.Option(help="Sources the key may use, comma-separated ('*' = all).")] = None,
     admin: Annotated[bool, typer.Option("--admin", help="May also forget data and read the event log.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a key; it is printed once and never stored in plain text."""
     from ..service.keys import create_key
 
-    record, key = create_key(_open(store), name, _names(sources), admin=admin)
+    record, key = create_key(_open(store), name, _names(sources, "--sources"), admin=admin)
     if as_json:
         emit({**record, "key": key}, True)
         return

@@ -1,6 +1,6 @@
 """``silodiff``: one sub-command per noun; each command calls one library function.
 
-Errors a user can fix print one line (``error: …``) and exit with status 2.
+The conventions (list options, ``--json``, training flags, exit codes) are in ``cli/common.py``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,20 @@ import typer
 
 from ..errors import SilodiffError
 from .common import (
-    CompileOpt, DeviceOpt, EpochsOpt, GradAccumOpt, HflipOpt, JsonOpt, PrecisionOpt, SeedOpt, StoreOpt, UnetConfigOpt,
-    WorkersOpt, _names, _open, app, catalog_app, cli_errors, data_app, device_arg, emit, train_app,
+    DEBUG, DEFAULT_N, EXIT_BAD_INPUT, EXIT_VERIFY_FAILED, BatchSizeOpt, EpochsOpt, JsonOpt, LrOpt, NOpt, SeedOpt,
+    StoreOpt, _names, _open, app, catalog_app, cli_errors, data_app, deprecated, emit, train_app,
+    CompileOpt, DeviceOpt, GradAccumOpt, HflipOpt, PrecisionOpt, UnetConfigOpt, WorkersOpt, device_arg,
 )
+
+AssignOpt = Annotated[str, typer.Option(help="How samples get their source: by-class, random:K or single[:NAME] "
+                                             "(folders name their own).")]
+OldSourcesOpt = Annotated[str | None, typer.Option("--sources", hidden=True, help="Deprecated spelling of --assign.")]
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an unexpected error.")] = False) -> None:
+    """silodiff: training-data protection for image diffusion models."""
+    DEBUG["on"] = debug
 
 # ----------------------------------------------------------------------------- data
 @data_app.command("ingest")
@@ -24,19 +35,58 @@ from .common import (
 def data_ingest(
     store: StoreOpt,
     dataset: Annotated[str, typer.Option(help="digits, fashion-mnist[:test], idx or folder.")] = "digits",
-    sources: Annotated[str, typer.Option(help="Source assignment: by-class, random:K or single[:NAME] (folders name their own).")] = "random:4",
+    assign: AssignOpt = "random:4",
     path: Annotated[str | None, typer.Option(help="IMAGES,LABELS for idx; ROOT for folder; the IDX folder for fashion-mnist.")] = None,
     limit: Annotated[int | None, typer.Option(help="Keep only the first N images.")] = None,
     as_json: JsonOpt = False,
+    old_sources: OldSourcesOpt = None,
 ) -> None:
     """Load a data set and register its samples (pixels stored, ids in the catalog)."""
     from ..data import load_dataset
 
-    data = load_dataset(dataset, sources=sources, limit=limit, path=path)
+    if old_sources is not None:
+        deprecated("`data ingest --sources`", "--assign (--sources names rights on `keys create`)")
+        assign = old_sources
+    data = load_dataset(dataset, sources=assign, limit=limit, path=path)
     st = _open(store, create=True)
     added = st.ingest(data, dataset)
     emit({"dataset": dataset, "loaded": len(data), "added": added, "sources": st.catalog.sources()}, as_json) if as_json else \
         emit(st.catalog.sources(), False, ["name", "n"], title=f"{added} new samples from {dataset}")
+
+
+@data_app.command("list")
+@cli_errors
+def data_list(store: StoreOpt, source: Annotated[str | None, typer.Option(help="Only this source.")] = None,
+              limit: Annotated[int | None, typer.Option(help="At most N samples.")] = None, as_json: JsonOpt = False) -> None:
+    """Live samples: id, label and source (`data show ID` for one sample's details)."""
+    rows = _open(store).catalog.sample_rows(source)
+    rows = [{k: r[k] for k in ("sample_id", "label", "source")} for r in rows][:limit]
+    emit(rows, as_json)
+
+
+@data_app.command("show")
+@cli_errors
+def data_show(
+    store: StoreOpt, sample_id: Annotated[str, typer.Argument(help="A sample id.")],
+    png: Annotated[Path | None, typer.Option(help="Also write the image to this PNG file.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One sample: its catalog row and the active artifacts trained on it (optionally its image as a PNG)."""
+    st = _open(store)
+    row = st.catalog.sample(sample_id)
+    if row is None:
+        raise SilodiffError(f"unknown sample id {sample_id!r}")
+    saw = st.catalog.artifacts_that_saw([sample_id], active=True)
+    info = {**row, "artifacts": [{k: a[k] for k in ("hash", "kind", "name", "slice")} for a in saw]}
+    if png is not None:
+        from PIL import Image
+
+        if row["forgotten_at"] is not None:
+            raise SilodiffError(f"sample {sample_id} was forgotten: its pixels are gone")
+        x = st.dataset([sample_id]).pixels[0]  # (c, h, w) uint8
+        Image.fromarray(x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()).save(png)
+        info["png"] = str(png)
+    emit(info, as_json)
 
 
 # ----------------------------------------------------------------------------- train
@@ -47,8 +97,8 @@ def train_compartments_cmd(
     plan: Annotated[str, typer.Option(help="Compartments by 'source' or 'shards:K'.")] = "source",
     slices: Annotated[int, typer.Option(help="SISA slices per compartment (checkpoint after each).")] = 2,
     epochs: EpochsOpt = 200,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 2e-3,
+    batch_size: BatchSizeOpt = 64,
+    lr: LrOpt = 2e-3,
     backend: Annotated[str, typer.Option(help="serial, process or ray.")] = "serial",
     ray_address: Annotated[str | None, typer.Option(help="Ray: join this cluster ('auto', host:port, ray://host:10001; "
                                                          "default: start a local one). Workers open the same store path.")] = None,
@@ -56,7 +106,7 @@ def train_compartments_cmd(
     num_gpus: Annotated[float | None, typer.Option(help="Ray: GPUs per job, fractions share a GPU (default 0).")] = None,
     max_retries: Annotated[int | None, typer.Option(help="Ray: re-runs of a failed job, each resuming after its last slice (default 2).")] = None,
     ray_timeout: Annotated[float | None, typer.Option(help="Ray: seconds to wait for all jobs before cancelling the rest.")] = None,
-    only: Annotated[str | None, typer.Option(help="Comma-separated compartments to train (default: all).")] = None,
+    only: Annotated[list[str] | None, typer.Option(help="Compartments to train, comma-separated (default: all).")] = None,
     replan: Annotated[bool, typer.Option(help="Re-plan compartments even if a plan exists.")] = False,
     agc: Annotated[bool, typer.Option(help="Anti-gradient control hook (memorisation defence, IET-AGC paper).")] = False,
     agc_lam: Annotated[float, typer.Option(help="AGC λ: skip a sample when loss·λ < the bank's loss at its t.")] = 2.0,
@@ -87,7 +137,7 @@ def train_compartments_cmd(
     model = model_config(st, unet_config) if unet_config else None  # checked before anything is planned
     if replan or not st.catalog.compartments():
         plan_compartments(st, by=plan, slices=slices, seed=seed)
-    results = train_compartments(st, _names(only), config=config, model=model,
+    results = train_compartments(st, _names(only, "--only"), config=config, model=model,
                                  backend=backend, hooks=_agc(agc, agc_lam), **ray)
     rows = [{"compartment": r.name, "checkpoints": len(r.artifacts), "final": r.artifacts[-1] if r.artifacts else None,
              "steps": r.steps, "seconds": round(r.seconds, 2), "resumed_from_slice": r.resumed_from} for r in results]
@@ -98,9 +148,10 @@ def train_compartments_cmd(
 @cli_errors
 def train_paragon_cmd(
     store: StoreOpt, slices: Annotated[int, typer.Option(help="Slices (same schedule as compartments).")] = 2,
-    epochs: EpochsOpt = 200, seed: SeedOpt = 0, as_json: JsonOpt = False,
+    epochs: EpochsOpt = 200, batch_size: BatchSizeOpt = 64, lr: LrOpt = 2e-3, seed: SeedOpt = 0,
     agc: Annotated[bool, typer.Option(help="Anti-gradient control hook (memorisation defence).")] = False,
     agc_lam: Annotated[float, typer.Option(help="AGC λ.")] = 2.0,
+    as_json: JsonOpt = False,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
     unet_config: UnetConfigOpt = None,
@@ -116,8 +167,8 @@ def train_paragon_cmd(
     from ..jobs.compartments import model_config
     from ..training import TrainConfig
 
-    config = TrainConfig(epochs=epochs, seed=seed, device=device, precision=precision, grad_accum=grad_accum,
-                         num_workers=num_workers, hflip=hflip, compile=compile_).check()
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,
+                         grad_accum=grad_accum, num_workers=num_workers, hflip=hflip, compile=compile_).check()
     st = _open(store)
     model = model_config(st, unet_config) if unet_config else None
     r = train_paragon(st, config=config, model=model, slices=slices, seed=seed, hooks=_agc(agc, agc_lam),
@@ -133,13 +184,15 @@ def _agc(on: bool, lam: float) -> list[dict] | None:
 
 @train_app.command("router")
 @cli_errors
-def train_router_cmd(store: StoreOpt, epochs: EpochsOpt = 100, seed: SeedOpt = 0, as_json: JsonOpt = False,
+def train_router_cmd(store: StoreOpt, epochs: EpochsOpt = 100, batch_size: BatchSizeOpt = 64, lr: LrOpt = 2e-3,
+                     seed: SeedOpt = 0, as_json: JsonOpt = False,
                      device: DeviceOpt = "auto") -> None:
     """Train the shard-classifier router over all trained compartments."""
-    from ..compose import train_router
+    from ..composition import train_router
     from ..training import TrainConfig
 
-    emit({"router": train_router(_open(store), config=TrainConfig(epochs=epochs, seed=seed, device=device_arg(device)))}, as_json)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device_arg(device))
+    emit({"router": train_router(_open(store), config=config)}, as_json)
 
 
 # ----------------------------------------------------------------------------- sample
@@ -149,10 +202,10 @@ def sample_cmd(
     store: StoreOpt,
     out: Annotated[Path, typer.Option(help="Output folder for samples.png and samples.npz.")] = Path("samples"),
     model: Annotated[str, typer.Option(help="composed, paragon, a compartment name or an artifact hash.")] = "composed",
-    allowed: Annotated[str | None, typer.Option(help="Comma-separated compartments to compose (default: all).")] = None,
+    allowed: Annotated[list[str] | None, typer.Option(help="Compartments to compose, comma-separated (default: all).")] = None,
     router: Annotated[str, typer.Option(help="classifier, trajectory or uniform.")] = "classifier",
     gate: Annotated[float, typer.Option(help="Sparse gating threshold on the weights.")] = 0.0,
-    n: Annotated[int, typer.Option(help="Number of images.")] = 100,
+    n: NOpt = DEFAULT_N,
     labels: Annotated[str, typer.Option(help="'all' (balanced), 'none' (unconditional) or comma-separated labels.")] = "all",
     sampler: Annotated[str, typer.Option(help="ddpm or ddim.")] = "ddpm",
     steps: Annotated[int, typer.Option(help="Sampling steps.")] = 100,
@@ -166,10 +219,10 @@ def sample_cmd(
     precision: PrecisionOpt = "fp32",
 ) -> None:
     """Generate images: a PNG grid and an .npz (uint8 images, labels, per-image weights)."""
-    from ..generate import run_sample
+    from ..generation import run_sample
 
     device = device_arg(device, precision)
-    emit(run_sample(_open(store), out, model=model, allowed=_names(allowed), router=router, gate=gate, n=n, labels=labels,
+    emit(run_sample(_open(store), out, model=model, allowed=_names(allowed, "--allowed"), router=router, gate=gate, n=n, labels=labels,
                     sampler=sampler, steps=steps, eta=eta, seed=seed,
                     cpsample={"alpha": alpha, "scale": scale} if cpsample else None, device=device, precision=precision), as_json)
 
@@ -248,7 +301,10 @@ def catalog_saw(store: StoreOpt, sample_id: Annotated[str, typer.Argument(help="
 def catalog_events(store: StoreOpt, limit: Annotated[int, typer.Option(help="Most recent N.")] = 20, as_json: JsonOpt = False) -> None:
     """The append-only event log (most recent last)."""
     rows = _open(store).catalog.events(limit=limit)
-    emit([{"seq": r["seq"], "ts": r["ts"], "kind": r["kind"], "payload": json.dumps(r["payload"])[:100]} for r in rows], as_json)
+    if as_json:  # full payloads, as JSON objects
+        emit([{"seq": r["seq"], "ts": r["ts"], "kind": r["kind"], "payload": r["payload"]} for r in rows], True)
+        return
+    emit([{"seq": r["seq"], "ts": r["ts"], "kind": r["kind"], "payload": json.dumps(r["payload"])[:100]} for r in rows], False)
 
 
 @catalog_app.command("verify")
@@ -258,7 +314,7 @@ def catalog_verify(store: StoreOpt, as_json: JsonOpt = False) -> None:
     ok, head = _open(store).catalog.verify_chain()
     emit({"ok": ok, "head": head}, as_json)
     if not ok:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_VERIFY_FAILED)
 
 
 # ----------------------------------------------------------------------------- demo
@@ -268,25 +324,52 @@ def demo_cmd(
     out: Annotated[Path, typer.Option(help="Folder for the store and the report.")] = Path("demo-out"),
     quick: Annotated[bool, typer.Option(help="A smaller, faster run (for tests).")] = False,
     ray: Annotated[bool, typer.Option(help="Also replay a compartment on a local Ray cluster.")] = False,
-    skip: Annotated[str | None, typer.Option(help="Comma-separated feature steps to leave out.")] = None,
+    skip: Annotated[list[str] | None, typer.Option(help="Feature steps to leave out, comma-separated.")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """The main job end to end on the embedded digits data; writes a Markdown + PNG report."""
     from ..demo import run_demo
 
-    report = run_demo(out, quick=quick, extra=("ray",) if ray else (), skip=tuple(_names(skip) or ()))
-    typer.echo(f"report: {report}")
+    report = run_demo(out, quick=quick, extra=("ray",) if ray else (), skip=tuple(_names(skip, "--skip") or ()))
+    emit({"report": str(report)}, True) if as_json else typer.echo(f"report: {report}")
 
 
 # Feature commands live in their own modules (cli/<noun>.py); importing one registers it on `app`.
 from . import features  # noqa: E402,F401
 
 
-def main() -> None:
+def _old_train_spelling(argv: list[str]) -> list[str]:
+    """``train --method M …`` / ``train --protection-classifier …``: the spellings of the last release.
+
+    They still work for this one release (with a note on stderr); the sub-command is ``train M``."""
+    if len(argv) < 2 or argv[0] != "train":
+        return argv
+    rest = list(argv[1:])
+    if "--protection-classifier" in rest:
+        rest.remove("--protection-classifier")
+        deprecated("`train --protection-classifier`", "`train protection-classifier`")
+        return ["train", "protection-classifier", *rest]
+    for i, a in enumerate(rest):
+        if a in ("--method", "-m") and i + 1 < len(rest):
+            method = rest[i + 1]
+            del rest[i:i + 2]
+        elif a.startswith("--method="):
+            method = a.partition("=")[2]
+            del rest[i]
+        else:
+            continue
+        deprecated(f"`train --method {method}`", f"`train {'iet-agc --no-agc' if method == 'iet' else method}`")
+        return ["train", *(["iet-agc", "--no-agc"] if method == "iet" else [method]), *rest]
+    return argv
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _old_train_spelling(list(sys.argv[1:] if argv is None else argv))
     try:
-        app()
+        app(args, prog_name="silodiff")
     except SilodiffError as exc:  # defensive: commands already convert these
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 if __name__ == "__main__":

@@ -37,8 +37,8 @@ from typing import Any
 
 import torch
 
-from ..compose import ComposedDenoiser
-from ..compose.build import final_checkpoint, trained_compartments
+from ..composition import ComposedDenoiser
+from ..composition.build import final_checkpoint, trained_compartments
 from ..devices import device_of, seeded
 from ..errors import SilodiffError
 from ..jobs.compartments import PARAGON

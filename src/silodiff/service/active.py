@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from ..compose import ROUTER_NAME, ComposedDenoiser, compose, final_checkpoint, trained_compartments
+from ..composition import ROUTER_NAME, ComposedDenoiser, compose, final_checkpoint, trained_compartments
 from ..errors import SilodiffError
 from ..store import Store
 from .errors import Forbidden, NotFound

@@ -14,15 +14,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
-
-from ..config import build
 from ..errors import SilodiffError
-from ..training.state import model_tensors
+
+if TYPE_CHECKING:  # torch is imported where tensors are touched, so reading the catalog stays light
+    import torch
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
@@ -68,6 +65,8 @@ class ArtifactStore:
 
     def put(self, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> str:
         """Write tensors + config atomically; returns the content hash (idempotent)."""
+        from safetensors.torch import save as st_save
+
         cfg, weights = canonical_json(config), st_save(tensors)
         digest = hashlib.sha256(cfg + weights).hexdigest()
         final = self.path(digest)
@@ -88,6 +87,8 @@ class ArtifactStore:
 
     def get(self, digest: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Read and verify one artifact: (tensors, config)."""
+        from safetensors.torch import load as st_load
+
         folder = self.path(digest)
         try:
             cfg, weights = (folder / CONFIG).read_bytes(), (folder / WEIGHTS).read_bytes()
@@ -98,6 +99,9 @@ class ArtifactStore:
         return st_load(weights), json.loads(cfg)
 
     def load_module(self, digest: str, device: str | torch.device | None = None) -> torch.nn.Module:
+        from ..config import build
+        from ..training.state import model_tensors
+
         tensors, config = self.get(digest)
         module = build(config["model"])
         module.load_state_dict(model_tensors(tensors))  # checkpoints also carry train/ state

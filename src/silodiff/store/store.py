@@ -12,16 +12,16 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors import safe_open
-from safetensors.torch import save as st_save
-
-from ..data import SampleSet
 from ..errors import SilodiffError
 from .artifacts import ArtifactStore, _fsync_write
 from .catalog import Catalog
+
+if TYPE_CHECKING:  # torch and the data package are imported where pixels are touched: catalog reads stay light
+    import torch
+
+    from ..data import SampleSet
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -56,6 +56,10 @@ class Store:
         return self.data_dir / f"{check_name(source, 'source name')}.safetensors"
 
     def _read_shard(self, source: str) -> SampleSet | None:
+        from safetensors import safe_open
+
+        from ..data import SampleSet
+
         path = self._shard(source)
         if not path.exists():
             return None
@@ -68,6 +72,8 @@ class Store:
 
     def _shard_image_shape(self, source: str) -> tuple[int, ...] | None:
         """(c, h, w) of a stored shard from its header alone (no pixels read); None if absent or empty."""
+        from safetensors import safe_open
+
         path = self._shard(source)
         if not path.exists():
             return None
@@ -80,6 +86,8 @@ class Store:
 
     def write_shard(self, source: str, data: SampleSet) -> None:
         """Atomically replace the stored copy of one source's samples."""
+        from safetensors.torch import save as st_save
+
         path = self._shard(source)
         tmp = self.root / "tmp" / f"{path.name}.{os.getpid()}.part"
         blob = st_save(
@@ -93,6 +101,10 @@ class Store:
         """Store the pixels, then register the samples; returns the number of new samples."""
         if len(data) == 0:
             raise SilodiffError("nothing to ingest: the data set is empty")
+        import torch
+
+        from ..data import SampleSet
+
         shapes = {shape for n in self.source_names() if (shape := self._shard_image_shape(n))}
         if shapes and tuple(data.image_shape) not in shapes:
             raise SilodiffError(f"images of shape {data.image_shape} do not match the store's {shapes.pop()}")
@@ -127,6 +139,10 @@ class Store:
 
     def dataset(self, ids: list[str] | None = None, source: str | None = None) -> SampleSet:
         """Live samples (all, of one source, or exactly ``ids`` in that order) as one ``SampleSet``."""
+        import torch
+
+        from ..data import SampleSet
+
         rows = self.catalog.sample_rows(source)
         if not rows:
             raise SilodiffError(f"the store {self.root} holds no samples" + (f" of source {source!r}" if source else ""))

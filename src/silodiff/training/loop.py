@@ -19,7 +19,7 @@ once (no per-item Python).  Converting uint8 → [-1, 1] happens on the device.
 
 The objective is pluggable (``loss_fn(model, batch, scheduler) -> (b,)``); the
 default is the denoiser's own ``loss``; classifiers on noisy inputs pass
-``classifier_loss(targets)`` (CPSample) or ``compose.routers.router_loss`` (the router).  Hooks are objects with any of
+``classifier_loss(targets)`` (CPSample) or ``composition.routers.router_loss`` (the router).  Hooks are objects with any of
 ``on_batch(batch) -> mask | None`` and ``on_step(state)``; ``batch`` is a dict
 with ``x0, labels, rows, ids, t, noise, loss``.
 """

@@ -7,9 +7,24 @@
 - ``add_source(store, data, dataset)``: continual learning, a new compartment.
 """
 
-from .certificate import load_certificate, verify_certificate
-from .continual import add_source
-from .forget import forget
-from .plan import plan_forget
+from __future__ import annotations
 
-__all__ = ["add_source", "forget", "load_certificate", "plan_forget", "verify_certificate"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {"add_source": ".continual", "forget": ".forgetting", "load_certificate": ".certificate",
+            "plan_forget": ".plan", "verify_certificate": ".certificate"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:  # lazy: checking a certificate needs no torch
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module 'silodiff.unlearning' has no attribute {name!r}")
+
+
+if TYPE_CHECKING:  # for type checkers and the docs: the same names, eagerly
+    from .certificate import load_certificate, verify_certificate
+    from .continual import add_source
+    from .forgetting import forget
+    from .plan import plan_forget

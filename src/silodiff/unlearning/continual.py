@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..compose import ROUTER_NAME, final_checkpoint, train_router, trained_compartments
+from ..composition import ROUTER_NAME, final_checkpoint, train_router, trained_compartments
 from ..data import SampleSet
 from ..errors import SilodiffError
 from ..jobs import train_compartments

@@ -12,11 +12,11 @@ import json
 import random
 from pathlib import Path
 
-from ..compose import compose
+from ..composition import compose
 from ..sampling import generate
 from ..store import Store
 from .certificate import verify_certificate
-from .forget import forget
+from .forgetting import forget
 
 
 def _log(msg: str) -> None:

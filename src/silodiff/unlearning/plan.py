@@ -23,7 +23,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..compose import ROUTER_NAME
+from ..composition import ROUTER_NAME
 from ..errors import SilodiffError
 from ..jobs import SliceJob, stage_steps
 from ..jobs.compartments import PARAGON

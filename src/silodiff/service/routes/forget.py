@@ -1,6 +1,6 @@
 """``POST /v1/forget`` (admin): forget samples and/or sources as a background job (202 + the job).
 
-The job calls ``silodiff.unlearning.forget``; its result is the certificate.
+The job calls ``silodiff.unlearning.forgetting``; its result is the certificate.
 An admin key with limited sources may only forget data of those sources.
 """
 

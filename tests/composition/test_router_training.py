@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import silodiff as sd
-from silodiff.compose import ClassifierRouter, UniformRouter, compose
+from silodiff.composition import ClassifierRouter, UniformRouter, compose
 from silodiff.data import SampleSet
 from silodiff.training import TrainConfig, noise_scheduler
 

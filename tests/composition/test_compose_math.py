@@ -18,8 +18,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from silodiff.compose import ClassifierRouter, ComposedDenoiser, TrajectoryFilter, UniformRouter
-from silodiff.compose.routers import log_label_prior, router_loss
+from silodiff.composition import ClassifierRouter, ComposedDenoiser, TrajectoryFilter, UniformRouter
+from silodiff.composition.routers import log_label_prior, router_loss
 from silodiff.data import SampleSet, to_uint8
 from silodiff.errors import SilodiffError
 from silodiff.nn import NoisyClassifier

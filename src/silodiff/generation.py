@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .compose import ComposedDenoiser, load_denoiser
+from .composition import ComposedDenoiser, load_denoiser
 from .data import to_uint8
 from .devices import check_precision, resolve_device
 from .errors import SilodiffError

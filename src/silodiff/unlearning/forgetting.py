@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from ..compose import final_checkpoint, train_router
+from ..composition import final_checkpoint, train_router
 from ..errors import SilodiffError
 from ..jobs import SliceJob, run_jobs
 from ..data import SampleSet

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from silodiff.compose import ComposedDenoiser, compose, final_checkpoint, load_denoiser, trained_compartments
+from silodiff.composition import ComposedDenoiser, compose, final_checkpoint, load_denoiser, trained_compartments
 from silodiff.errors import SilodiffError
 from silodiff.sampling import generate
 from silodiff.store import ArtifactStore
