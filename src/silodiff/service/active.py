@@ -51,7 +51,11 @@ class ModelCache:
             if digest in self._models:
                 self._models.move_to_end(digest)
                 return self._models[digest]
-        module = self.store.artifacts.load_module(digest, device=self.device)  # hash-verified read
+        module = self.store.artifacts.load_module(digest)  # hash-verified read
+        if self.device is not None:
+            from ..devices import resolve_device
+
+            module = module.to(resolve_device(self.device))
         with self._lock:
             self.loads.append(digest)
             self._models[digest] = module

@@ -170,7 +170,12 @@ class Store:
 
     def load(self, digest: str, device: str | torch.device | None = None) -> torch.nn.Module:
         """Rebuild an artifact's module (on ``device``: auto | cpu | cuda[:N] | mps; default the CPU)."""
-        return self.artifacts.load_module(self.catalog.artifact(digest)["hash"], device=device)
+        module = self.artifacts.load_module(self.catalog.artifact(digest)["hash"])
+        if device is not None:
+            from ..devices import resolve_device
+
+            module = module.to(resolve_device(device))
+        return module
 
     def active(self, kind: str, name: str | None = None) -> list[dict[str, Any]]:
         return self.catalog.artifacts(kind, active=True, name=name)
