@@ -68,6 +68,10 @@ bench-attribution: setup
 bench-forget: setup
 	$(PY) bench/forget.py
 
+.PHONY: bench-scale
+bench-scale: setup fashion-mnist
+	$(PY) bench/scale.py
+
 .PHONY: bench-cli-latency
 bench-cli-latency: setup
 	$(PY) bench/cli_latency.py

@@ -103,3 +103,20 @@ def trained_store(tmp_path_factory):
     train_router(store, config=TrainConfig(epochs=2, batch_size=32), progress=False)
     feature_net(store, epochs=2, progress=False)
     return store
+
+
+def _device_params() -> list:
+    """CPU always; CUDA and MPS where present, skipped elsewhere with the reason."""
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    return [
+        pytest.param("cpu", id="cpu"),
+        pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(not cuda, reason="no CUDA GPU on this machine")),
+        pytest.param("mps", id="mps", marks=pytest.mark.skipif(not mps, reason="no MPS (Apple GPU) backend on this machine")),
+    ]
+
+
+@pytest.fixture(params=_device_params())
+def device(request) -> str:
+    """Each available device in turn (device-dependent tests)."""
+    return request.param

@@ -16,6 +16,7 @@ import torch
 
 from .composition import ComposedDenoiser, load_denoiser
 from .data import to_uint8
+from .devices import check_precision, resolve_device
 from .errors import SilodiffError
 from .sampling import balanced_labels, generate
 from .store import Store
@@ -52,6 +53,7 @@ class WeightRecorder:
             return
         if info["i"] == 0 and self.sum is not None:
             self.flush()
+        w = w.detach().float().cpu()
         self.sum = w.clone() if self.sum is None else self.sum + w
         self.last = w.clone()
         self.steps += 1
@@ -72,29 +74,34 @@ def run_sample(
     store: Store, out: str | Path, *, model: str = "composed", allowed: list[str] | None = None, router: str = "classifier",
     gate: float = 0.0, n: int = 100, labels: str = "all", sampler: str = "ddpm", steps: int = 100, eta: float = 0.0,
     seed: int = 0, progress: bool = True, cpsample: dict[str, float] | None = None,
+    device: str | torch.device | None = None, precision: str = "fp32",
 ) -> dict[str, Any]:
     """Sample ``n`` images and write them; returns a summary.
 
     ``cpsample={"alpha": A, "scale": S}`` guides with the stored protection classifier(s) (CPSample).
+    ``device``: auto | cpu | cuda[:N] | mps (default auto); ``precision``: fp32 | bf16 | fp16.
     """
     from .viz import save_grid
 
     options = dict(allowed=allowed, router=router, gate=gate) if model == "composed" else {}
     if model != "composed" and allowed:
         raise SilodiffError("--allowed only applies to --model composed")
-    net = load_denoiser(store, model, **options)
+    dev = resolve_device(device or "auto")
+    check_precision(precision, dev)
+    net = load_denoiser(store, model, device=dev, **options)
     if cpsample is not None:
         from .defences.cpsample import protect_from_store
 
-        net = protect_from_store(store, net, model, **cpsample)
+        net = protect_from_store(store, net, model, **cpsample).to(dev)
     y = parse_labels(labels, n, net.num_classes)
     recorder = WeightRecorder()
-    images, y = generate(net, n, labels=y, sampler=sampler, steps=steps, eta=eta, seed=seed, callback=recorder, progress=progress)
+    images, y = generate(net, n, labels=y, sampler=sampler, steps=steps, eta=eta, seed=seed, callback=recorder, progress=progress,
+                         precision=precision)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, Any] = {"images": to_uint8(images).numpy(), "labels": (y if y is not None else torch.full((n,), -1)).numpy(),
                               "seed": np.asarray(seed)}
-    summary: dict[str, Any] = {"model": model, "n": n, "sampler": sampler, "steps": steps, "seed": seed}
+    summary: dict[str, Any] = {"model": model, "n": n, "sampler": sampler, "steps": steps, "seed": seed, "device": str(dev)}
     weights = recorder.result()
     if isinstance(net, ComposedDenoiser) and weights is not None:
         arrays.update(weights_mean=weights[0], weights_last=weights[1], compartments=np.asarray(net.names))

@@ -31,6 +31,7 @@ import torch
 
 from ..composition import compose, final_checkpoint, trained_compartments
 from ..data import to_unit_range
+from ..devices import resolve_device, seeded
 from ..errors import SilodiffError
 from ..generation import WeightRecorder
 from ..jobs import num_classes
@@ -114,23 +115,25 @@ def attribute_compartments(
     grid: int = 10,
     draws: int = 2,
     progress: bool = False,
+    device: str | torch.device | None = None,
 ) -> CompartmentAttribution:
     """Generate ``len(labels)`` images with ``seed`` from the composition and attribute each to compartments.
 
     The noise trajectory is the one ``silodiff sample --seed`` draws for the same
-    number of images, so image i here is image i there.
+    number of images on the same device, so image i here is image i there.
     """
     t0 = time.perf_counter()
-    model = compose(store, allowed, router=router)
+    device = resolve_device(device or "auto")
+    model = compose(store, allowed, router=router, device=device)
     y = label_tensor(labels, model.num_classes)
     n = len(y)
     scheduler = make_scheduler(sampler)
-    noise = NoiseTrajectory.draw((n, *model.image_shape), steps, torch.Generator().manual_seed(seed))
+    noise = NoiseTrajectory.draw((n, *model.image_shape), steps, seeded(seed, device))
     # 1. the factual run, recording the router weights at every step
     recorder = WeightRecorder()
     images = sample(
         model, None, scheduler, steps=steps, labels=y, eta=eta, noise=noise, callback=recorder, progress=progress
-    )
+    ).cpu()
     weights_mean, weights_last = recorder.result()
     t_sample = time.perf_counter() - t0
     out = CompartmentAttribution(model.names, y, model.num_classes, images, weights_mean, weights_last)
@@ -154,8 +157,8 @@ def attribute_compartments(
         rest = counts[[names.index(m) for m in others]].sum(0)  # (C + 1,)
         missing = rest[y] == 0  # (n,)
         y_k = torch.where(missing, model.num_classes, y)
-        counterfactual = compose(store, others, router=router)
-        loo_images[k] = sample(counterfactual, None, scheduler, steps=steps, labels=y_k, eta=eta, noise=noise)
+        counterfactual = compose(store, others, router=router, device=device)
+        loo_images[k] = sample(counterfactual, None, scheduler, steps=steps, labels=y_k, eta=eta, noise=noise).cpu()
         distance[:, k] = pixel_distance(images, loo_images[k]).numpy()
         loss_change[:, k] = (
             loss_grid(counterfactual, images, y_k, timesteps, draws=draws, seed=seed).mean(1) - base_loss
@@ -182,6 +185,7 @@ def attribute_generation(
     sampler: str = "ddpm",
     steps: int = 100,
     leave_one_out: bool = True,
+    device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """JSON-ready attribution of generated images (the service calls this): per image the mean and
     last-step router weights, leave-one-out pixel distances and loss changes per compartment, and names."""
@@ -194,6 +198,7 @@ def attribute_generation(
         sampler=sampler,
         steps=steps,
         leave_one_out=leave_one_out,
+        device=device,
     )
     return {"seed": seed, "router": router, "sampler": sampler, "steps": steps, **result.to_dict()}
 
@@ -225,6 +230,7 @@ def compartment_posterior(
     grid: int = 20,
     draws: int = 4,
     seed: int = 0,
+    device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """Posterior over compartments for one image (c, h, w) in [-1, 1] from each model's denoising-loss bound."""
     names = list(allowed) if allowed is not None else trained_compartments(store)
@@ -238,7 +244,7 @@ def compartment_posterior(
     timesteps, weights = timestep_grid(grid)
     bounds, priors, losses = [], [], []
     for name in names:
-        model = store.load(final_checkpoint(store, "compartment", name)["hash"])
+        model = store.load(final_checkpoint(store, "compartment", name)["hash"], device=device or "auto")
         if tuple(model.image_shape) != tuple(image.shape):
             raise SilodiffError(
                 f"the image has shape {tuple(image.shape)}, compartment {name!r} takes {tuple(model.image_shape)}"

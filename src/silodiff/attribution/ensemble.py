@@ -67,10 +67,10 @@ class EnsembleDenoiser(Denoiser):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | int, labels: torch.Tensor | None = None) -> torch.Tensor:
         b = x.shape[0]
-        t = torch.as_tensor(t)
+        t = torch.as_tensor(t, device=x.device)
         t = t.expand(b) if t.ndim == 0 else t
         # 1. row weights (b, M), normalised to sum one
-        w = torch.ones(len(self.members)) if self.weights is None else self.weights
+        w = torch.ones(len(self.members), device=x.device) if self.weights is None else self.weights.to(x.device)
         w = w.expand(b, -1) if w.ndim == 1 else w
         if w.shape[0] != b:
             raise SilodiffError(f"row weights for {w.shape[0]} rows, batch of {b}")

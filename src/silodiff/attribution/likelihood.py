@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from ..devices import device_of, seeded
 from ..errors import SilodiffError
 from ..training import loss_grid as shared_loss_grid
 from ..training import noise_scheduler
@@ -50,7 +51,7 @@ def loss_grid(
     a stateful router restarts on each call.
     """
     return shared_loss_grid(model, x0, labels, timesteps.tolist(), draws=draws,
-                            generator=torch.Generator().manual_seed(seed), copies=copies)
+                            generator=seeded(seed, device_of(model)), copies=copies)
 
 
 def nll_bound(losses: torch.Tensor, weights: torch.Tensor, pixels: int) -> torch.Tensor:

@@ -80,11 +80,13 @@ def run_attribute(
     timesteps: int = 10,
     proj_dim: int = 512,
     lam: float = 1e-2,
+    device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """Attribute generated images (``seed``) or an image file (``image``) and write the results into ``out``.
 
     ``method``: None (compartments, or the encoded ensemble with ``ensemble``), ``"ensemble"``,
     ``"dtrak"`` or ``"trak"`` (gradient attribution to ``unit`` s: sample, source, column:NAME).
+    ``device`` (default auto) runs the compartment attribution; the encoded ensemble runs on the CPU.
     """
     from ..viz import save_grid, save_weight_bars
     from .compartments import attribute_compartments, compartment_posterior, read_image
@@ -129,7 +131,7 @@ def run_attribute(
     if image is not None:
         x = read_image(image, store.dataset([store.catalog.sample_rows()[0]["sample_id"]]).image_shape)
         y = None if labels == "all" else _labels(store, labels, 1)[0]  # the file's label, or unconditional
-        result = compartment_posterior(store, x, label=y, allowed=allowed)
+        result = compartment_posterior(store, x, label=y, allowed=allowed, device=device)
         result.update(image=str(image), json=str(_write_json(out / "posterior.json", result)))
         result["png"] = str(
             save_weight_bars(
@@ -149,6 +151,7 @@ def run_attribute(
         sampler=sampler,
         steps=steps,
         leave_one_out=leave_one_out,
+        device=device,
     )
     result = {"seed": seed, "router": router, "sampler": sampler, "steps": steps, **attribution.to_dict()}
     names = attribution.names

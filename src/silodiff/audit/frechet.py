@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from scipy import linalg
 
+from ..devices import device_of
 from ..errors import SilodiffError
 from ..jobs.compartments import num_classes
 from ..nn import FeatureCNN
@@ -31,18 +32,21 @@ FEATURE_NET = "fld-cnn"
 
 def _clean_classifier_loss(targets: torch.Tensor):
     def loss_fn(model, batch: dict[str, Any], scheduler) -> torch.Tensor:
-        return torch.nn.functional.cross_entropy(model(batch["x0"]), targets[batch["rows"]], reduction="none")
+        logits = model(batch["x0"]).float()
+        return torch.nn.functional.cross_entropy(logits, targets[batch["rows"]].to(logits.device), reduction="none")
 
     return loss_fn
 
 
-def feature_net(store: Store, *, epochs: int = 30, seed: int = 0, progress: bool = True) -> torch.nn.Module:
-    """The cached FLD network of this store, trained on all live data on first use."""
+def feature_net(store: Store, *, epochs: int = 30, seed: int = 0, progress: bool = True,
+                device: str | torch.device | None = None) -> torch.nn.Module:
+    """The cached FLD network of this store, trained on all live data on first use (on ``device``, default auto)."""
     rows = store.active("feature-net", FEATURE_NET)
     if rows:
-        return store.load(rows[-1]["hash"])
+        return store.load(rows[-1]["hash"], device=device or "auto")
     data = store.dataset()
-    config = TrainConfig(epochs=epochs, batch_size=128, lr=2e-3, label_dropout=0.0, ema_decay=0.99, seed=seed)
+    config = TrainConfig(epochs=epochs, batch_size=128, lr=2e-3, label_dropout=0.0, ema_decay=0.99, seed=seed,
+                         device=str(device or "auto"))
     torch.manual_seed(seed)
     net = FeatureCNN(image_shape=data.image_shape, num_classes=num_classes(store))
     state = new_state(net, config)
@@ -51,14 +55,15 @@ def feature_net(store: Store, *, epochs: int = 30, seed: int = 0, progress: bool
     accuracy = class_accuracy(net, data.x(), data.labels)
     set_id = store.catalog.add_sample_set(data.sample_ids)
     digest = store.save(net, "feature-net", FEATURE_NET, [set_id], metrics={"train_accuracy": accuracy})
-    return store.load(digest)
+    return store.load(digest, device=device or "auto")
 
 
 @torch.no_grad()
 def features(net: torch.nn.Module, images: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
     """Penultimate features of images in [-1, 1], (n, d) float64."""
     net.eval()
-    return torch.cat([net.features(b) for b in images.split(batch_size)]).double().numpy()
+    device = device_of(net)
+    return torch.cat([net.features(b.to(device)).float().cpu() for b in images.split(batch_size)]).double().numpy()
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -84,5 +89,6 @@ def fld(net: torch.nn.Module, generated: torch.Tensor, reference: torch.Tensor) 
 def class_accuracy(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of images the feature network classifies as their label."""
     net.eval()
-    pred = torch.cat([net(b).argmax(1) for b in images.split(1024)])
-    return float((pred == labels).float().mean())
+    device = device_of(net)
+    pred = torch.cat([net(b.to(device)).argmax(1).cpu() for b in images.split(1024)])
+    return float((pred == labels.cpu()).float().mean())

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..devices import device_of, resolve_device
 from ..errors import SilodiffError
 
 NN_RATIO_THRESHOLD = 1 / 3
@@ -56,9 +57,10 @@ def unit_pixels(images: torch.Tensor | np.ndarray) -> torch.Tensor:
 
 def _search(
     query: torch.Tensor, base: torch.Tensor, k: int, *, metric: str, batch_size: int, base_chunk: int,
-    progress: bool | str,
+    progress: bool | str, device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact k-nearest search of (n, d) ``query`` rows among (m, d) ``base`` rows.
+    """Exact k-nearest search of (n, d) ``query`` rows among (m, d) ``base`` rows, on ``device``
+    (default: the query's); results on the CPU.
 
     ``metric="l2"``: Euclidean distance, ascending.  ``metric="cosine"``: cosine
     similarity of the rows as given (callers normalise), descending.
@@ -73,12 +75,14 @@ def _search(
     if k < 1 or k > m:
         raise SilodiffError(f"k must be in 1..{m} (the number of training images), got {k}")
     extra = min(m, k + 8) if metric == "l2" else k
+    device = torch.device(device) if device is not None else query.device
+    base = base.to(device)
     base_sq = base.pow(2).sum(1)  # (m,)
     dists, index = [], []
     blocks = range(0, n, batch_size)
     desc = progress if isinstance(progress, str) else "nn search"
     for start in tqdm(blocks, desc=desc, disable=not progress, leave=False):
-        q = query[start : start + batch_size]  # (b, d)
+        q = query[start : start + batch_size].to(device)  # (b, d)
         best_v = best_i = None
         for c0 in range(0, m, base_chunk):
             chunk = base[c0 : c0 + base_chunk]
@@ -99,11 +103,11 @@ def _search(
             # 2. exact distances of the candidates, (b, extra), then the true top k
             exact = (q[:, None, :] - base[best_i]).pow(2).sum(-1).sqrt_()
             v, pos = exact.topk(k, dim=1, largest=False)
-            dists.append(v)
-            index.append(best_i.gather(1, pos))
+            dists.append(v.cpu())
+            index.append(best_i.gather(1, pos).cpu())
         else:
-            dists.append(best_v[:, :k].neg())
-            index.append(best_i[:, :k])
+            dists.append(best_v[:, :k].neg().cpu())
+            index.append(best_i[:, :k].cpu())
     return torch.cat(dists), torch.cat(index)
 
 
@@ -116,6 +120,7 @@ def nearest_neighbours(
     batch_size: int = 512,
     base_chunk: int = 16384,
     progress: bool | str = False,
+    device: torch.device | str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest training images of each generated image in pixel space [0, 1].
 
@@ -126,7 +131,8 @@ def nearest_neighbours(
     q, base = unit_pixels(generated), unit_pixels(training)
     if q.shape[1] != base.shape[1]:
         raise SilodiffError(f"generated images have {q.shape[1]} values each, training images {base.shape[1]}")
-    dist, idx = _search(q, base, k, metric="l2", batch_size=batch_size, base_chunk=base_chunk, progress=progress)
+    dev = resolve_device(device) if device is not None else None
+    dist, idx = _search(q, base, k, metric="l2", batch_size=batch_size, base_chunk=base_chunk, progress=progress, device=dev)
     return dist.numpy(), idx.numpy()
 
 
@@ -171,7 +177,9 @@ class MemorizationAuditor:
         carlini_thresholds: tuple[float, ...] = CARLINI_THRESHOLDS,
         batch_size: int = 512,
         progress: bool = False,
+        device: str | torch.device | None = None,
     ):
+        self.device = device  # the NN searches' device (default: the feature net's, else the CPU)
         self.cosine_threshold = cosine_threshold
         self.feature_net = feature_net
         self.nn_ratio_threshold = nn_ratio_threshold
@@ -186,12 +194,13 @@ class MemorizationAuditor:
             raise SilodiffError(f"cosine_threshold must be in [-1, 1], got {self.cosine_threshold}")
         if len(training_images) < 2:
             raise SilodiffError("memorisation needs at least two training images (the NN ratio uses NN2)")
-        self.training_ = unit_pixels(training_images)  # (m, d)
+        self.device_ = resolve_device(self.device) if self.device is not None else device_of(self.feature_net)
+        self.training_ = unit_pixels(training_images).to(self.device_)  # (m, d), kept where the search runs
         self.image_shape_ = tuple(torch.as_tensor(training_images).shape[1:])
         self.k_ = min(self.k, len(self.training_))
         feats = _embed(training_images, self.feature_net, self.batch_size)  # (m, f)
         self.feature_mean_ = feats.mean(0)
-        self.features_ = torch.nn.functional.normalize(feats - self.feature_mean_, dim=1)  # centred, unit rows
+        self.features_ = torch.nn.functional.normalize(feats - self.feature_mean_, dim=1).to(self.device_)  # centred, unit rows
         return self
 
     @torch.no_grad()
@@ -208,12 +217,12 @@ class MemorizationAuditor:
         q = unit_pixels(generated)
         progress = "nn search" if self.progress else False
         dist, idx = _search(q, self.training_, self.k_, metric="l2", batch_size=self.batch_size, base_chunk=16384,
-                            progress=progress)
+                            progress=progress, device=self.device_)
         dist, idx = dist.numpy(), idx.numpy()
         feats = _embed(generated, self.feature_net, self.batch_size) - self.feature_mean_
         feats = torch.nn.functional.normalize(feats, dim=1)  # centred on the training mean, unit rows
         cos, cos_idx = _search(feats, self.features_, 1, metric="cosine", batch_size=self.batch_size, base_chunk=16384,
-                               progress=False)
+                               progress=False, device=self.device_)
         ratio, carlini = nn_ratio(dist), carlini_ratio(dist, self.k_)
         return {
             "nn_ratio": ratio, "carlini_ratio": carlini, "cosine": cos[:, 0].numpy().astype(np.float64),

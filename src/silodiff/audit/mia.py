@@ -39,6 +39,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from tqdm.auto import tqdm
 
 from ..data import SampleSet
+from ..devices import device_of, seeded
 from ..errors import SilodiffError
 from ..training import loss_grid, noise_scheduler
 
@@ -110,14 +111,16 @@ class MembershipAttack:
             raise SilodiffError(f"{len(y)} labels for {len(x)} images")
         if not self.conditional:
             y = None
-        generator = torch.Generator().manual_seed(self.random_state)
+        device = device_of(self.model_)  # the attack runs where the served model lives
+        generator = seeded(self.random_state, device)
         reset = getattr(self.model_, "reset", None)  # a composed model: each batch is a fresh query, not a trajectory
         out = []
         for start in tqdm(range(0, len(x), self.batch_size), desc=self.name, disable=not self.progress, leave=False):
             rows = slice(start, start + self.batch_size)
             if reset is not None:
                 reset()
-            out.append(self._score_batch(x[rows], None if y is None else y[rows], timesteps, generator))
+            out.append(self._score_batch(x[rows].to(device), None if y is None else y[rows].to(device), timesteps,
+                                         generator).float().cpu())
         return torch.cat(out).double().numpy() if out else np.zeros((0, len(timesteps)))
 
     def score(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> np.ndarray:
@@ -140,7 +143,7 @@ class MembershipAttack:
                 **per_t[best], "scores_members": s_in[:, j], "scores_nonmembers": s_out[:, j]}
 
     def _eps(self, x: torch.Tensor, t: int, labels: torch.Tensor | None) -> torch.Tensor:
-        return self.model_(x, torch.full((len(x),), t, dtype=torch.long), labels)
+        return self.model_(x, torch.full((len(x),), t, dtype=torch.long, device=x.device), labels)
 
 
 class LossAttack(MembershipAttack):
@@ -173,7 +176,7 @@ class PIA(MembershipAttack):
         eps0 = self._eps(x0, 0, labels)  # 1. ε₀ = ε_θ(x_0, 0), (b, c, h, w)
         cols = []
         for t in timesteps:
-            tt = torch.full((len(x0),), t, dtype=torch.long)
+            tt = torch.full((len(x0),), t, dtype=torch.long, device=x0.device)
             x_t = self.scheduler_.add_noise(x0, eps0, tt)  # 2. deterministic x_t
             cols.append(-(self._eps(x_t, t, labels) - eps0).abs().pow(4).flatten(1).sum(1))  # 3. −Σ|ε_θ(x_t,t) − ε₀|⁴
         return torch.stack(cols, 1)

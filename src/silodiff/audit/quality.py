@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from ..composition import load_denoiser
+from ..devices import resolve_device
 from ..sampling import balanced_labels, generate
 from ..store import Store
 from .frechet import class_accuracy, feature_net, fld
@@ -13,11 +16,13 @@ from .frechet import class_accuracy, feature_net, fld
 def evaluate_quality(
     store: Store, model: str = "composed", *, router: str = "classifier", gate: float = 0.0, n: int = 1000,
     steps: int = 100, sampler: str = "ddpm", seed: int = 0, progress: bool = True,
+    device: str | torch.device | None = None,
 ) -> dict[str, Any]:
-    """Class-balanced conditional samples → FLD against the store's live data, and accuracy."""
-    net = feature_net(store, progress=progress)
+    """Class-balanced conditional samples → FLD against the store's live data, and accuracy (on ``device``, default auto)."""
+    device = resolve_device(device or "auto")
+    net = feature_net(store, progress=progress, device=device)
     options = dict(router=router, gate=gate) if model == "composed" else {}
-    denoiser = load_denoiser(store, model, **options)
+    denoiser = load_denoiser(store, model, device=device, **options)
     labels = balanced_labels(n, denoiser.num_classes)
     images, _ = generate(denoiser, n, labels=labels, sampler=sampler, steps=steps, seed=seed, progress=progress)
     return {"model": model, **options, "n": n, "steps": steps, "seed": seed,

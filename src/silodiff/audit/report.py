@@ -28,6 +28,7 @@ import torch
 
 from ..composition import ROUTER_NAME, trained_compartments
 from ..data import SampleSet, load_dataset
+from ..devices import resolve_device
 from ..errors import SilodiffError
 from ..sampling import balanced_labels, generate
 from ..store import Store
@@ -77,8 +78,12 @@ def run_audit(
     top: int = 10,
     denoiser: torch.nn.Module | None = None,
     progress: bool = True,
+    device: str | torch.device | None = None,
 ) -> Path:
     """Audit one served model (``composed``, ``paragon``, a compartment or a hash); returns ``out/report.md``.
+
+    ``device`` (auto | cpu | cuda[:N] | mps; default auto) runs the generations, the feature net,
+    the nearest-neighbour searches and the membership attacks.
 
     ``denoiser`` serves a wrapper of that model instead (e.g. a guided sampler's denoiser) while the
     lineage, hence members and the memorisation reference, still come from ``model``'s artifacts.
@@ -97,9 +102,11 @@ def run_audit(
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     options = dict(router=router, gate=gate) if model == "composed" else {}
+    dev = resolve_device(device or "auto")
     served = served_model(store, model, **options)
     if denoiser is not None:
         served.model = denoiser
+    served.model = served.model.to(dev)
     train = training_set(store, served)
     _log(f"{model}: {len(train)} training images in its lineage ({len(served.artifacts)} artifact(s))", progress)
 
@@ -112,8 +119,8 @@ def run_audit(
 
     # 2. memorisation against the model's own training set
     t0 = time.perf_counter()
-    net = store_feature_net(store, progress=progress) if cosine_features == "fld" else None
-    auditor = MemorizationAuditor(cosine_threshold, net, progress=progress).fit(train.x())
+    net = store_feature_net(store, progress=progress, device=dev) if cosine_features == "fld" else None
+    auditor = MemorizationAuditor(cosine_threshold, net, progress=progress, device=dev).fit(train.x())
     mem = auditor.score(images)
     memorisation = auditor.summarize(mem)
     timings["memorisation"] = time.perf_counter() - t0

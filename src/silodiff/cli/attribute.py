@@ -9,7 +9,7 @@ import typer
 
 from .common import (
     DEFAULT_N, BatchSizeOpt, EpochsOpt, JsonOpt, LrOpt, NOpt, SeedOpt, StoreOpt, _names, _open, app, cli_errors,
-    deprecated, emit, train_app,
+    deprecated, device_arg, emit, train_app, DeviceOpt,
 )
 
 
@@ -33,6 +33,7 @@ def train_encoded_cmd(
     backend: Annotated[str, typer.Option(help="serial, process or ray.")] = "serial",
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Train an encoded ensemble for unit attribution (member m trains on the units with a 1 at m)."""
     from ..attribution import train_encoded
@@ -46,7 +47,7 @@ def train_encoded_cmd(
         slices=slices,
         seed=seed,
         backend=backend,
-        config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
+        config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device_arg(device)),
     )
     rows = [
         {
@@ -109,6 +110,7 @@ def attribute_cmd(
         float, typer.Option(help="dtrak/trak: ridge λ relative to the mean eigenvalue of ΦᵀΦ (tune it on held-out data).")
     ] = 1e-2,
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
     old_label: Annotated[str | None, typer.Option("--label", hidden=True, help="Deprecated: --labels.")] = None,
 ) -> None:
     """Which compartment (router weights, leave-one-out, posterior) or training units (--method) an image drew on."""
@@ -117,6 +119,7 @@ def attribute_cmd(
     if old_label is not None:
         deprecated("`attribute --label`", "--labels (as on `sample`)")
         labels = old_label
+    device = device_arg(device)
     result = run_attribute(
         _open(store),
         out,
@@ -124,6 +127,7 @@ def attribute_cmd(
         labels=labels,
         n=n,
         image=image,
+        device=device,
         ensemble=ensemble,
         allowed=_names(allowed, "--allowed"),
         router=router,

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import SilodiffError
-from .common import JsonOpt, SeedOpt, StoreOpt, _names, _open, app, cli_errors, emit
+from .common import DeviceOpt, JsonOpt, SeedOpt, StoreOpt, _names, _open, app, cli_errors, device_arg, emit
 
 
 @app.command("audit")
@@ -29,6 +29,7 @@ def audit_cmd(
     cosine_features: Annotated[str, typer.Option(help="Features of the replicate criterion: pixels or fld.")] = "pixels",
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Audit how much a model copies (NN ratio, IET-AGC ratio, replicates) and leaks (loss, PIA, SecMI)."""
     import json
@@ -42,7 +43,8 @@ def audit_cmd(
     if not chosen:
         raise SilodiffError("give at least one attack: loss, pia, secmi")
     options = dict(router=router, gate=gate, n=n, steps=steps, sampler=sampler, seed=seed, holdout=holdout, mia_n=mia_n,
-                   attacks=chosen, cosine_threshold=cosine_threshold, cosine_features=cosine_features)
+                   attacks=chosen, cosine_threshold=cosine_threshold, cosine_features=cosine_features,
+                   device=device_arg(device))
     st = _open(store)
     if len(models) == 1:
         report = run_audit(st, out, models[0], **options)

@@ -51,6 +51,25 @@ def deprecated(old: str, new: str) -> None:
     """One line on stderr for an old spelling that still works for one release."""
     typer.echo(f"note: {old} is deprecated and will be removed in the next release; use {new}", err=True)
 
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.",
+                                        envvar="SILODIFF_DEVICE")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 (autocast; weights stay fp32).")]
+UnetConfigOpt = Annotated[str | None, typer.Option("--unet-config", help="A UNet preset (tiny, fashion-28, ddpm-cifar10) "
+                                                   "or a JSON file of diffusers UNet2DModel settings (default: by image size).")]
+GradAccumOpt = Annotated[int, typer.Option("--grad-accum", help="Micro-batches per optimizer step (gradient accumulation).")]
+WorkersOpt = Annotated[int, typer.Option("--num-workers", help="DataLoader worker processes.")]
+HflipOpt = Annotated[bool, typer.Option("--hflip/--no-hflip", help="Random horizontal flips of training images.")]
+CompileOpt = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model (pays on GPUs for long runs).")]
+
+
+def device_arg(spec: str, precision: str = "fp32") -> str:
+    """Check ``--device`` (and ``--precision``) before anything runs; returns the resolved device as a string."""
+    from ..devices import check_precision, resolve_device
+
+    device = resolve_device(spec)
+    check_precision(precision, device)
+    return str(device)
+
 
 def cli_errors(fn):
     """The exit-code rule: bad input (``SilodiffError``, unreadable files) is one ``error:`` line and status 2;

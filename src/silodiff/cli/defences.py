@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from .common import BatchSizeOpt, EpochsOpt, JsonOpt, LrOpt, SeedOpt, StoreOpt, _names, _open, cli_errors, deprecated, emit, train_app
+from .common import BatchSizeOpt, EpochsOpt, JsonOpt, LrOpt, SeedOpt, StoreOpt, _names, _open, cli_errors, deprecated, device_arg, emit, train_app, DeviceOpt
 
 
 @train_app.command("iet-agc")
@@ -29,6 +29,7 @@ def train_iet_cmd(
     name: Annotated[str | None, typer.Option(help="Artifact name (default: the kind, iet-agc or iet).")] = None,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
     local_epochs: Annotated[float | None, typer.Option(hidden=True, help="Deprecated: --epochs.")] = None,
 ) -> None:
     """Iterative ensemble training with anti-gradient control: one model whose lineage is ALL shards (not compartmentalised)."""
@@ -40,7 +41,7 @@ def train_iet_cmd(
         epochs = local_epochs
     summary = train_iet(_open(store), shards=shards, rounds=rounds, local_epochs=epochs,
                         agc=None if no_agc else {"lam": lam, "decay": decay}, init=from_, name=name,
-                        config=TrainConfig(batch_size=batch_size, lr=lr, seed=seed))
+                        config=TrainConfig(batch_size=batch_size, lr=lr, seed=seed, device=device_arg(device)))
     if not as_json:
         summary.pop("top_skipped", None)
         summary["shard_sizes"] = ",".join(map(str, summary["shard_sizes"]))
@@ -68,6 +69,7 @@ def train_protection_cmd(
         help="Train on t < T only (the steps where the bits are knowable); the rule then never fires at t ≥ T.")] = None,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
 ) -> None:
     """CPSample: train a classifier of random per-sample bits on noised training images (until it overfits)."""
     from ..composition.build import trained_compartments
@@ -76,7 +78,7 @@ def train_protection_cmd(
 
     st = _open(store)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, label_dropout=0.0, ema_decay=0.99, seed=seed,
-                         max_timestep=max_timestep)
+                         max_timestep=max_timestep, device=device_arg(device))
     targets = [{"compartment": c} for c in trained_compartments(st)] if all_compartments else \
         [{"compartment": compartment, "paragon": paragon, "artifact": artifact}]
     rows = []

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import SilodiffError
-from .common import EXIT_VERIFY_FAILED, JsonOpt, StoreOpt, _names, _open, app, cli_errors, deprecated, emit
+from .common import EXIT_VERIFY_FAILED, JsonOpt, StoreOpt, _names, _open, app, cli_errors, deprecated, device_arg, emit, DeviceOpt
 
 certificate_app = typer.Typer(help="Check forget certificates against a store.", no_args_is_help=True)
 app.add_typer(certificate_app, name="certificate")
@@ -38,13 +38,14 @@ def forget_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (and its cost) without changing anything.")] = False,
     backend: Annotated[str, typer.Option(help="serial, process or ray (retraining the hit compartments).")] = "serial",
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Forget samples and sources exactly: retrain what saw them, switch, delete, print a certificate."""
     from ..unlearning import forget
 
     ids = (_names(sample, "--sample") or []) + (_read_ids(ids_file) if ids_file else [])
     result = forget(_open(store), sample_ids=ids, sources=_names(source, "--source") or [], dry_run=dry_run, progress=not as_json,
-                    backend=backend)
+                    backend=backend, device=device_arg(device))
     if as_json:
         if dry_run:
             result = {**result, "compartments": [{k: v for k, v in c.items() if k != "slices"} for c in result["compartments"]]}

@@ -16,6 +16,7 @@ from ..errors import SilodiffError
 from .common import (
     DEBUG, DEFAULT_N, EXIT_BAD_INPUT, EXIT_VERIFY_FAILED, BatchSizeOpt, EpochsOpt, JsonOpt, LrOpt, NOpt, SeedOpt,
     StoreOpt, _names, _open, app, catalog_app, cli_errors, data_app, deprecated, emit, train_app,
+    CompileOpt, DeviceOpt, GradAccumOpt, HflipOpt, PrecisionOpt, UnetConfigOpt, WorkersOpt, device_arg,
 )
 
 AssignOpt = Annotated[str, typer.Option(help="How samples get their source: by-class, random:K or single[:NAME] "
@@ -124,9 +125,17 @@ def train_compartments_cmd(
     target_modules: Annotated[list[str] | None, typer.Option(help="LoRA: regexes of layer names, comma-separated (default: every linear, conv and embedding layer).")] = None,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
+    unet_config: UnetConfigOpt = None,
+    grad_accum: GradAccumOpt = 1,
+    num_workers: WorkersOpt = 0,
+    hflip: HflipOpt = False,
+    compile_: CompileOpt = False,
 ) -> None:
     """Train one model per compartment, each on its own samples only (from scratch, or from the base)."""
     from ..jobs import plan_compartments, train_compartments
+    from ..jobs.compartments import model_config
     from ..training import TrainConfig
 
     ray = {k: v for k, v in {"address": ray_address, "num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": max_retries,
@@ -136,14 +145,21 @@ def train_compartments_cmd(
     lora = {"rank": rank, "alpha": lora_alpha, "targets": _names(target_modules, "--target-modules")} if adapter == "lora" else None
     if not from_base and (adapter != "none" or rank != 4 or lora_alpha is not None or target_modules):
         raise SilodiffError("--adapter, --rank, --lora-alpha and --target-modules need --from-base")
+    if from_base and unet_config:
+        raise SilodiffError("--unet-config and --from-base: a compartment on a base has the base's architecture")
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,
+                         grad_accum=grad_accum, num_workers=num_workers, hflip=hflip, compile=compile_)
+    if not num_gpus:  # with --num-gpus the device is checked in each Ray task, on the GPU Ray assigns it
+        config.check()
     st = _open(store)
+    model = model_config(st, unet_config) if unet_config else None  # checked before anything is planned
     if from_base:  # refuse bad adapter options (and a missing base) before anything is planned or trained
         from ..jobs.base import active_base, from_base_model
 
         from_base_model(active_base(st), adapter, **(lora or {}))
     if replan or not st.catalog.compartments():
         plan_compartments(st, by=plan, slices=slices, seed=seed)
-    results = train_compartments(st, _names(only, "--only"), config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
+    results = train_compartments(st, _names(only, "--only"), config=config, model=model,
                                  backend=backend, hooks=_agc(agc, agc_lam), from_base=from_base, adapter=adapter,
                                  lora=lora, **ray)
     rows = [{"compartment": r.name, "checkpoints": len(r.artifacts), "final": r.artifacts[-1] if r.artifacts else None,
@@ -159,12 +175,27 @@ def train_paragon_cmd(
     agc: Annotated[bool, typer.Option(help="Anti-gradient control hook (memorisation defence).")] = False,
     agc_lam: Annotated[float, typer.Option(help="AGC λ.")] = 2.0,
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
+    unet_config: UnetConfigOpt = None,
+    grad_accum: GradAccumOpt = 1,
+    num_workers: WorkersOpt = 0,
+    hflip: HflipOpt = False,
+    compile_: CompileOpt = False,
+    data_parallel: Annotated[int, typer.Option("--data-parallel", help="Train in N processes, one per GPU "
+                                               "(gloo processes without GPUs), gradients summed across them.")] = 1,
 ) -> None:
     """Train the monolithic paragon on all data (the baseline)."""
     from ..jobs import train_paragon
+    from ..jobs.compartments import model_config
     from ..training import TrainConfig
 
-    r = train_paragon(_open(store), config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed), slices=slices, seed=seed, hooks=_agc(agc, agc_lam))
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,
+                         grad_accum=grad_accum, num_workers=num_workers, hflip=hflip, compile=compile_).check()
+    st = _open(store)
+    model = model_config(st, unet_config) if unet_config else None
+    r = train_paragon(st, config=config, model=model, slices=slices, seed=seed, hooks=_agc(agc, agc_lam),
+                      data_parallel=data_parallel)
     emit({"paragon": r.artifacts[-1] if r.artifacts else None, "steps": r.steps, "seconds": round(r.seconds, 2)}, as_json)
 
 
@@ -177,12 +208,13 @@ def _agc(on: bool, lam: float) -> list[dict] | None:
 @train_app.command("router")
 @cli_errors
 def train_router_cmd(store: StoreOpt, epochs: EpochsOpt = 100, batch_size: BatchSizeOpt = 64, lr: LrOpt = 2e-3,
-                     seed: SeedOpt = 0, as_json: JsonOpt = False) -> None:
+                     seed: SeedOpt = 0, as_json: JsonOpt = False,
+                     device: DeviceOpt = "auto") -> None:
     """Train the shard-classifier router over all trained compartments."""
     from ..composition import train_router
     from ..training import TrainConfig
 
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device_arg(device))
     emit({"router": train_router(_open(store), config=config)}, as_json)
 
 
@@ -206,13 +238,16 @@ def sample_cmd(
     cpsample: Annotated[bool, typer.Option(help="Classifier-protected sampling (needs protection classifiers).")] = False,
     alpha: Annotated[float, typer.Option(help="CPSample: guide when max(p, 1-p) > 1 - alpha.")] = 0.25,
     scale: Annotated[float, typer.Option(help="CPSample guidance scale s.")] = 1000.0,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "fp32",
 ) -> None:
     """Generate images: a PNG grid and an .npz (uint8 images, labels, per-image weights)."""
     from ..generation import run_sample
 
+    device = device_arg(device, precision)
     emit(run_sample(_open(store), out, model=model, allowed=_names(allowed, "--allowed"), router=router, gate=gate, n=n, labels=labels,
                     sampler=sampler, steps=steps, eta=eta, seed=seed,
-                    cpsample={"alpha": alpha, "scale": scale} if cpsample else None), as_json)
+                    cpsample={"alpha": alpha, "scale": scale} if cpsample else None, device=device, precision=precision), as_json)
 
 
 @app.command("quality")
@@ -226,11 +261,13 @@ def quality_cmd(
     steps: Annotated[int, typer.Option(help="Sampling steps.")] = 100,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
+    device: DeviceOpt = "auto",
 ) -> None:
     """FLD and class accuracy of a model's class-conditional samples against the store's data."""
     from ..audit.quality import evaluate_quality
 
-    emit(evaluate_quality(_open(store), model, router=router, gate=gate, n=n, steps=steps, seed=seed), as_json)
+    device = device_arg(device)
+    emit(evaluate_quality(_open(store), model, router=router, gate=gate, n=n, steps=steps, seed=seed, device=device), as_json)
 
 
 # ----------------------------------------------------------------------------- catalog

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .common import StoreOpt, _open, app, cli_errors
+from .common import DeviceOpt, StoreOpt, _open, app, cli_errors, device_arg
 
 
 @app.command("serve")
@@ -26,6 +26,7 @@ def serve_cmd(
         int, typer.Option(help="Requests per key per minute (0 = unlimited).", envvar="SILODIFF_RATE_PER_MINUTE")
     ] = 60,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    device: DeviceOpt = "auto",
 ) -> None:
     """Serve generation, attribution and forgetting over HTTP, with API keys (`silodiff keys create`)."""
     from ..service.server import serve
@@ -42,5 +43,6 @@ def serve_cmd(
             max_image_steps=max_image_steps,
             rate_per_minute=rate,
             log_level=log_level,
+            device=device_arg(device),
         )
     )

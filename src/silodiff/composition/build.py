@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ..devices import device_of, resolve_device
 from ..errors import SilodiffError
 from ..jobs.base import BASE, active_base, base_of, own_ids
 from ..jobs.compartments import PARAGON, num_classes
@@ -110,14 +111,17 @@ def compose(
     load: Callable[[str], torch.nn.Module] | None = None,
     with_base: bool = False,
     share: bool = True,
+    device: str | torch.device | None = None,
 ) -> ComposedDenoiser:
-    """The composition over ``allowed`` (default: every trained compartment).
+    """The composition over ``allowed`` (default: every trained compartment), on ``device``.
 
     ``load`` (artifact hash → module, default ``store.load``) lets a caller serve
     members from a cache; only the allowed members and the router are asked for.
     ``with_base``: the active base model is one more member (named ``base``), weighted by the router like the
     others, with the label prior of its own lineage.  ``share``: LoRA members built on one base share one copy
     of it (``nn.lora.AdapterBank``); ``False`` holds each as its own model (the same ε).
+    ``device`` (auto | cpu | cuda[:N] | mps; default: where ``load`` puts them, the
+    CPU for ``store.load``) holds the members, the router and its state.
     """
     check_router(router)
     load = load or store.load
@@ -157,16 +161,18 @@ def compose(
     else:
         chosen = TrajectoryFilter() if router == "trajectory" else UniformRouter()
     model = ComposedDenoiser(members, chosen, counts, gate=gate)
+    model = model.to(resolve_device(device) if device is not None else device_of(members[names[0]]))
     model.artifact_hashes = hashes
     return model
 
 
-def load_denoiser(store: Store, which: str = "composed", **compose_options: Any) -> torch.nn.Module:
-    """``composed``, ``paragon``, a compartment name, or an artifact hash (prefix)."""
+def load_denoiser(store: Store, which: str = "composed", *, device: str | torch.device | None = None,
+                  **compose_options: Any) -> torch.nn.Module:
+    """``composed``, ``paragon``, a compartment name, or an artifact hash (prefix), on ``device``."""
     if which == "composed":
-        return compose(store, **compose_options)
+        return compose(store, device=device, **compose_options)
     if which == PARAGON:
-        return store.load(final_checkpoint(store, "paragon", PARAGON)["hash"])
+        return store.load(final_checkpoint(store, "paragon", PARAGON)["hash"], device=device)
     if which in trained_compartments(store):
-        return store.load(final_checkpoint(store, "compartment", which)["hash"])
-    return store.load(which)
+        return store.load(final_checkpoint(store, "compartment", which)["hash"], device=device)
+    return store.load(which, device=device)

@@ -5,6 +5,9 @@ service never know about compartments.  Only the allowed members are held
 (nothing else is ever loaded or evaluated).  Sparse gating drops members whose
 weight on a row is below ``gate`` (a row's largest weight is always kept) and
 renormalises, and each member is then run only on the rows that still need it.
+
+Everything runs on the device of ``x``: ``.to(device)`` moves the members, the
+router's classifier (a submodule here) and the label prior (a buffer) together.
 """
 
 from __future__ import annotations
@@ -37,11 +40,14 @@ class ComposedDenoiser(Denoiser):
         self.names = list(members)
         self.members = torch.nn.ModuleList(members.values())
         self.router = router
+        classifier = getattr(router, "classifier", None)
+        if isinstance(classifier, torch.nn.Module):
+            self.router_net = classifier  # a submodule, so .to(device) moves it with the members
         self.gate = gate
         first = self.members[0]
         self.num_classes = first.num_classes
         self.image_shape = first.image_shape
-        self.log_prior = log_label_prior(label_counts)  # log λ_i(y), (K, C + 1); the null label uses the totals
+        self.register_buffer("log_prior", log_label_prior(label_counts), persistent=False)  # log λ_i(y), (K, C + 1); null = totals
         self.last_weights: torch.Tensor | None = None
         self._batch_key, self._t_last = None, None
         self._evals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -53,7 +59,7 @@ class ComposedDenoiser(Denoiser):
         return self.log_prior.exp()
 
     def _log_prior(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor:
-        y = self.null_labels(labels, batch, torch.device("cpu"))
+        y = self.null_labels(labels, batch, self.log_prior.device)
         log_prior = self.log_prior[:, y].T  # (b, K)
         empty = torch.isinf(log_prior).all(1)
         if empty.any():
@@ -62,7 +68,7 @@ class ComposedDenoiser(Denoiser):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | int, labels: torch.Tensor | None = None) -> torch.Tensor:
         b = x.shape[0]
-        t = torch.as_tensor(t)
+        t = torch.as_tensor(t, device=x.device)
         t = t.expand(b) if t.ndim == 0 else t
         key = (b, None if labels is None else labels.data_ptr())
         t_now = int(t.max())

@@ -46,8 +46,8 @@ def router_loss(targets: torch.Tensor, log_prior: torch.Tensor, null_label: int)
         x_t = scheduler.add_noise(batch["x0"], batch["noise"], batch["t"])
         b = len(x_t)
         y = torch.cat([batch["labels"], torch.full_like(batch["labels"], null_label)])  # (2b,): label, then null
-        logits = model(x_t.repeat(2, 1, 1, 1), batch["t"].repeat(2), y) + floor[:, y].T  # (2b, K), one pass
-        ce = torch.nn.functional.cross_entropy(logits, targets[batch["rows"]].repeat(2), reduction="none")
+        logits = model(x_t.repeat(2, 1, 1, 1), batch["t"].repeat(2), y).float() + floor.to(x_t.device)[:, y].T  # (2b, K)
+        ce = torch.nn.functional.cross_entropy(logits, targets[batch["rows"]].to(x_t.device).repeat(2), reduction="none")
         return ce[:b] + ce[b:]
 
     return loss_fn
@@ -76,7 +76,7 @@ class ClassifierRouter:
         self.log_prior = log_prior  # (b, K); −inf (weight exactly zero) where i has no example of y
 
     def weights(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        logits = self.classifier(x, t, labels)[:, self.columns]  # (b, K)
+        logits = self.classifier(x, t, labels)[:, self.columns.to(x.device)].float()  # (b, K)
         return (logits + self.log_prior).softmax(-1)
 
 

@@ -46,8 +46,8 @@ class AntiGradientControl:
         self.seen_: Counter[str] = Counter()
 
     def on_batch(self, batch: dict[str, Any]) -> torch.Tensor:
-        t = batch["t"].long()  # (b,)
-        loss = batch["loss"].detach().double()  # (b,)
+        t = batch["t"].long().cpu()  # (b,); the bank lives on the CPU whatever the training device
+        loss = batch["loss"].detach().double().cpu()  # (b,)
         # 1. the mask, against the bank before this batch
         keep = loss * self.lam >= self.bank_[t]
         # 2. sequential EMA updates of every sample, in closed form per timestep
@@ -56,7 +56,7 @@ class AntiGradientControl:
         if ids is not None:
             self.seen_.update(ids)
             self.skips_.update(i for i, k in zip(ids, keep.tolist()) if not k)
-        return keep
+        return keep.to(batch["loss"].device)
 
     @torch.no_grad()
     def update_bank(self, t: torch.Tensor, loss: torch.Tensor) -> None:

@@ -39,6 +39,7 @@ import torch
 
 from ..composition import ComposedDenoiser
 from ..composition.build import final_checkpoint, trained_compartments
+from ..devices import device_of, seeded
 from ..errors import SilodiffError
 from ..jobs.compartments import PARAGON
 from ..nn import NoisyClassifier
@@ -60,15 +61,18 @@ def protection_bits(sample_ids: Sequence[str], seed: int = 0) -> dict[str, int]:
 @torch.no_grad()
 def noised_probabilities(classifier: torch.nn.Module, x0: torch.Tensor, timesteps: Sequence[int] = EVAL_TIMESTEPS, seed: int = 0,
                          num_train_timesteps: int = 1000) -> dict[int, torch.Tensor]:
-    """``p_φ(y = 1 | x_t, t)`` of images noised at each t (one fixed ε per t, drawn from ``seed``), {t: (n,)}."""
+    """``p_φ(y = 1 | x_t, t)`` of images noised at each t (one fixed ε per t, drawn from ``seed`` on the
+    classifier's device), {t: (n,)} on the CPU."""
     scheduler = noise_scheduler(num_train_timesteps)
-    gen = torch.Generator().manual_seed(seed)
+    device = device_of(classifier)
+    gen = seeded(seed, device)
     classifier.eval()
+    x0 = x0.to(device)
     out = {}
     for t in timesteps:
-        noise = torch.randn(x0.shape, generator=gen)
-        tt = torch.full((len(x0),), t, dtype=torch.long)
-        out[int(t)] = torch.softmax(classifier(scheduler.add_noise(x0, noise, tt), tt), dim=1)[:, 1]
+        noise = torch.randn(x0.shape, generator=gen, device=device)
+        tt = torch.full((len(x0),), t, dtype=torch.long, device=device)
+        out[int(t)] = torch.softmax(classifier(scheduler.add_noise(x0, noise, tt), tt).float(), dim=1)[:, 1].cpu()
     return out
 
 
@@ -110,14 +114,16 @@ def protection_loss(bits: torch.Tensor, calibration: torch.Tensor | None = None,
     member = classifier_loss(bits)
     if calibration is None:
         return member
-    gen = torch.Generator().manual_seed(seed)
+    on: dict[str, Any] = {}  # the generator and the calibration images, on the training device at first use
 
     def loss_fn(model: torch.nn.Module, batch: dict[str, Any], scheduler) -> torch.Tensor:
         t = batch["t"]
-        pick = torch.randint(0, len(calibration), (len(t),), generator=gen)
-        x = calibration[pick]
-        x_t = scheduler.add_noise(x, torch.randn(x.shape, generator=gen), t)
-        half = -torch.log_softmax(model(x_t, t, None), dim=1).mean(dim=1)  # CE toward (½, ½)
+        if "gen" not in on:
+            on["gen"], on["x"] = seeded(seed, t.device), calibration.to(t.device)
+        pick = torch.randint(0, len(calibration), (len(t),), generator=on["gen"], device=t.device)
+        x = on["x"][pick]
+        x_t = scheduler.add_noise(x, torch.randn(x.shape, generator=on["gen"], device=t.device), t)
+        half = -torch.log_softmax(model(x_t, t, None).float(), dim=1).mean(dim=1)  # CE toward (½, ½)
         return member(model, batch, scheduler) + weight * half
 
     return loss_fn
@@ -255,7 +261,7 @@ class CPSampleDenoiser(Denoiser):
             return trained, torch.zeros_like(x)
         with torch.enable_grad():  # the sampler runs under no_grad
             xg = x.detach().requires_grad_(True)
-            logp = torch.log_softmax(self.classifier(xg, t), dim=1)  # (b, 2)
+            logp = torch.log_softmax(self.classifier(xg, t).float(), dim=1)  # (b, 2)
             p = logp[:, 1].exp()
             fire = (torch.maximum(p, 1 - p) > 1 - self.alpha) & trained  # (b,)
             if not fire.any():
@@ -317,22 +323,24 @@ def guided_fraction(model: torch.nn.Module) -> float:
     return sum(m.guided for m in wrapped) / calls if calls else 0.0
 
 
-def load_classifier(store: Store, name: str) -> torch.nn.Module:
+def load_classifier(store: Store, name: str, device: str | torch.device | None = None) -> torch.nn.Module:
     """The active protection classifier for a compartment, ``paragon`` or an artifact hash."""
     rows = store.active(KIND, name)
     if not rows:
         flag = "--paragon" if name == PARAGON else (f"--compartment {name}" if len(name) != 64 else f"--artifact {name[:12]}")
         raise SilodiffError(f"no protection classifier for {name[:12] if len(name) == 64 else name!r}: "
                             f"run `silodiff train protection-classifier {flag}`")
-    return store.load(rows[-1]["hash"])
+    return store.load(rows[-1]["hash"], device=device)
 
 
 def protect_from_store(store: Store, model: torch.nn.Module, which: str, *, alpha: float = 0.25, scale: float = 1000.0) -> torch.nn.Module:
-    """Wrap a loaded model (``load_denoiser(store, which)``) with its stored protection classifier(s)."""
+    """Wrap a loaded model (``load_denoiser(store, which)``) with its stored protection classifier(s),
+    loaded on the model's device."""
+    device = device_of(model)
     if isinstance(model, ComposedDenoiser):
-        return protect(model, {n: load_classifier(store, n) for n in model.names}, alpha=alpha, scale=scale)
+        return protect(model, {n: load_classifier(store, n, device) for n in model.names}, alpha=alpha, scale=scale)
     if which == PARAGON or which in trained_compartments(store):
         name = which
     else:
         name = store.catalog.artifact(which)["hash"]
-    return protect(model, load_classifier(store, name), alpha=alpha, scale=scale)
+    return protect(model, load_classifier(store, name, device), alpha=alpha, scale=scale)

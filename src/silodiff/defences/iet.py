@@ -142,8 +142,8 @@ def train_iet(
 def _register(store: Store, kind: str, name: str, cfg: dict, raw: dict, ema: dict, parts: list[list[str]], init_hash: str | None,
               hooks: list, seconds: float, options: dict[str, Any]) -> dict[str, Any]:
     """One artifact: EMA weights for sampling + raw weights under ``train/raw.``; lineage = ∪ shards (∪ init)."""
-    tensors = {k: v.contiguous().clone() for k, v in ema.items()}
-    tensors.update({f"{PREFIX}raw.{k}": v.contiguous().clone() for k, v in raw.items()})
+    tensors = {k: v.cpu().contiguous().clone() for k, v in ema.items()}
+    tensors.update({f"{PREFIX}raw.{k}": v.cpu().contiguous().clone() for k, v in raw.items()})
     merged = None
     for h in hooks:
         if h is not None:

@@ -29,13 +29,26 @@ def num_classes(store: Store) -> int:
     return store.num_classes or 0
 
 
-def default_model_config(store: Store) -> dict[str, Any]:
-    """The default denoiser for the store's image size and number of classes."""
+def store_image_shape(store: Store) -> tuple[int, int, int]:
     rows = store.catalog.sample_rows()
     if not rows:
         raise SilodiffError("the store holds no samples: ingest data first")
-    probe = store.dataset([rows[0]["sample_id"]])
-    return default_denoiser(probe.image_shape, num_classes(store)).config
+    return store.dataset([rows[0]["sample_id"]]).image_shape
+
+
+def default_model_config(store: Store) -> dict[str, Any]:
+    """The default denoiser for the store's image size and number of classes."""
+    return default_denoiser(store_image_shape(store), num_classes(store)).config
+
+
+def model_config(store: Store, unet: str | dict | None = None) -> dict[str, Any]:
+    """The denoiser config for the store's data: the default one, or a UNet from a preset name, a JSON
+    file or a dict of ``UNet2DModel`` settings (checked: see ``silodiff.nn.presets``)."""
+    if unet is None:
+        return default_model_config(store)
+    from ..nn.presets import unet_model_config
+
+    return unet_model_config(unet, store_image_shape(store), num_classes(store))
 
 
 def plan_compartments(store: Store, *, by: str = "source", slices: int = 1, seed: int = 0) -> list[dict[str, Any]]:
@@ -128,12 +141,20 @@ def _record_trained(store: Store, results: list[JobResult], backend: str, failed
 
 def train_paragon(
     store: Store, *, config: TrainConfig | None = None, model: dict | None = None, slices: int = 1, seed: int = 0,
-    progress: bool = True, hooks: Sequence[dict] | None = None,
+    progress: bool = True, hooks: Sequence[dict] | None = None, data_parallel: int = 1,
 ) -> JobResult:
-    """The monolithic baseline: all live samples, same loop and slice schedule (``hooks`` as for compartments)."""
+    """The monolithic baseline: all live samples, same loop and slice schedule (``hooks`` as for compartments).
+
+    ``data_parallel = N`` trains it in N processes, one per GPU (gloo processes on a CPU-only machine),
+    with the gradients summed across them (``silodiff.training.parallel``).
+    """
     config = (config or TrainConfig()).check()
+    if data_parallel < 1:
+        raise SilodiffError(f"data_parallel must be ≥ 1, got {data_parallel}")
     ids = [r["sample_id"] for r in store.catalog.sample_rows()]
     jobs = _jobs(store, "paragon", {PARAGON: split_slices(ids, slices, seed)}, config, model, progress, hooks)
+    if data_parallel > 1:
+        jobs[0].extra["data_parallel"] = data_parallel
     (result,) = run_jobs(jobs, "serial")
     store.catalog.log_event("train", {"kind": "paragon", "seconds": round(result.seconds, 2)})
     return result

@@ -68,7 +68,7 @@ def _hook_kinds(job: SliceJob) -> list[str]:
 def recipe(job: SliceJob) -> str:
     """Fingerprint of how a job trains (architecture, TrainConfig, hook specs): only a checkpoint with the same
     recipe is resumed, so AGC with another λ, or other epochs, trains anew instead of reusing it."""
-    spec = {"model": job.model, "train": job.train, "hooks": job.extra.get("hooks", [])}
+    spec = {"model": job.model, "train": TrainConfig(**job.train).recipe_dict(), "hooks": job.extra.get("hooks", [])}
     if job.extra.get("base"):
         spec["base"] = job.extra["base"]["hash"]
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -76,7 +76,7 @@ def recipe(job: SliceJob) -> str:
 
 def _save_checkpoint(store: Store, job: SliceJob, state: TrainState, r: int, set_ids: list[str], seconds: float,
                      hooks: list | None = None) -> str:
-    tensors = {k: v.detach().contiguous().clone() for k, v in state.ema.model.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.ema.model.state_dict().items()}
     tensors.update(state.to_tensors())
     info = {"kind": job.kind, "name": job.name, "slice": r, "n_slices": len(job.slices), "train": job.train}
     if job.extra.get("base"):
@@ -151,19 +151,56 @@ def _initial_model(store: Store, job: SliceJob) -> torch.nn.Module:
 
 
 def run_job(job: SliceJob) -> JobResult:
-    """Train one job to completion (resuming if checkpoints exist); returns what it wrote."""
+    """Train one job to completion (resuming if checkpoints exist); returns what it wrote.
+
+    ``job.extra["data_parallel"] = N`` trains it in N processes (one per GPU on CUDA, gloo on
+    the CPU; see ``silodiff.training.parallel``); rank 0 writes the checkpoints.
+    """
     threads = torch.get_num_threads()
     torch.set_num_threads(job.threads)
     try:
+        if int(job.extra.get("data_parallel", 1)) > 1:
+            return _run_parallel(job)
         return _run(job)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(job: SliceJob) -> JobResult:
+def _run_parallel(job: SliceJob) -> JobResult:
+    import tempfile
+    from pathlib import Path
+
+    from ..devices import resolve_device
+    from ..training.parallel import launch
+
+    size = int(job.extra["data_parallel"])
+    device_type = resolve_device(job.train.get("device", "auto")).type
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        launch(_rank_main, size, job, str(out), device_type=device_type)
+        r = json.loads(out.read_text())
+    return JobResult(r["name"], r["artifacts"], r["seconds"], r["steps"], r["resumed_from"])
+
+
+def _rank_main(rank: int, size: int, job: SliceJob, out: str) -> None:
+    """One data-parallel rank: the same job on its device; rank 0 writes the result for the parent."""
+    from dataclasses import asdict, replace
+
+    from ..training.parallel import rank_device
+
+    torch.set_num_threads(job.threads)
+    train = {**job.train, "device": rank_device(job.train.get("device", "auto"), rank)}
+    result = _run(replace(job, train=train, progress=job.progress and rank == 0), rank=rank)
+    if rank == 0:
+        with open(out, "w") as f:
+            json.dump(asdict(result), f)
+
+
+def _run(job: SliceJob, rank: int = 0) -> JobResult:
+    lead = rank == 0  # the one process that writes (data-parallel ranks > 0 only train)
     store = Store(job.store, create=False)
     config = TrainConfig(**{**job.train, "seed": derive_seed(job.train.get("seed", 0), job.name)}).check()
-    set_ids = [store.catalog.add_sample_set(s) for s in job.slices]
+    set_ids = [store.catalog.add_sample_set(s) for s in job.slices] if lead else []
     hooks = build_hooks(job.extra.get("hooks", []))  # plain-data specs, e.g. AGC (silodiff.defences.agc)
     start, init = _resume_point(store, job)
     torch.manual_seed(config.seed)
@@ -180,6 +217,7 @@ def _run(job: SliceJob) -> JobResult:
         label = f"{job.name} slice {r + 1}/{len(job.slices)}" if job.progress else False
         stage_t0 = time.perf_counter()
         train(state, stage, config, steps=budget[r], progress=label, hooks=hooks)
-        written.append(_save_checkpoint(store, job, state, r, set_ids, time.perf_counter() - stage_t0, hooks))
+        if lead:
+            written.append(_save_checkpoint(store, job, state, r, set_ids, time.perf_counter() - stage_t0, hooks))
     return JobResult(job.name, written, time.perf_counter() - t0, state.step - steps0, start)
 

@@ -73,32 +73,40 @@ class MLPDenoiser(Denoiser):
 
 @register("unet-denoiser")
 class UNetDenoiser(Denoiser):
-    """diffusers ``UNet2DModel``, class-conditional through ``num_class_embeds``."""
+    """diffusers ``UNet2DModel``, class-conditional through ``num_class_embeds``.
+
+    ``unet`` is diffusers' full ``UNet2DModel`` configuration (block types, with
+    attention blocks, channels, layers per block, dropout, norm groups, attention
+    head size, class embedding type, …; see ``silodiff.nn.presets``); without it the
+    three short keys build a plain (attention-free) UNet.  ``sample_size``,
+    ``in_channels``, ``out_channels`` and ``num_class_embeds`` always come from
+    ``image_shape`` and ``num_classes`` (the extra class is "no label").
+    """
 
     def __init__(
         self,
         image_shape: tuple[int, int, int] = (1, 28, 28),
         num_classes: int = 10,
-        block_out_channels: tuple[int, ...] = (32, 64, 64),
-        layers_per_block: int = 1,
-        norm_num_groups: int = 8,
+        block_out_channels: tuple[int, ...] | None = None,
+        layers_per_block: int | None = None,
+        norm_num_groups: int | None = None,
+        unet: dict | None = None,
     ):
         super().__init__()
         self.image_shape = tuple(image_shape)
         self.num_classes = num_classes
-        c, h, _ = self.image_shape
-        n = len(block_out_channels)
-        self.unet = UNet2DModel(
-            sample_size=h,
-            in_channels=c,
-            out_channels=c,
-            block_out_channels=tuple(block_out_channels),
-            layers_per_block=layers_per_block,
-            down_block_types=("DownBlock2D",) * n,
-            up_block_types=("UpBlock2D",) * n,
-            norm_num_groups=norm_num_groups,
-            num_class_embeds=num_classes + 1,
-        )
+        c, h, w = self.image_shape
+        if unet is None:
+            channels = tuple(block_out_channels or (32, 64, 64))
+            n = len(channels)
+            unet = {"block_out_channels": channels, "layers_per_block": layers_per_block or 1,
+                    "down_block_types": ("DownBlock2D",) * n, "up_block_types": ("UpBlock2D",) * n,
+                    "norm_num_groups": norm_num_groups or 8}
+        elif block_out_channels is not None or layers_per_block is not None or norm_num_groups is not None:
+            raise TypeError("give either unet= (the full UNet2DModel config) or the short keys, not both")
+        config = {k: tuple(v) if isinstance(v, list) else v for k, v in unet.items()}
+        self.unet = UNet2DModel(sample_size=(h, w) if h != w else h, in_channels=c, out_channels=c,
+                                num_class_embeds=num_classes + 1, **config)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | int, labels: torch.Tensor | None = None) -> torch.Tensor:
         b = x.shape[0]
@@ -109,4 +117,5 @@ def default_denoiser(image_shape: tuple[int, int, int], num_classes: int) -> Den
     """The default architecture for an image size: the MLP up to 16×16, the UNet above."""
     if image_shape[1] * image_shape[2] <= 256:
         return MLPDenoiser(image_shape=tuple(image_shape), num_classes=num_classes)
-    return UNetDenoiser(image_shape=tuple(image_shape), num_classes=num_classes)
+    return UNetDenoiser(image_shape=tuple(image_shape), num_classes=num_classes, block_out_channels=(32, 64, 64),
+                        layers_per_block=1, norm_num_groups=8)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..devices import check_precision, device_of, resolve_device, seeded
 from ..errors import SilodiffError
 from .samplers import SAMPLERS, NoiseTrajectory, make_scheduler, sample
 
@@ -25,11 +26,15 @@ def generate(
     batch_size: int = 500,
     callback=None,
     progress: bool = False,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``n`` images in [-1, 1] and their labels; labels ``None`` samples unconditionally.
+    """``n`` images in [-1, 1] (on the CPU) and their labels; labels ``None`` samples unconditionally.
 
-    All randomness comes from ``seed`` (one ``NoiseTrajectory`` for the whole run),
-    so the same call gives the same images whatever the batch size.
+    ``device`` moves the model there first (default: where it already is); the noise
+    is drawn by a generator seeded with ``seed`` on that device, one ``NoiseTrajectory``
+    for the whole run, so the same call on the same device type gives the same images
+    whatever the batch size.  ``precision``: fp32, bf16 or fp16 (autocast forward passes).
     """
     if sampler not in SAMPLERS:
         raise SilodiffError(f"unknown sampler {sampler!r}: use one of {SAMPLERS}")
@@ -43,14 +48,17 @@ def generate(
         bad = labels[(labels < 0) | (labels >= max(num_classes, 1))]
         if len(bad):
             raise SilodiffError(f"label {int(bad[0])} is outside 0..{num_classes - 1}")
+    check_precision(precision)
+    if device is not None:
+        model = model.to(resolve_device(device))
     shape = (n, *model.image_shape)
-    noise = NoiseTrajectory.draw(shape, steps, torch.Generator().manual_seed(seed))
+    noise = NoiseTrajectory.draw(shape, steps, seeded(seed, device_of(model)))
     scheduler = make_scheduler(sampler)
     out = []
     for start in range(0, n, batch_size):
         rows = slice(start, start + batch_size)
         out.append(
             sample(model, None, scheduler, steps=steps, labels=None if labels is None else labels[rows], eta=eta,
-                   noise=noise.rows(rows), callback=callback, progress=progress)
+                   noise=noise.rows(rows), callback=callback, progress=progress, precision=precision).cpu()
         )
     return torch.cat(out), labels

@@ -25,6 +25,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 from tqdm.auto import tqdm
 
+from ..devices import autocast, device_of
 from ..errors import SilodiffError
 
 SAMPLERS = ("ddpm", "ddim")
@@ -48,9 +49,15 @@ class NoiseTrajectory:
     z: torch.Tensor
 
     @classmethod
-    def draw(cls, shape: tuple[int, ...], steps: int, generator: torch.Generator | None = None) -> "NoiseTrajectory":
-        x_T = torch.randn(shape, generator=generator)
-        return cls(x_T, torch.randn((steps, *shape), generator=generator))
+    def draw(cls, shape: tuple[int, ...], steps: int, generator: torch.Generator | None = None,
+             device: torch.device | str | None = None) -> "NoiseTrajectory":
+        """Draw on the generator's device (or ``device`` without a generator)."""
+        device = generator.device if generator is not None else device
+        x_T = torch.randn(shape, generator=generator, device=device)
+        return cls(x_T, torch.randn((steps, *shape), generator=generator, device=device))
+
+    def to(self, device: torch.device | str) -> "NoiseTrajectory":
+        return NoiseTrajectory(self.x_T.to(device), self.z.to(device))
 
     def rows(self, index: torch.Tensor | slice) -> "NoiseTrajectory":
         return NoiseTrajectory(self.x_T[index], self.z[:, index])
@@ -89,8 +96,13 @@ def sample(
     noise: NoiseTrajectory | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = False,
+    precision: str = "fp32",
 ) -> torch.Tensor:
-    """Sample images in [-1, 1] of shape ``x`` (a shape, or ``x_T`` itself) in ``steps`` steps."""
+    """Sample images in [-1, 1] of shape ``x`` (a shape, or ``x_T`` itself) in ``steps`` steps.
+
+    Runs on the model's device (the noise is moved there); ``precision`` bf16/fp16
+    autocasts the model's forward pass only; the step arithmetic stays fp32.
+    """
     if steps < 1 or steps > scheduler.config.num_train_timesteps:
         raise SilodiffError(f"steps must be in 1..{scheduler.config.num_train_timesteps}, got {steps}")
     scheduler.set_timesteps(steps)
@@ -98,18 +110,24 @@ def sample(
         if x is None:
             raise SilodiffError("give a shape, x_T, or a noise trajectory")
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else tuple(x)
-        noise = NoiseTrajectory.draw(shape, steps, generator)
+        noise = NoiseTrajectory.draw(shape, steps, generator, device=None if generator is not None else device_of(model))
         if isinstance(x, torch.Tensor):
             noise.x_T = x
+    device = device_of(model, noise.x_T.device)
+    noise = noise.to(device)
     x = noise.x_T.clone()
     if labels is not None and len(labels) != len(x):
         raise SilodiffError(f"{len(labels)} labels for {len(x)} images")
+    if labels is not None:
+        labels = labels.to(device)
     observe = getattr(model, "observe_step", None)
     step_info = getattr(model, "step_info", None)
     for i, t in enumerate(tqdm(scheduler.timesteps, desc="sample", disable=not progress, leave=False)):
         t = int(t)
         # 1. predict the noise
-        eps = model(x, torch.full((len(x),), t, dtype=torch.long), labels)
+        with autocast(device, precision):
+            eps = model(x, torch.full((len(x),), t, dtype=torch.long, device=device), labels)
+        eps = eps.float()
         # 2. the scheduler's step mean and std
         mean, std = step_mean_std(scheduler, eps, t, x, eta)
         # 3. add this step's injected noise

@@ -40,8 +40,8 @@ ROUTER_CHOICES = ("auto", "classifier", "trajectory", "uniform")
 class ModelCache:
     """Least-recently-used modules by artifact hash; ``loads`` lists every hash read from disk (instrumentation)."""
 
-    def __init__(self, store: Store, size: int = 32):
-        self.store, self.size = store, size
+    def __init__(self, store: Store, size: int = 32, device: str | torch.device | None = None):
+        self.store, self.size, self.device = store, size, device
         self._models: OrderedDict[str, torch.nn.Module] = OrderedDict()
         self._lock = threading.Lock()
         self.loads: list[str] = []
@@ -52,6 +52,10 @@ class ModelCache:
                 self._models.move_to_end(digest)
                 return self._models[digest]
         module = self.store.artifacts.load_module(digest)  # hash-verified read
+        if self.device is not None:
+            from ..devices import resolve_device
+
+            module = module.to(resolve_device(self.device))
         with self._lock:
             self.loads.append(digest)
             self._models[digest] = module
@@ -121,9 +125,9 @@ class Served:
 
 
 class ActiveSet:
-    def __init__(self, store: Store, cache_size: int = 32):
+    def __init__(self, store: Store, cache_size: int = 32, device: str | torch.device | None = None):
         self.store = store
-        self.cache = ModelCache(store, cache_size)
+        self.cache = ModelCache(store, cache_size, device)
         self.lock = ReadWriteLock()
         self.generation = 0
         self._sources: dict[str, frozenset[str]] = {}  # artifact hash → sources in its lineage (immutable)

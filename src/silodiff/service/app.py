@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     settings = settings or Settings()
     store = store or Store(settings.store, create=False)
     ensure_table(store)
-    active = ActiveSet(store, settings.cache_size)
+    active = ActiveSet(store, settings.cache_size, settings.device)
     state = ServiceState(settings, store, active, JobRunner(store, active), RateLimiter(settings.rate_per_minute))
 
     @asynccontextmanager

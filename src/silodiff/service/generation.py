@@ -181,6 +181,7 @@ def run_attribution(state: ServiceState, caller: Caller, req: AttributeRequest, 
                     sampler=req.sampler,
                     steps=req.steps,
                     leave_one_out=req.leave_one_out,
+                    device=state.settings.device,
                 )
             except SilodiffError:
                 if state.active.artifacts(caller, req.compartments, req.router) == before:

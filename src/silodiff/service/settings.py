@@ -27,3 +27,4 @@ class Settings(BaseSettings):
     cache_size: int = Field(32, ge=1, description="Loaded models kept in memory, by artifact hash.")
     events_limit: int = Field(500, ge=1, description="Most events one /v1/events call returns.")
     log_level: str = Field("info", description="uvicorn log level.")
+    device: str = Field("auto", description="Where models run: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")

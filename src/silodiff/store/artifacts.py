@@ -101,7 +101,7 @@ class ArtifactStore:
             raise SilodiffError(f"artifact {digest[:12]} failed its hash check: the files were modified")
         return st_load(weights), json.loads(cfg)
 
-    def load_module(self, digest: str) -> torch.nn.Module:
+    def load_module(self, digest: str, device: str | torch.device | None = None) -> torch.nn.Module:
         from ..config import build
         from ..training.state import model_tensors
 
@@ -113,6 +113,10 @@ class ArtifactStore:
                 raise SilodiffError(f"artifact {digest[:12]} is an adapter whose base {base_hash[:12]} is missing")
             module.load_base(model_tensors(self.get(base_hash)[0]))
         module.load_state_dict(model_tensors(tensors))  # checkpoints also carry train/ state
+        if device is not None:
+            from ..devices import resolve_device
+
+            module = module.to(resolve_device(device))
         module.artifact_hash = digest
         module.info = config.get("info", {})
         return module.eval()

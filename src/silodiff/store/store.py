@@ -276,8 +276,14 @@ class Store:
         self.catalog.add_artifact(digest, kind, name, module.config, lineage_sets, **fields)
         return digest
 
-    def load(self, digest: str) -> torch.nn.Module:
-        return self.artifacts.load_module(self.catalog.artifact(digest)["hash"])
+    def load(self, digest: str, device: str | torch.device | None = None) -> torch.nn.Module:
+        """Rebuild an artifact's module (on ``device``: auto | cpu | cuda[:N] | mps; default the CPU)."""
+        module = self.artifacts.load_module(self.catalog.artifact(digest)["hash"])
+        if device is not None:
+            from ..devices import resolve_device
+
+            module = module.to(resolve_device(device))
+        return module
 
     def active(self, kind: str, name: str | None = None) -> list[dict[str, Any]]:
         return self.catalog.artifacts(kind, active=True, name=name)

@@ -2,7 +2,12 @@
 
 ``TrainState`` holds the raw model, its EMA copy, the AdamW optimizer, the step
 count and the random generator, which is everything needed to resume training
-bit for bit.  ``to_tensors``/``from_tensors`` flatten it under the prefix
+bit for bit on the same device type.  Tensors are saved from the CPU in fp32
+whatever device trained them; loading puts them back on the model's device.  A
+generator state saved on another device type (CPU and CUDA generators are
+different algorithms) cannot be restored: the generator is then re-seeded from
+``(seed, step)``, so a resumed run stays reproducible but is not the continuation
+of the stream it would have drawn on the original device.  ``to_tensors``/``from_tensors`` flatten it under the prefix
 ``train/`` so a checkpoint can live inside an artifact beside the EMA weights
 that samplers load.
 """
@@ -27,7 +32,7 @@ class EMA:
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
         decay = min(self.decay, (1 + step) / (10 + step))
-        ema = [p for p in self.model.parameters()]
+        ema = list(self.model.parameters())
         raw = [p.detach() for p in model.parameters()]
         torch._foreach_lerp_(ema, raw, 1.0 - decay)
 
@@ -40,14 +45,17 @@ class TrainState:
     generator: torch.Generator
     step: int = 0
     extra: dict = field(default_factory=dict)
+    seed: int = 0
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
-        out = {f"{PREFIX}raw.{k}": v.detach().contiguous().clone() for k, v in self.model.state_dict().items()}
+        out = {f"{PREFIX}raw.{k}": v.detach().cpu().contiguous().clone() for k, v in self.model.state_dict().items()}
         params = {id(p): i for i, p in enumerate(self.model.parameters())}
         for p, s in self.optimizer.state.items():
             for k, v in s.items():
-                out[f"{PREFIX}opt.{params[id(p)]}.{k}"] = torch.as_tensor(v).detach().contiguous().clone()
+                out[f"{PREFIX}opt.{params[id(p)]}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous().clone()
         out[f"{PREFIX}rng"] = self.generator.get_state()
+        if self.generator.device.type != "cpu":  # absent means CPU (and CPU checkpoints stay as they were)
+            out[f"{PREFIX}rng_device"] = torch.tensor([_DEVICE_CODES.get(self.generator.device.type, -1)], dtype=torch.int64)
         out[f"{PREFIX}step"] = torch.tensor([self.step], dtype=torch.int64)
         return out
 
@@ -61,9 +69,25 @@ class TrainState:
         for k, v in tensors.items():
             if k.startswith(PREFIX + "opt."):
                 _, idx, name = k[len(PREFIX) :].split(".", 2)
-                self.optimizer.state[params[int(idx)]][name] = v.clone()
-        self.generator.set_state(tensors[PREFIX + "rng"])
+                p = params[int(idx)]
+                # AdamW keeps its step count on the CPU (unless capturable/fused); moments live with the parameter
+                self.optimizer.state[p][name] = v.clone() if name == "step" and v.ndim == 0 else v.to(p.device).clone()
         self.step = int(tensors[PREFIX + "step"][0])
+        saved_on = int(tensors.get(PREFIX + "rng_device", torch.tensor([0]))[0])  # older checkpoints: CPU
+        if saved_on == _DEVICE_CODES.get(self.generator.device.type, -1):
+            self.generator.set_state(tensors[PREFIX + "rng"])
+        else:
+            self.generator.manual_seed(hash_seed(self.seed, self.step))
+
+
+_DEVICE_CODES = {"cpu": 0, "cuda": 1, "mps": 2}
+
+
+def hash_seed(seed: int, step: int) -> int:
+    """A seed for resuming at ``step`` when the saved generator state belongs to another device type."""
+    import hashlib
+
+    return int(hashlib.sha256(f"{seed}:{step}".encode()).hexdigest()[:15], 16)
 
 
 def model_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

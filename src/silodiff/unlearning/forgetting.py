@@ -60,8 +60,11 @@ def forget(
     dry_run: bool = False,
     progress: bool = False,
     backend: str = "serial",
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Forget samples (by id) and whole sources; returns the certificate (the plan when ``dry_run``).
+
+    ``device`` retrains there (auto | cpu | cuda[:N] | mps; default: each model's recorded setting).
 
     Already forgotten ids are a no-op (``status: "noop"`` and a message); unknown
     ids or sources raise ``SilodiffError``.  An interrupted earlier request is
@@ -73,7 +76,7 @@ def forget(
     with store_lock(store):
         store.clean_tmp()  # a killed earlier run's staging folders may hold weights that saw these samples
         journal = Journal(store)
-        resumed = [_execute(store, journal, req, progress, backend) for req in journal.pending()]
+        resumed = [_execute(store, journal, req, progress, backend, device) for req in journal.pending()]
         plan = plan_forget(store, sample_ids, sources)
         if not plan["forget_ids"]:
             if resumed:  # the same request, interrupted and now completed
@@ -85,10 +88,11 @@ def forget(
         _log(progress, f"request {request_id}: {len(plan['forget_ids'])} sample(s), "
                        f"{len(plan['compartments'])} compartment(s), {len(plan['artifacts'])} artifact(s) hit")
         crash_point("after-plan")
-        return _execute(store, journal, journal.get(request_id), progress, backend)
+        return _execute(store, journal, journal.get(request_id), progress, backend, device)
 
 
-def _execute(store: Store, journal: Journal, req: dict[str, Any], progress: bool, backend: str) -> dict[str, Any]:
+def _execute(store: Store, journal: Journal, req: dict[str, Any], progress: bool, backend: str,
+             device: str | None = None) -> dict[str, Any]:
     """Run a journaled request from its recorded phase to the end."""
     rid, plan, state, phase = req["id"], req["plan"], req["state"], req["phase"]
     timings = state.setdefault("seconds", {})
@@ -100,13 +104,13 @@ def _execute(store: Store, journal: Journal, req: dict[str, Any], progress: bool
 
     if phase == "planned":
         t0 = time.perf_counter()
-        state["base"] = _retrain_base(store, plan, progress)
+        state["base"] = _retrain_base(store, plan, progress, device)
         clock("retrain_base", t0)
         t0 = time.perf_counter()
-        state["compartments"] = _retrain_compartments(store, plan, progress, backend, state["base"])
+        state["compartments"] = _retrain_compartments(store, plan, progress, backend, state["base"], device)
         clock("retrain_compartments", t0)
         t0 = time.perf_counter()
-        state["router"] = _retrain_router(store, plan, state["compartments"], progress, state.get("base"))
+        state["router"] = _retrain_router(store, plan, state["compartments"], progress, state.get("base"), device)
         clock("retrain_router", t0)
         journal.set_phase(rid, "staged", state)
         phase = "staged"
@@ -148,14 +152,19 @@ def _staged(store: Store, name: str, slices: list[list[str]], r: int, kind: str 
     return row[0]
 
 
-def _retrain_base(store: Store, plan: dict[str, Any], progress: bool) -> dict[str, Any] | None:
+def _on(train: dict[str, Any], device: str | None) -> dict[str, Any]:
+    """A recorded training config, run on ``device`` when one is given (the device is not part of the recipe)."""
+    return train if device is None else {**train, "device": device}
+
+
+def _retrain_base(store: Store, plan: dict[str, Any], progress: bool, device: str | None = None) -> dict[str, Any] | None:
     """Retrain the base without F, registered inactive; its staged final checkpoint, sets and ids."""
     base = plan.get("base")
     if not base:
         return None
     _log(progress, f"base: retrain without {base['removed']} sample(s); every compartment on it follows")
-    job = SliceJob(str(store.root), BASE, BASE, base["slices"], base["model"], base["train"], activate=False,
-                   progress=progress, extra={"sources": base["sources"]} if base["sources"] else {})
+    job = SliceJob(str(store.root), BASE, BASE, base["slices"], base["model"], _on(base["train"], device),
+                   activate=False, progress=progress, extra={"sources": base["sources"]} if base["sources"] else {})
     run_jobs([job], "serial")
     hashes = [_staged(store, BASE, base["slices"], r, kind=BASE) for r in range(len(base["slices"]))]
     final = hashes[-1]
@@ -174,13 +183,13 @@ def _rebased(c: dict[str, Any], base: dict[str, Any] | None) -> tuple[dict[str, 
 
 
 def _retrain_compartments(store: Store, plan: dict[str, Any], progress: bool, backend: str,
-                          base: dict[str, Any] | None = None) -> dict[str, list[str]]:
+                          base: dict[str, Any] | None = None, device: str | None = None) -> dict[str, list[str]]:
     """Retrain slices r..R-1 of every hit compartment (all of them on a new base), inactive; {name: staged hashes}."""
     todo = [c for c in plan["compartments"] if c["action"] == "retrain"]
     jobs = []
     for c in todo:
         model, extra = _rebased(c, base)
-        jobs.append(SliceJob(str(store.root), "compartment", c["name"], c["slices"], model, c["train"],
+        jobs.append(SliceJob(str(store.root), "compartment", c["name"], c["slices"], model, _on(c["train"], device),
                              start=c["first_slice"], init=c["init"], activate=False, progress=progress, extra=extra))
     for c in todo:
         _log(progress, f"{c['name']}: retrain slices {c['first_slice'] + 1}..{len(c['slices'])} of {len(c['slices'])}"
@@ -196,7 +205,7 @@ def _retrain_compartments(store: Store, plan: dict[str, Any], progress: bool, ba
 
 
 def _retrain_router(store: Store, plan: dict[str, Any], staged: dict[str, list[str]], progress: bool,
-                    base: dict[str, Any] | None = None) -> str | None:
+                    base: dict[str, Any] | None = None, device: str | None = None) -> str | None:
     """The shard classifier over the remaining compartments' new final checkpoints (and the base, new or not,
     when it was one of its classes), inactive."""
     router = plan["router"]
@@ -207,7 +216,8 @@ def _retrain_router(store: Store, plan: dict[str, Any], staged: dict[str, list[s
     if router.get("with_base"):
         members[BASE] = base["hash"] if base else active_base(store)["hash"]
     _log(progress, f"router: retrain over {len(members)} compartments")
-    return train_router(store, config=TrainConfig(**router["train"]), members=members, activate=False, progress=progress)
+    return train_router(store, config=TrainConfig(**_on(router["train"], device)), members=members, activate=False,
+                        progress=progress)
 
 
 def _switch(store: Store, journal: Journal, rid: str, plan: dict[str, Any], state: dict[str, Any]) -> None:
