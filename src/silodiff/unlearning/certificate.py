@@ -82,7 +82,7 @@ def _shard_ids(store: Store) -> dict[str, set[str]]:
     """The sample ids stored in every data shard on disk (read from the files, not the catalog)."""
     out = {}
     for path in sorted(store.data_dir.glob("*.safetensors")):
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:
             out[path.stem] = set(json.loads(f.metadata()["sample_ids"]))
     return out
 
