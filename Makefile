@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip -q --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup demo test docs bench bench-core fashion-mnist clean
+.PHONY: setup demo test docs browser fashion-mnist clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,6 @@ docs: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 # Debian's chromium + driver for the web-page test in a real headless browser (tests/service/test_page.py).
-.PHONY: browser bench-service
 browser:
 	@(command -v chromium && command -v chromedriver) >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 
@@ -35,38 +34,21 @@ browser:
 fashion-mnist:
 	@test -d $(FASHION_MNIST) || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)
 
-bench: bench-core
-
-bench-core: setup
-	$(PY) bench/core.py
-
-bench-defences: setup
-	$(PY) bench/defences.py
-
-.PHONY: bench-cpsample-calibration
-bench-cpsample-calibration: setup
-	$(PY) bench/cpsample_calibration.py
-
 clean:
 	rm -rf $(VENV) demo-out site .pytest_cache
 
-bench-service: setup
-	$(PY) bench/service.py
-
-bench-ray: setup
-	$(PY) bench/ray_bench.py
-
-.PHONY: bench-audit
-bench-audit: setup fashion-mnist
-	$(PY) bench/audit.py
+# ----------------------------------------------------------------------------- benchmarks
+# One block per benchmark: `make bench-NAME` runs bench/NAME.py into bench/results/NAME.json and .md.
+.PHONY: bench
+bench: bench-core
 
 .PHONY: bench-attribution
 bench-attribution: setup
 	$(PY) bench/attribution.py
 
-.PHONY: bench-forget
-bench-forget: setup
-	$(PY) bench/forget.py
+.PHONY: bench-audit
+bench-audit: setup fashion-mnist
+	$(PY) bench/audit.py
 
 .PHONY: bench-scale
 bench-scale: setup fashion-mnist
@@ -84,3 +66,27 @@ bench-lora-members: setup
 .PHONY: bench-attribution-lds
 bench-attribution-lds: setup
 	$(PY) bench/attribution_lds.py
+
+.PHONY: bench-core
+bench-core: setup
+	$(PY) bench/core.py
+
+.PHONY: bench-cpsample-calibration
+bench-cpsample-calibration: setup
+	$(PY) bench/cpsample_calibration.py
+
+.PHONY: bench-defences
+bench-defences: setup
+	$(PY) bench/defences.py
+
+.PHONY: bench-forget
+bench-forget: setup
+	$(PY) bench/forget.py
+
+.PHONY: bench-ray
+bench-ray: setup
+	$(PY) bench/ray_bench.py
+
+.PHONY: bench-service
+bench-service: setup
+	$(PY) bench/service.py

@@ -4,7 +4,7 @@ unit attribution on planted memorised duplicates, a linear datamodeling score, a
     python bench/attribution.py [--quick]
 
 Figures (bench/results/attribution.json + attribution.md):
-- compartment_top1_accuracy: digits with one compartment per class (``--sources by-class``);
+- compartment_top1_accuracy: digits with one compartment per class (``--assign by-class``);
   class-conditional and unconditional samples; the fraction whose top-attributed compartment
   holds the image's class (conditional: its label; unconditional: the class silodiff's FLD CNN
   reads in it), by router weights (mean over the trajectory) and by exact leave-one-out

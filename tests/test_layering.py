@@ -19,7 +19,7 @@ from pathlib import Path
 import silodiff
 
 LAYERS = [
-    {"errors", "config", "viz"},
+    {"errors", "config", "ids", "viz"},
     {"data"},
     {"nn"},
     {"training"},

@@ -209,3 +209,11 @@ def test_import_silodiff_is_light_and_names_resolve_lazily():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert {"forget", "plan_forget", "verify_certificate", "add_source", "Store", "compose"} <= set(r.stdout.split())
+
+
+def test_the_modules_behind_light_commands_never_import_torch():
+    code = ("import sys\nimport silodiff.unlearning.certificate, silodiff.unlearning.journal, silodiff.service.keys\n"
+            "from silodiff.unlearning import load_certificate, verify_certificate\n"
+            "heavy = [m for m in ('torch', 'diffusers', 'fastapi') if m in sys.modules]\nassert not heavy, heavy\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr

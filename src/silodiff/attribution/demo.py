@@ -44,7 +44,7 @@ def demo_step(store: Store, out: Path, quick: bool) -> str:
         (
             f"{n} images generated from the composition (trajectory-filter router, DDPM {steps} steps, seed 7), attributed by the "
             "router weights along the trajectory and by exact leave-one-compartment-out (same noise, pixel distance in [0, 1] "
-            "units). `silodiff attribute --store STORE --seed 7 --label 0,1,2,3 --n 4 --router trajectory` reproduces them."
+            "units). `silodiff attribute --store STORE --seed 7 --labels 0,1,2,3 --n 4 --router trajectory` reproduces them."
         ),
         "",
         "![images](attribution-images.png)",

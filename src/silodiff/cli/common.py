@@ -22,12 +22,17 @@ import typer
 from ..errors import SilodiffError
 
 
+def sub_app(help: str) -> typer.Typer:
+    """A command group. Plain help text (no Rich boxes): rendering help with Rich alone costs more than the rest
+    of `silodiff --help`."""
+    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None)
+
+
 app = typer.Typer(help="silodiff: training-data protection for image diffusion models.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
-data_app = typer.Typer(help="Ingest and inspect training data.", no_args_is_help=True)
-train_app = typer.Typer(help="Train compartments, the paragon, the router, the encoded ensemble and the memorisation "
-                        "defences.", no_args_is_help=True)
-catalog_app = typer.Typer(help="Query the catalog: sources, compartments, artifacts, lineage, events.", no_args_is_help=True)
+                  pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)
+data_app = sub_app("Ingest and inspect training data.")
+train_app = sub_app("Train compartments, the paragon, the router, the encoded ensemble and the memorisation defences.")
+catalog_app = sub_app("Query the catalog: sources, compartments, artifacts, lineage, events.")
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(catalog_app, name="catalog")

@@ -8,9 +8,11 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import SilodiffError
-from .common import EXIT_VERIFY_FAILED, JsonOpt, StoreOpt, _names, _open, app, cli_errors, deprecated, device_arg, emit, DeviceOpt
+from .common import (
+    EXIT_VERIFY_FAILED, DeviceOpt, JsonOpt, StoreOpt, _names, _open, app, cli_errors, deprecated, device_arg, emit, sub_app,
+)
 
-certificate_app = typer.Typer(help="Check forget certificates against a store.", no_args_is_help=True)
+certificate_app = sub_app("Check forget certificates against a store.")
 app.add_typer(certificate_app, name="certificate")
 
 

@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from .common import JsonOpt, StoreOpt, _names, _open, app, cli_errors, emit
+from .common import JsonOpt, StoreOpt, _names, _open, app, cli_errors, emit, sub_app
 
-keys_app = typer.Typer(help="API keys of the HTTP service (stored hashed; a key is shown once).", no_args_is_help=True)
+keys_app = sub_app("API keys of the HTTP service (stored hashed; a key is shown once).")
 app.add_typer(keys_app, name="keys")
 
 

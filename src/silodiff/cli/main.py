@@ -25,9 +25,11 @@ OldSourcesOpt = Annotated[str | None, typer.Option("--sources", hidden=True, hel
 
 
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an unexpected error.")] = False) -> None:
+def _root(debug: Annotated[bool, typer.Option("--debug", envvar="SILODIFF_DEBUG",
+                                               help="Show the traceback of an unexpected error.")] = False) -> None:
     """silodiff: training-data protection for image diffusion models."""
     DEBUG["on"] = debug
+
 
 # ----------------------------------------------------------------------------- data
 @data_app.command("ingest")

@@ -7,7 +7,6 @@ and machines, and converted to float only in batches.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -15,12 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import SilodiffError
-
-
-def sample_id(pixels: np.ndarray, label: int) -> str:
-    """``sha256(pixel bytes + decimal label)``: the identity of a sample everywhere."""
-    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
-    return hashlib.sha256(pixels.tobytes() + str(int(label)).encode()).hexdigest()
+from ..ids import sample_id  # noqa: F401 (re-exported: data.sample_id)
 
 
 def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
