@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import SilodiffError
-from ..ids import sample_id  # noqa: F401 (re-exported: data.sample_id)
+from ..ids import sample_id
 
 
 def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
