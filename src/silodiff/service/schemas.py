@@ -1,4 +1,4 @@
-"""Request and response bodies (pydantic): strict types, unknown fields refused (→ 422).
+"""Request and response bodies (pydantic): strict types, unknown fields refused, finite floats only (→ 422).
 
 Server limits (``max_n``, ``max_steps``, …) are configurable, so they are checked
 in ``generation.py`` rather than here; what is here holds for every server.
@@ -14,18 +14,18 @@ Label = Annotated[int, Field(ge=0, description="A class index.")]
 
 
 class CPSampleOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     alpha: float = Field(
         0.25, gt=0.0, le=1.0, description="Guide where the protection classifier's confidence > 1 − alpha."
     )
-    scale: float = Field(1000.0, ge=0.0, description="Guidance scale s.")
+    scale: float = Field(1000.0, ge=0.0, le=1e6, description="Guidance scale s.")
 
 
 class SampleRequest(BaseModel):
     """What every generation-like request shares."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     n: int = Field(4, ge=1, description="Number of images.")
     labels: list[Label] | None = Field(
@@ -57,7 +57,7 @@ class AttributeRequest(SampleRequest):
 
 
 class ForgetRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     sample_ids: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(default_factory=list)
     sources: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
@@ -98,6 +98,7 @@ class JobOut(BaseModel):
     kind: str
     owner: str
     params: dict
+    scope: list[str] = Field(description="The sources whose data the job concerns.")
     status: Literal["queued", "running", "done", "failed"]
     created_at: str
     started_at: str | None
