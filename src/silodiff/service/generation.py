@@ -99,6 +99,7 @@ def run_generation(state: ServiceState, caller: Caller, req: GenerateRequest) ->
             "labels": labels.tolist(),
             "cpsample": req.cpsample.model_dump() if req.cpsample else None,
             "seconds": seconds,
+            "scope": served.scope,
         },
     )
     log.info(
@@ -201,6 +202,7 @@ def run_attribution(state: ServiceState, caller: Caller, req: AttributeRequest, 
                 "sampler": req.sampler,
                 "leave_one_out": req.leave_one_out,
                 "seconds": round(time.perf_counter() - t0, 4),
+                "scope": state.active.scope(before.values()),
             },
         )
         return {**result, "artifacts": before, "method": "leave-one-out" if req.leave_one_out else "router-weights"}
