@@ -37,6 +37,7 @@ from .errors import Forbidden, LimitExceeded, NotFound, RateLimited, Unavailable
 from .jobs import JobRunner
 from .keys import ensure_table
 from .routes import ROUTERS
+from .schemas import ERRORS, ErrorOut
 from .settings import Settings
 
 STATIC = Path(__file__).parent / "static"
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         version=__version__,
         lifespan=lifespan,
         description="Access-controlled generation from compartmentalised diffusion models.",
+        responses={status: {"model": ErrorOut, "description": text} for status, text in ERRORS.items()},
     )
     app.state.silodiff = state
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

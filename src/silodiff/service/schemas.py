@@ -6,7 +6,7 @@ in ``generation.py`` rather than here; what is here holds for every server.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -67,6 +67,29 @@ class ForgetRequest(BaseModel):
         if not self.sample_ids and not self.sources:
             raise ValueError("give sample_ids and/or sources to forget")
         return self
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: a message (or pydantic's list of field errors for a bad body); an answer over a
+    configured limit (413 body bytes, 422 images / steps) also names the limit, what is allowed and what came."""
+
+    detail: str | list[dict[str, Any]]
+    limit: str | None = None
+    allowed: int | None = None
+    got: int | None = None
+
+
+ERRORS = {
+    400: "A body that cannot be read as text (e.g. not UTF-8).",
+    401: "No key, or an unknown or revoked key.",
+    403: "Outside the key's rights.",
+    404: "No such job or compartment (or one the key may not see).",
+    413: "The request body is over the server's limit (checked before the key).",
+    422: "A bad body, or a request over one of the server's limits.",
+    429: "Over the key's rate limit (see Retry-After).",
+    501: "A feature this build lacks.",
+    503: "The active set kept changing under the request; retry.",
+}
 
 
 class ImageOut(BaseModel):
