@@ -215,6 +215,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.requests, args.epochs, args.inprocess_requests = 48, 2, 16
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     tmp = scratch_dir("silodiff-bench-service-", args.keep)
     t0 = time.perf_counter()
     store, keys = build_store(tmp, args.epochs)
@@ -290,7 +291,6 @@ def main() -> None:
     }
     ratio = round(service_images / reference["images_per_s"], 3)
     sampling_ratio = round(service_images / reference["sampling_images_per_s"], 3)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     met = lambda ok: "met" if ok else "NOT met"  # noqa: E731
     results = {
         "settings": {
