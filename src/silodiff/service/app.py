@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -62,7 +63,14 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     logs.install()
     ensure_table(store)
     active = ActiveSet(store, settings.cache_size)
-    state = ServiceState(settings, store, active, JobRunner(store, active), RateLimiter(settings.rate_per_minute))
+    state = ServiceState(
+        settings,
+        store,
+        active,
+        JobRunner(store, active),
+        RateLimiter(settings.rate_per_minute),
+        threading.BoundedSemaphore(settings.max_concurrent),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -74,9 +74,16 @@ def run_generation(state: ServiceState, caller: Caller, req: GenerateRequest) ->
     with state.active.serve(caller, req.compartments, req.router, req.gate, cpsample) as served:
         labels = request_labels(req, served.model.num_classes)
         recorder = WeightRecorder()
-        images, _ = generate(
-            served.model, req.n, labels=labels, sampler=req.sampler, steps=req.steps, seed=req.seed, callback=recorder
-        )
+        with state.slots:  # at most max_concurrent samplings: more threads than cores only contend
+            images, _ = generate(
+                served.model,
+                req.n,
+                labels=labels,
+                sampler=req.sampler,
+                steps=req.steps,
+                seed=req.seed,
+                callback=recorder,
+            )
     guided = None
     if cpsample is not None:
         from ..defences.cpsample import guided_fraction
@@ -171,7 +178,7 @@ def run_attribution(state: ServiceState, caller: Caller, req: AttributeRequest, 
         router = "classifier" if "router" in before else ("trajectory" if req.router == "auto" else req.router)
         labels = request_labels(req, _num_classes(state))
         t0 = time.perf_counter()
-        with state.active.lock.read():
+        with state.active.lock.read(), state.slots:
             try:
                 result = attribute_generation(
                     state.store,

@@ -6,6 +6,7 @@ Every limit is configurable; a request over a limit gets 413 (body bytes), 422
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
@@ -25,6 +26,11 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(
         1 << 20, ge=64, description="Largest request body in bytes (413 above it, checked before the key)."
+    )
+    max_concurrent: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="Requests sampling at once (default: the CPU count); others wait for a slot, not for a lock.",
     )
     rate_per_minute: int = Field(60, ge=0, description="Requests per key per minute (0 = unlimited).")
     cache_size: int = Field(32, ge=1, description="Loaded models kept in memory, by artifact hash.")
