@@ -399,7 +399,8 @@ def main() -> None:
         "The 2 CPU cores were shared with other engineers' work during this run (see the load average), so "
         "absolute latencies are pessimistic; the ratios come from the same run.",
         "The in-process reference runs in the benchmark process while the server process idles; the server's "
-        "figures include HTTP, JSON, the threadpool and the 16 clients' own work, all on the same 2 cores; the reference ran in one worker thread (see the script's protocol, 2b).",
+        f"figures include HTTP, JSON, the threadpool and the {args.clients} clients' own work, all on the same 2 "
+        "cores; the reference ran in one worker thread (see the script's protocol, 2b).",
         "Latency is measured at the client from send to the parsed response (PNG encoding and JSON included); "
         "requests/s = requests / (last response − first send).",
         "During-forget figures are over the first R requests of that phase; the clients then kept going until the "
