@@ -239,3 +239,35 @@ def test_models_load_outside_any_database_lock(service_store, keys, app_factory)
     finally:
         del artifacts.load_module
     assert free and all(free)
+
+
+def test_at_most_max_concurrent_requests_sample_at_once(service_store, keys, app_factory, monkeypatch):
+    from silodiff.service import generation
+
+    real, running, peak, lock = generation.generate, [0], [0], threading.Lock()
+
+    def counted(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            time.sleep(0.05)
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(generation, "generate", counted)
+    codes = []
+    with background_server(app_factory(service_store, max_concurrent=1)) as base:
+
+        def one():
+            r = httpx.post(f"{base}/v1/generate", json={"n": 1, "steps": 2}, headers={"X-API-Key": keys["bob"]})
+            codes.append(r.status_code)
+
+        threads = [threading.Thread(target=one) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert codes == [200] * 6 and peak[0] == 1
