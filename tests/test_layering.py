@@ -19,7 +19,7 @@ from pathlib import Path
 import silodiff
 
 LAYERS = [
-    {"errors", "config", "ids", "viz"},
+    {"errors", "config", "ids", "devices", "viz"},
     {"data"},
     {"nn"},
     {"training"},

@@ -61,14 +61,37 @@ def test_the_parser_follows_the_convention():
     assert [(b["lang"], b["code"]) for b in blocks(page, "p")] == [("python", "x = 1\n"), ("bash", "echo hi\n")]
 
 
+@pytest.fixture(scope="module")
+def forkserver(tmp_path_factory):
+    """``silodiff`` for the examples: the real command line, forked from one process that imported it once
+    (``forkserver.py``): ~50 heavy commands would otherwise spend minutes importing torch and diffusers."""
+    folder = tmp_path_factory.mktemp("forkserver")
+    sock = str(folder / "s")
+    env = dict(os.environ, MPLBACKEND="Agg",
+               PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("forkserver.py")), sock], env=env,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        sys.path.insert(0, str(Path(__file__).parent))
+        from forkserver import client_script
+
+        client_script(folder / "bin")
+        yield {"SILODIFF_FORKSERVER": sock, "bin": str(folder / "bin")}
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_page_examples_run(page, tmp_path):
+def test_page_examples_run(page, tmp_path, forkserver):
     runnable = blocks(page.read_text(), str(page.relative_to(ROOT)))
     if not runnable:
         pytest.skip("no runnable examples on this page")
     (tmp_path / ".blocks.json").write_text(json.dumps(runnable))
     (tmp_path / ".driver.py").write_text(DRIVER)
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    path = os.pathsep.join([forkserver["bin"], str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = dict(os.environ, PATH=path, SILODIFF_FORKSERVER=forkserver["SILODIFF_FORKSERVER"],
                MPLBACKEND="Agg", PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
     r = subprocess.run([sys.executable, ".driver.py", ".blocks.json"], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=600)

@@ -1,14 +1,21 @@
 """What serves a request: one consistent snapshot of the active artifacts, within a key's rights.
 
 Per request (``ActiveSet.serve``):
-  1. inside ONE catalog transaction: list the trained compartments, their active
+  1. inside ONE read transaction of the catalog (``read_snapshot``: a deferred
+     SQLite transaction; in WAL mode it takes no lock, so neither writers nor
+     other requests wait on it): list the trained compartments, their active
      final checkpoints, and the sources in each checkpoint's lineage; keep those
-     whose sources are all within the key's rights; choose the router; build the
-     composition with ``compose(..., load=cache.load)``.  A forget switches the
+     whose sources are all within the key's rights; choose the router; note the
+     artifact hash of every model the request needs.  A forget switches the
      active set in one transaction, so the snapshot is wholly old or wholly new,
-     and a compartment outside the rights is never asked for, so never loaded.
-  2. the request runs under the read side of a readers-writer lock;
-  3. when a service job (a forget) ends, ``switched()`` takes the write side: it
+     and a compartment outside the rights is never asked for, so never loaded;
+  2. outside any database lock, load those hashes (``ModelCache``: one thread
+     reads a given file, others wait for that file only);
+  3. in a second read snapshot, compose the model from exactly the loaded
+     modules; if the active set moved between 1 and 3 (compose asks for a hash
+     not loaded) or a file went away under the load, start again (3 tries, then 503);
+  4. the request runs under the read side of a readers-writer lock;
+  5. when a service job (a forget) ends, ``switched()`` takes the write side: it
      waits for requests still on the old snapshot, bumps ``generation`` and drops
      models no longer active from the cache, and only then is the job reported
      done — so after the job no request uses the old weights.
@@ -31,10 +38,36 @@ import torch
 from ..composition import ROUTER_NAME, ComposedDenoiser, compose, final_checkpoint, trained_compartments
 from ..errors import SilodiffError
 from ..store import Store
-from .errors import Forbidden, NotFound
+from .errors import Forbidden, NotFound, Unavailable
 from .keys import ALL_SOURCES, Caller
 
 ROUTER_CHOICES = ("auto", "classifier", "trajectory", "uniform")
+ATTEMPTS = 3
+
+
+@contextmanager
+def read_snapshot(store: Store) -> Iterator[None]:
+    """One consistent read of the catalog: ``BEGIN DEFERRED`` … ``COMMIT`` on this thread's connection.
+
+    In WAL mode a read transaction sees the database as of its first read and
+    holds no lock that a writer or another reader waits for (unlike the
+    ``BEGIN IMMEDIATE`` of ``Catalog.transaction``).  Inside a transaction
+    already open on this thread, it reads in that one.
+    """
+    db = store.catalog.db
+    if db.in_transaction:
+        yield
+        return
+    db.execute("BEGIN DEFERRED")
+    try:
+        yield
+    finally:
+        if db.in_transaction:
+            db.execute("COMMIT")  # nothing was written: ends the read
+
+
+class _Moved(Exception):
+    """The active set moved on between resolving a snapshot and composing it."""
 
 
 class ModelCache:
@@ -43,24 +76,42 @@ class ModelCache:
     def __init__(self, store: Store, size: int = 32, device: str | torch.device | None = None):
         self.store, self.size, self.device = store, size, device
         self._models: OrderedDict[str, torch.nn.Module] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the dicts only, never held during a read from disk
+        self._loading: dict[str, threading.Lock] = {}  # one lock per hash being read
         self.loads: list[str] = []
 
-    def load(self, digest: str) -> torch.nn.Module:
+    def _cached(self, digest: str) -> torch.nn.Module | None:
         with self._lock:
             if digest in self._models:
                 self._models.move_to_end(digest)
                 return self._models[digest]
-        module = self.store.artifacts.load_module(digest)  # hash-verified read
-        if self.device is not None:
-            from ..devices import resolve_device
+        return None
 
-            module = module.to(resolve_device(self.device))
+    def load(self, digest: str) -> torch.nn.Module:
+        """The module of ``digest``: from memory, or read once from disk while other hashes stay servable."""
+        module = self._cached(digest)
+        if module is not None:
+            return module
         with self._lock:
-            self.loads.append(digest)
-            self._models[digest] = module
-            while len(self._models) > self.size:
-                self._models.popitem(last=False)
+            pending = self._loading.setdefault(digest, threading.Lock())
+        with pending:  # concurrent requests for the same cold hash wait for one read
+            module = self._cached(digest)
+            if module is not None:
+                return module
+            try:
+                module = self.store.artifacts.load_module(digest)  # hash-verified read
+                if self.device is not None:
+                    from ..devices import resolve_device
+
+                    module = module.to(resolve_device(self.device))
+            finally:
+                with self._lock:
+                    self._loading.pop(digest, None)
+            with self._lock:
+                self.loads.append(digest)
+                self._models[digest] = module
+                while len(self._models) > self.size:
+                    self._models.popitem(last=False)
         return module
 
     def retain(self, keep: set[str]) -> list[str]:
@@ -120,8 +171,9 @@ class Served:
     model: ComposedDenoiser
     compartments: list[str]
     router: str
-    artifacts: dict[str, str]  # compartment (and "router") → artifact hash
+    artifacts: dict[str, str]  # compartment (and "router", "protection:<name>") → artifact hash
     generation: int
+    scope: list[str]  # every source in the lineage of those artifacts
 
 
 class ActiveSet:
@@ -159,7 +211,7 @@ class ActiveSet:
     def compartments(self, caller: Caller) -> list[dict[str, Any]]:
         """Every compartment ``caller`` may use, with its sources, labels and active final checkpoint."""
         out = []
-        with self.store.catalog.transaction():  # one snapshot
+        with read_snapshot(self.store):  # one snapshot
             trained = set(trained_compartments(self.store))
             for c in self.store.catalog.compartments():
                 if c["status"] == "dropped":
@@ -244,6 +296,24 @@ class ActiveSet:
         return all(set(self.store.catalog.lineage_sets(f)) <= seen for f in finals)
 
     # -- serving -----------------------------------------------------------------
+    def scope(self, digests) -> list[str]:
+        """Every source in the lineage of any of ``digests``."""
+        return sorted(set().union(*(self.lineage_sources(d) for d in digests)))
+
+    def _resolve(
+        self, caller: Caller, requested: Sequence[str] | None, router: str, protected: bool
+    ) -> tuple[list[str], str, dict[str, str]]:
+        """(members, router, every artifact hash the request needs), within the caller's rights; call in a snapshot."""
+        names = self._choose(caller, requested)
+        chosen = self._router(caller, router, names)
+        needed = {n: final_checkpoint(self.store, "compartment", n)["hash"] for n in names}
+        rows = self.store.active("router", ROUTER_NAME) if chosen == "classifier" else []
+        if rows:
+            needed["router"] = rows[-1]["hash"]
+        if protected:
+            needed.update({f"protection:{n}": h for n, h in self._protection(caller, names).items()})
+        return names, chosen, needed
+
     @contextmanager
     def serve(
         self,
@@ -253,27 +323,44 @@ class ActiveSet:
         gate: float = 0.0,
         cpsample: tuple[float, float] | None = None,
     ) -> Iterator[Served]:
-        """Resolve one snapshot and hold the read lock while the caller runs the model.
+        """Resolve one snapshot, load its models outside any database lock, and hold the read side of the
+        readers-writer lock while the caller runs the model.
 
         ``cpsample = (alpha, scale)`` wraps each member with its compartment's protection classifier.
         """
         with self.lock.read():
-            with self.store.catalog.transaction():  # 1. one consistent snapshot; the switch cannot interleave
-                names = self._choose(caller, requested)
-                chosen = self._router(caller, router, names)
-                model = compose(self.store, names, router=chosen, gate=gate, load=self.cache.load)
-                hashes = dict(model.artifact_hashes)
-                if cpsample is not None:
-                    model, protection = self._protect(caller, model, names, *cpsample)
-                    hashes.update({f"protection:{n}": h for n, h in protection.items()})
-                generation = self.generation
-            yield Served(model, names, chosen, hashes, generation)
+            for _ in range(ATTEMPTS):
+                with read_snapshot(self.store):  # 1. rights and hashes, from one snapshot
+                    names, chosen, needed = self._resolve(caller, requested, router, cpsample is not None)
+                    scope = self.scope(needed.values())
+                try:  # 2. no database lock held while reading weights
+                    modules = {h: self.cache.load(h) for h in needed.values()}
+                except (SilodiffError, OSError):
+                    continue  # the set moved on and its old files went: resolve again
 
-    def _protect(
-        self, caller: Caller, model: ComposedDenoiser, names: list[str], alpha: float, scale: float
-    ) -> tuple[ComposedDenoiser, dict[str, str]]:
-        """CPSample (``silodiff.defences.cpsample``): each allowed member guided by its own protection classifier."""
-        from ..defences.cpsample import KIND, protect
+                def loaded(digest: str) -> torch.nn.Module:
+                    if digest not in modules:
+                        raise _Moved(digest)
+                    return modules[digest]
+
+                try:
+                    with read_snapshot(self.store):  # 3. compose exactly what was loaded
+                        model = compose(self.store, names, router=chosen, gate=gate, load=loaded)
+                except _Moved:
+                    continue
+                if cpsample is not None:
+                    from ..defences.cpsample import protect
+
+                    guards = {n: modules[needed[f"protection:{n}"]] for n in names}
+                    model = protect(model, guards, alpha=cpsample[0], scale=cpsample[1])
+                break
+            else:
+                raise Unavailable("the active set kept changing while this request was resolved; retry")
+            yield Served(model, names, chosen, needed, self.generation, scope)
+
+    def _protection(self, caller: Caller, names: list[str]) -> dict[str, str]:
+        """CPSample (``silodiff.defences.cpsample``): each member's active protection classifier, within the rights."""
+        from ..defences.cpsample import KIND
 
         found = {}
         for name in names:
@@ -286,16 +373,12 @@ class ActiveSet:
             if not caller.may_use(self.lineage_sources(rows[-1]["hash"])):
                 raise Forbidden(f"the protection classifier of {name!r} was trained outside this key's rights")
             found[name] = rows[-1]["hash"]
-        return protect(model, {n: self.cache.load(h) for n, h in found.items()}, alpha=alpha, scale=scale), found
+        return found
 
     def artifacts(self, caller: Caller, requested: Sequence[str] | None = None, router: str = "auto") -> dict[str, str]:
         """The hashes a request would be served by now (no model is loaded)."""
-        with self.store.catalog.transaction():
-            names = self._choose(caller, requested)
-            out = {n: final_checkpoint(self.store, "compartment", n)["hash"] for n in names}
-            if self._router(caller, router, names) == "classifier":
-                out["router"] = self.store.active("router", ROUTER_NAME)[-1]["hash"]
-        return out
+        with read_snapshot(self.store):
+            return self._resolve(caller, requested, router, False)[2]
 
     @contextmanager
     def switched(self) -> Iterator[None]:

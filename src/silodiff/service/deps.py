@@ -54,6 +54,7 @@ class ServiceState:
     active: ActiveSet
     jobs: JobRunner
     limiter: RateLimiter
+    slots: threading.BoundedSemaphore  # ``max_concurrent`` requests sample at once (compute, not a lock)
 
 
 def get_state(request: Request) -> ServiceState:

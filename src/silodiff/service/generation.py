@@ -74,9 +74,16 @@ def run_generation(state: ServiceState, caller: Caller, req: GenerateRequest) ->
     with state.active.serve(caller, req.compartments, req.router, req.gate, cpsample) as served:
         labels = request_labels(req, served.model.num_classes)
         recorder = WeightRecorder()
-        images, _ = generate(
-            served.model, req.n, labels=labels, sampler=req.sampler, steps=req.steps, seed=req.seed, callback=recorder
-        )
+        with state.slots:  # at most max_concurrent samplings: more threads than cores only contend
+            images, _ = generate(
+                served.model,
+                req.n,
+                labels=labels,
+                sampler=req.sampler,
+                steps=req.steps,
+                seed=req.seed,
+                callback=recorder,
+            )
     guided = None
     if cpsample is not None:
         from ..defences.cpsample import guided_fraction
@@ -99,6 +106,7 @@ def run_generation(state: ServiceState, caller: Caller, req: GenerateRequest) ->
             "labels": labels.tolist(),
             "cpsample": req.cpsample.model_dump() if req.cpsample else None,
             "seconds": seconds,
+            "scope": served.scope,
         },
     )
     log.info(
@@ -170,7 +178,7 @@ def run_attribution(state: ServiceState, caller: Caller, req: AttributeRequest, 
         router = "classifier" if "router" in before else ("trajectory" if req.router == "auto" else req.router)
         labels = request_labels(req, _num_classes(state))
         t0 = time.perf_counter()
-        with state.active.lock.read():
+        with state.active.lock.read(), state.slots:
             try:
                 result = attribute_generation(
                     state.store,
@@ -202,6 +210,7 @@ def run_attribution(state: ServiceState, caller: Caller, req: AttributeRequest, 
                 "sampler": req.sampler,
                 "leave_one_out": req.leave_one_out,
                 "seconds": round(time.perf_counter() - t0, 4),
+                "scope": state.active.scope(before.values()),
             },
         )
         return {**result, "artifacts": before, "method": "leave-one-out" if req.leave_one_out else "router-weights"}

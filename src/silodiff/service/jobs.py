@@ -4,6 +4,12 @@ A job moves queued → running → done | failed.  Its result (a forget's
 certificate) is recorded only inside ``ActiveSet.switched()``, so a client that
 reads ``done`` knows no request is still served by the old weights.  Jobs live
 in memory; their start and end are also catalog events.
+
+Each job has a ``scope``: the sources whose data it concerns (a forget's named
+sources and the sources of its sample ids).  A key sees a job when
+``Caller.may_see(scope)``: an all-source admin sees every job, a scoped admin
+only jobs within its sources; any other job answers 404 exactly like an
+unknown id, so a job id says nothing about whether it exists.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from ..store import Store
 from ..store.catalog import now
 from .active import ActiveSet
 from .errors import NotFound
+from .keys import Caller
 
 
 @dataclass
@@ -29,6 +36,7 @@ class Job:
     kind: str
     owner: str  # the key's name
     params: dict[str, Any]
+    scope: list[str] = field(default_factory=list)  # the sources whose data the job concerns
     status: str = "queued"
     created_at: str = field(default_factory=now)
     started_at: str | None = None
@@ -48,12 +56,20 @@ class JobRunner:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="silodiff-job")
 
-    def submit(self, kind: str, owner: str, params: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> Job:
-        job = Job(uuid.uuid4().hex, kind, owner, params)
+    def submit(
+        self,
+        kind: str,
+        owner: str,
+        params: dict[str, Any],
+        fn: Callable[[], dict[str, Any]],
+        scope: list[str] | set[str] = (),
+    ) -> Job:
+        job = Job(uuid.uuid4().hex, kind, owner, params, sorted(set(scope)))
         with self._lock:
             self._jobs[job.id] = job
         self.store.catalog.log_event(
-            "service-job", {"job": job.id, "kind": kind, "key": owner, "status": "queued", **params}
+            "service-job",
+            {"job": job.id, "kind": kind, "key": owner, "status": "queued", **params, "scope": job.scope},
         )
         self._pool.submit(self._run, job, fn)
         return job
@@ -78,6 +94,7 @@ class JobRunner:
                 "status": status,
                 "seconds": job.seconds,
                 "error": error,
+                "scope": job.scope,
             },
         )
         if error:
@@ -86,16 +103,19 @@ class JobRunner:
         with self.active.switched():  # 3. no request on the old snapshot survives "done"
             job.result, job.status = result, "done"
 
-    def get(self, job_id: str) -> Job:
+    def get(self, job_id: str, caller: Caller | None = None) -> Job:
+        """The job ``job_id``; with ``caller``, only if that key may see it (404 otherwise, as for no job)."""
         with self._lock:
             job = self._jobs.get(job_id)
-        if job is None:
+        if job is None or (caller is not None and not caller.may_see(job.scope)):
             raise NotFound(f"no job {job_id!r}")
         return job
 
-    def list(self) -> list[Job]:
+    def list(self, caller: Caller | None = None) -> list[Job]:
+        """Every job (``caller``: those it may see), oldest first."""
         with self._lock:
-            return sorted(self._jobs.values(), key=lambda j: j.created_at)
+            jobs = sorted(self._jobs.values(), key=lambda j: j.created_at)
+        return [j for j in jobs if caller is None or caller.may_see(j.scope)]
 
     def wait(self, job_id: str, timeout: float = 600.0) -> Job:
         """Block until a job has finished (tests, the demo and the benchmark use it)."""

@@ -7,7 +7,10 @@ never written to the catalog, the event log or any log line.
 
 Rights are a set of sources (``*`` = every source); a compartment may be used
 by a key when every source in its trained lineage is in the key's sources.
-``admin`` keys may also forget data and read the event log.
+``admin`` keys may also forget data, read the event log and the service's jobs,
+each within the same sources: an admin over ``*`` sees everything; a scoped
+admin forgets only its sources' data and sees only the events and jobs whose
+scope lies within its sources (docs/guides/service-security.md).
 """
 
 from __future__ import annotations
@@ -39,9 +42,19 @@ class Caller:
     sources: frozenset[str]
     admin: bool = False
 
-    def may_use(self, sources: set[str] | frozenset[str]) -> bool:
+    @property
+    def all_sources(self) -> bool:
+        """True for a key over every source (``*``), present and future."""
+        return ALL_SOURCES in self.sources
+
+    def may_use(self, sources: set[str] | frozenset[str] | list[str]) -> bool:
         """True when every source in ``sources`` is within this key's rights."""
-        return ALL_SOURCES in self.sources or set(sources) <= self.sources
+        return self.all_sources or set(sources) <= self.sources
+
+    def may_see(self, scope: list[str] | set[str] | None) -> bool:
+        """True when a record (event, job) with this scope may be shown: all-source keys see everything;
+        a scoped key sees only records whose scope is known, not empty, and within its sources."""
+        return self.all_sources or (bool(scope) and self.may_use(scope))
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "sources": sorted(self.sources), "admin": self.admin}

@@ -1,4 +1,4 @@
-"""Request and response bodies (pydantic): strict types, unknown fields refused (→ 422).
+"""Request and response bodies (pydantic): strict types, unknown fields refused, finite floats only (→ 422).
 
 Server limits (``max_n``, ``max_steps``, …) are configurable, so they are checked
 in ``generation.py`` rather than here; what is here holds for every server.
@@ -6,7 +6,7 @@ in ``generation.py`` rather than here; what is here holds for every server.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -14,18 +14,18 @@ Label = Annotated[int, Field(ge=0, description="A class index.")]
 
 
 class CPSampleOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     alpha: float = Field(
         0.25, gt=0.0, le=1.0, description="Guide where the protection classifier's confidence > 1 − alpha."
     )
-    scale: float = Field(1000.0, ge=0.0, description="Guidance scale s.")
+    scale: float = Field(1000.0, ge=0.0, le=1e6, description="Guidance scale s.")
 
 
 class SampleRequest(BaseModel):
     """What every generation-like request shares."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     n: int = Field(4, ge=1, description="Number of images.")
     labels: list[Label] | None = Field(
@@ -65,7 +65,7 @@ class AttributeRequest(SampleRequest):
 
 
 class ForgetRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     sample_ids: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(default_factory=list)
     sources: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
@@ -75,6 +75,29 @@ class ForgetRequest(BaseModel):
         if not self.sample_ids and not self.sources:
             raise ValueError("give sample_ids and/or sources to forget")
         return self
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: a message (or pydantic's list of field errors for a bad body); an answer over a
+    configured limit (413 body bytes, 422 images / steps) also names the limit, what is allowed and what came."""
+
+    detail: str | list[dict[str, Any]]
+    limit: str | None = None
+    allowed: int | None = None
+    got: int | None = None
+
+
+ERRORS = {
+    400: "A body that cannot be read as text (e.g. not UTF-8).",
+    401: "No key, or an unknown or revoked key.",
+    403: "Outside the key's rights.",
+    404: "No such job or compartment (or one the key may not see).",
+    413: "The request body is over the server's limit (checked before the key).",
+    422: "A bad body, or a request over one of the server's limits.",
+    429: "Over the key's rate limit (see Retry-After).",
+    501: "A feature this build lacks.",
+    503: "The active set kept changing under the request; retry.",
+}
 
 
 class ImageOut(BaseModel):
@@ -106,6 +129,7 @@ class JobOut(BaseModel):
     kind: str
     owner: str
     params: dict
+    scope: list[str] = Field(description="The sources whose data the job concerns.")
     status: Literal["queued", "running", "done", "failed"]
     created_at: str
     started_at: str | None

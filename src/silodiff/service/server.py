@@ -35,8 +35,14 @@ def serve(settings: Settings) -> None:
 
 
 def log_config(level: str) -> dict:
-    """uvicorn's logging config plus the ``silodiff`` logger (one line per request: key name, never the key)."""
+    """uvicorn's logging config plus the ``silodiff`` logger (one line per request: key name, never the key).
+
+    Every handler carries the key-redaction filter (``logs.RedactKeys``).
+    """
     config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact_keys"] = {"()": "silodiff.service.logs.RedactKeys"}
+    for handler in config["handlers"].values():
+        handler["filters"] = [*handler.get("filters", []), "redact_keys"]
     config["loggers"]["silodiff"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
     return config
 

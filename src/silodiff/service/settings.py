@@ -1,11 +1,12 @@
 """Service settings (pydantic-settings): flags of ``silodiff serve`` or ``SILODIFF_*`` environment variables.
 
-Every limit is configurable; a request over a limit gets 422 (size) or 429 (rate)
-with a JSON body that names the limit.
+Every limit is configurable; a request over a limit gets 413 (body bytes), 422
+(images, steps) or 429 (rate) with a JSON body that names the limit.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
@@ -22,6 +23,14 @@ class Settings(BaseSettings):
     max_steps: int = Field(250, ge=1, le=1000, description="Most sampling steps per request.")
     max_image_steps: int = Field(
         64 * 100, ge=1, description="Most images × steps per request (× (K+1) for leave-one-out attribution)."
+    )
+    max_body_bytes: int = Field(
+        1 << 20, ge=64, description="Largest request body in bytes (413 above it, checked before the key)."
+    )
+    max_concurrent: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="Requests sampling at once (default: the CPU count); others wait for a slot, not for a lock.",
     )
     rate_per_minute: int = Field(60, ge=0, description="Requests per key per minute (0 = unlimited).")
     cache_size: int = Field(32, ge=1, description="Loaded models kept in memory, by artifact hash.")

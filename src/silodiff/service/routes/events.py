@@ -1,21 +1,62 @@
 """``GET /v1/events`` (admin): the catalog's hash-chained event log, newest last.
 
-``GET /v1/events/verify`` re-checks the chain.
+An admin over every source (``*``) reads every event.  A scoped admin reads
+only the events whose scope lies within its sources (``Caller.may_see``): an
+event's scope is its payload's ``scope`` (the service's own events: generate,
+attribute, service-job) or else its ``sources`` (ingest, add-source).  Events
+with no scope (training, artifacts, plans, forgets, certificates) and API-key
+events (every key's name and rights) are for all-source admins only.  ``limit``
+counts the events the key may see: the newest ``limit`` of those.
+
+``GET /v1/events/verify`` re-checks the chain (the head hash says nothing of the contents).
 """
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from ..deps import Admin, State
+from ..keys import Caller
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
+PRIVATE = {"api-key"}
+
+
+def event_scope(kind: str, payload: dict[str, Any]) -> list[str] | None:
+    """The sources an event concerns, or None when it names none (or is never shown to a scoped key)."""
+    if kind in PRIVATE:
+        return None
+    scope = payload.get("scope", payload.get("sources"))
+    if not isinstance(scope, list) or not all(isinstance(s, str) for s in scope):
+        return None
+    return scope
+
+
+def visible_events(state, caller: Caller, kind: str | None, limit: int) -> list[dict[str, Any]]:
+    if caller.all_sources:
+        return state.store.catalog.events(kind, limit)
+    q, args = "SELECT * FROM events", []
+    if kind:
+        q += " WHERE kind = ?"
+        args.append(kind)
+    out = []
+    rows = state.store.catalog.db.execute(q + " ORDER BY seq DESC", args)  # newest first, stop at limit
+    try:
+        for row in rows:
+            payload = json.loads(row["payload"])
+            if caller.may_see(event_scope(row["kind"], payload)):
+                out.append(dict(row, payload=payload))
+                if len(out) >= limit:
+                    break
+    finally:
+        rows.close()
+    return out[::-1]
 
 
 @router.get("")
 def events(caller: Admin, state: State, limit: Annotated[int, Query(ge=1)] = 100, kind: str | None = None) -> dict:
-    rows = state.store.catalog.events(kind, min(limit, state.settings.events_limit))
-    return {"events": rows}
+    return {"events": visible_events(state, caller, kind, min(limit, state.settings.events_limit))}
 
 
 @router.get("/verify")

@@ -2,6 +2,13 @@
 
 The job calls ``silodiff.unlearning.forgetting``; its result is the certificate.
 An admin key with limited sources may only forget data of those sources.
+
+No membership oracle: a ``sample_id`` is a hash of an image and its label, so
+anyone holding an image can compute it.  A sample id that is unknown, already
+forgotten, or of a source outside the key's rights gets one and the same
+answer (422, the same body: the id's position, never the id or its source), so
+the answer says nothing about another owner's data.  A source outside a scoped
+admin's rights is a 403 whether or not it exists.
 """
 
 from fastapi import APIRouter
@@ -27,15 +34,19 @@ def forget(req: ForgetRequest, caller: Admin, state: State) -> dict:
             raise Forbidden(f"source {source!r} is outside key {caller.name!r}'s rights")
         if source not in known:
             raise SilodiffError(f"unknown source {source!r}")
-    for sid in req.sample_ids:
+    scope = set(req.sources)
+    for i, sid in enumerate(req.sample_ids):
         row = catalog.sample(sid)
-        if row is None or row["forgotten_at"] is not None:
-            raise SilodiffError(f"sample {sid[:12]}… is not live in the store")
-        if not caller.may_use({row["source"]}):
-            raise Forbidden(f"sample {sid[:12]}… belongs to a source outside key {caller.name!r}'s rights")
+        if row is None or row["forgotten_at"] is not None or not caller.may_use({row["source"]}):
+            raise SilodiffError(f"sample_ids[{i}] is not a live sample of the sources key {caller.name!r} may forget")
+        scope.add(row["source"])
     ids, sources = list(req.sample_ids), list(req.sources)
     params = {"sources": sources, "n_sample_ids": len(ids)}
     job = state.jobs.submit(
-        "forget", caller.name, params, lambda: forget_fn(state.store, sample_ids=ids, sources=sources, progress=False)
+        "forget",
+        caller.name,
+        params,
+        lambda: forget_fn(state.store, sample_ids=ids, sources=sources, progress=False),
+        scope=scope,
     )
     return job.to_dict()
