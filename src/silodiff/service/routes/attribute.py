@@ -11,8 +11,8 @@ router = APIRouter(prefix="/v1", tags=["attribute"])
 
 @router.post("/attribute")
 def attribute(req: AttributeRequest, caller: Principal, state: State) -> dict:
-    if req.method != "compartments":  # training units: silodiff.attribution.serving
-        from ...attribution.serving import run_unit_attribution
+    if req.method != "compartments":  # training units: service.unit_attribution
+        from ..unit_attribution import run_unit_attribution
 
         return run_unit_attribution(state, caller, req)
     return run_attribution(state, caller, req)

@@ -17,11 +17,11 @@ import time
 from typing import Any
 
 from ..errors import SilodiffError
-from ..service.errors import Forbidden, Unavailable
-from ..service.generation import check_limits, request_labels
-from .encoded import load_plan, member_checkpoints
-from .gradient_units import attribute_by_gradient
-from .influence import attribute_units
+from .errors import Forbidden, Unavailable
+from .generation import check_limits, request_labels
+from ..attribution.encoded import load_plan, member_checkpoints
+from ..attribution.gradient_units import attribute_by_gradient
+from ..attribution.influence import attribute_units
 
 
 def run_unit_attribution(state, caller, req, attempts: int = 3) -> dict[str, Any]:
