@@ -64,6 +64,11 @@ UnetConfigOpt = Annotated[str | None, typer.Option("--unet-config", help="A UNet
 GradAccumOpt = Annotated[int, typer.Option("--grad-accum", help="Micro-batches per optimizer step (gradient accumulation).")]
 WorkersOpt = Annotated[int, typer.Option("--num-workers", help="DataLoader worker processes.")]
 HflipOpt = Annotated[bool, typer.Option("--hflip/--no-hflip", help="Random horizontal flips of training images.")]
+ValFractionOpt = Annotated[float | None, typer.Option("--val-fraction", help="Hold out this share of each model's samples "
+                                                     "and stop early when their loss stops improving (default: 0.1 for a "
+                                                     "full fine-tune from a base, else off; 0 turns it off).")]
+PatienceOpt = Annotated[int, typer.Option("--patience", help="Early stopping: held-out evaluations without a new best "
+                                          "before stopping.")]
 CompileOpt = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model (pays on GPUs for long runs).")]
 
 

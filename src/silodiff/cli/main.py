@@ -16,7 +16,7 @@ from ..errors import SilodiffError
 from .common import (
     DEBUG, DEFAULT_N, EXIT_BAD_INPUT, EXIT_VERIFY_FAILED, BatchSizeOpt, EpochsOpt, JsonOpt, LrOpt, NOpt, SeedOpt,
     StoreOpt, _names, _open, app, catalog_app, cli_errors, data_app, deprecated, emit, train_app,
-    CompileOpt, DeviceOpt, GradAccumOpt, HflipOpt, PrecisionOpt, UnetConfigOpt, WorkersOpt, device_arg,
+    CompileOpt, DeviceOpt, PatienceOpt, ValFractionOpt, GradAccumOpt, HflipOpt, PrecisionOpt, UnetConfigOpt, WorkersOpt, device_arg,
 )
 
 AssignOpt = Annotated[str, typer.Option(help="How samples get their source: by-class, random:K or single[:NAME] "
@@ -134,6 +134,8 @@ def train_compartments_cmd(
     num_workers: WorkersOpt = 0,
     hflip: HflipOpt = False,
     compile_: CompileOpt = False,
+    val_fraction: ValFractionOpt = None,
+    patience: PatienceOpt = 8,
 ) -> None:
     """Train one model per compartment, each on its own samples only (from scratch, or from the base)."""
     from ..jobs import plan_compartments, train_compartments
@@ -150,7 +152,8 @@ def train_compartments_cmd(
     if from_base and unet_config:
         raise SilodiffError("--unet-config and --from-base: a compartment on a base has the base's architecture")
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,
-                         grad_accum=grad_accum, num_workers=num_workers, hflip=hflip, compile=compile_)
+                         grad_accum=grad_accum, num_workers=num_workers, hflip=hflip, compile=compile_,
+                         val_fraction=val_fraction, patience=patience)
     if not num_gpus:  # with --num-gpus the device is checked in each Ray task, on the GPU Ray assigns it
         config.check()
     st = _open(store)
@@ -184,6 +187,8 @@ def train_paragon_cmd(
     num_workers: WorkersOpt = 0,
     hflip: HflipOpt = False,
     compile_: CompileOpt = False,
+    val_fraction: ValFractionOpt = None,
+    patience: PatienceOpt = 8,
     data_parallel: Annotated[int, typer.Option("--data-parallel", help="Train in N processes, one per GPU "
                                                "(gloo processes without GPUs), gradients summed across them.")] = 1,
 ) -> None:
@@ -193,7 +198,8 @@ def train_paragon_cmd(
     from ..training import TrainConfig
 
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,
-                         grad_accum=grad_accum, num_workers=num_workers, hflip=hflip, compile=compile_).check()
+                         grad_accum=grad_accum, num_workers=num_workers, hflip=hflip, compile=compile_,
+                         val_fraction=val_fraction, patience=patience).check()
     st = _open(store)
     model = model_config(st, unet_config) if unet_config else None
     r = train_paragon(st, config=config, model=model, slices=slices, seed=seed, hooks=_agc(agc, agc_lam),

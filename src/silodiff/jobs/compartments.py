@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from .backends import JobsFailed, run_jobs
 from .slices import JobResult, SliceJob
 
 PARAGON = "paragon"
+FINE_TUNE_VAL_FRACTION = 0.1  # held out of each compartment to early-stop a full fine-tune from a base
 
 
 def num_classes(store: Store) -> int:
@@ -91,7 +93,8 @@ def train_compartments(
     ``hooks``: training-hook specs as plain data (``silodiff.training.hooks.hook_spec``),
     e.g. anti-gradient control; every job rebuilds its own.
     ``from_base``: start each compartment from the active base model (``silodiff.jobs.base``), as a full
-    fine-tune (``adapter="none"``) or LoRA adapters (``adapter="lora"``, ``lora=dict(rank=, alpha=, targets=)``).
+    fine-tune (``adapter="none"``; early-stopped on a held-out ``FINE_TUNE_VAL_FRACTION`` of each compartment's
+    samples unless ``config.val_fraction`` says otherwise, 0 turning it off) or LoRA adapters (``adapter="lora"``, ``lora=dict(rank=, alpha=, targets=)``).
     """
     config = (config or TrainConfig()).check()
     base = None
@@ -100,6 +103,8 @@ def train_compartments(
 
         base = active_base(store)
         model = from_base_model(base, adapter, **(lora or {}))
+        if adapter == "none" and config.val_fraction is None:  # a full fine-tune overfits an owner's few samples
+            config = dataclasses.replace(config, val_fraction=FINE_TUNE_VAL_FRACTION)
     elif adapter != "none" or lora:
         raise SilodiffError("--adapter and the LoRA options need --from-base")
     planned = {c["name"] for c in store.catalog.compartments()} - {c["name"] for c in store.catalog.compartments("dropped")}

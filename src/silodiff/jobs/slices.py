@@ -24,6 +24,8 @@ import torch
 from ..config import build
 from ..store import Store, ids_hash
 from ..training import TrainConfig, new_state, steps_for, train
+from ..data import SampleSet
+from ..training.early_stop import EVALUATIONS, EarlyStopping, split_validation
 from ..training.hooks import build_hooks, hook_reports
 from ..training.plan import derive_seed
 from ..training.state import TrainState, model_tensors
@@ -74,8 +76,21 @@ def recipe(job: SliceJob) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _early_stopping(stage: SampleSet, config: TrainConfig, budget: int) -> tuple[SampleSet, EarlyStopping | None]:
+    """(the samples to train on, the early-stopping hook) for one stage; no hook when ``val_fraction`` is 0.
+
+    The held-out samples stay in the stage's lineage: they decided when it stopped."""
+    fit, held = split_validation(stage.sample_ids, config.val_fraction or 0.0, config.seed)
+    if not held:
+        return stage, None
+    every = config.val_every or max(1, budget // EVALUATIONS)
+    stopper = EarlyStopping(stage.subset(held), every=every, patience=config.patience, seed=config.seed,
+                            num_train_timesteps=config.num_train_timesteps)
+    return stage.subset(fit), stopper
+
+
 def _save_checkpoint(store: Store, job: SliceJob, state: TrainState, r: int, set_ids: list[str], seconds: float,
-                     hooks: list | None = None) -> str:
+                     hooks: list | None = None, stopper: EarlyStopping | None = None) -> str:
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.ema.model.state_dict().items()}
     tensors.update(state.to_tensors())
     info = {"kind": job.kind, "name": job.name, "slice": r, "n_slices": len(job.slices), "train": job.train}
@@ -83,6 +98,8 @@ def _save_checkpoint(store: Store, job: SliceJob, state: TrainState, r: int, set
         info["base"] = job.extra["base"]["hash"]  # forgetting a base sample rebuilds this compartment on the new base
     if job.extra.get("sources"):
         info["sources"] = job.extra["sources"]
+    if stopper is not None:
+        info["early_stop"] = stopper.report()  # the stop step, the best step and the held-out loss curve
     reports, summaries = hook_reports(hooks or [])
     if reports:
         info["hooks"] = reports  # e.g. AGC skip counts per sample_id
@@ -99,6 +116,8 @@ def _save_checkpoint(store: Store, job: SliceJob, state: TrainState, r: int, set
             compartment=job.name if job.kind == "compartment" else None, slice=r,
             metrics={"train_seconds": round(seconds, 3), "step": state.step, "n": sum(len(s) for s in job.slices[: r + 1]),
                      "recipe": recipe(job),
+                     **({"best_step": stopper.best_step, "stopped_early": stopper.stop_step is not None}
+                        if stopper is not None else {}),
                      **({"hooks": _hook_kinds(job), **summaries} if job.extra.get("hooks") else {})},
             active=job.activate,
         )
@@ -216,8 +235,12 @@ def _run(job: SliceJob, rank: int = 0) -> JobResult:
         stage = data.subset(sorted(sid for s in job.slices[: r + 1] for sid in s))
         label = f"{job.name} slice {r + 1}/{len(job.slices)}" if job.progress else False
         stage_t0 = time.perf_counter()
-        train(state, stage, config, steps=budget[r], progress=label, hooks=hooks)
+        stage, stopper = _early_stopping(stage, config, budget[r])
+        train(state, stage, config, steps=budget[r], progress=label, hooks=[*hooks, *([stopper] if stopper else [])])
+        if stopper:
+            stopper.finish(state)
         if lead:
-            written.append(_save_checkpoint(store, job, state, r, set_ids, time.perf_counter() - stage_t0, hooks))
+            written.append(_save_checkpoint(store, job, state, r, set_ids, time.perf_counter() - stage_t0, hooks,
+                                            stopper))
     return JobResult(job.name, written, time.perf_counter() - t0, state.step - steps0, start)
 

@@ -20,7 +20,8 @@ once (no per-item Python).  Converting uint8 → [-1, 1] happens on the device.
 The objective is pluggable (``loss_fn(model, batch, scheduler) -> (b,)``); the
 default is the denoiser's own ``loss``; classifiers on noisy inputs pass
 ``classifier_loss(targets)`` (CPSample) or ``composition.routers.router_loss`` (the router).  Hooks are objects with any of
-``on_batch(batch) -> mask | None`` and ``on_step(state)``; ``batch`` is a dict
+``on_batch(batch) -> mask | None`` and ``on_step(state)`` (which may set ``state.stop`` to end
+the run after that step: early stopping, ``training.early_stop``); ``batch`` is a dict
 with ``x0, labels, rows, ids, t, noise, loss``.
 """
 
@@ -69,6 +70,10 @@ class TrainConfig:
     hflip: bool = False  # random horizontal flips (for data where a mirror image is as likely)
     num_workers: int = 0  # DataLoader worker processes
     compile: bool = False  # torch.compile the model (see docs/guides/gpu.md for when it pays)
+    val_fraction: float | None = None  # hold out this share of a job's samples, stop early on it (training.early_stop);
+    # None: 0.1 for a full fine-tune from a base (jobs.base), else 0 (off)
+    val_every: int = 0  # steps between held-out evaluations (0: about 40 over the budget)
+    patience: int = 8  # evaluations without a new best before stopping
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,7 +82,7 @@ class TrainConfig:
         """The fields that decide what is learned (``EXECUTION_FIELDS`` and options at their defaults left out,
         so adding an execution option never changes an existing recipe)."""
         defaults = TrainConfig()
-        new = ("precision", "grad_accum", "hflip")
+        new = ("precision", "grad_accum", "hflip", "val_fraction", "val_every", "patience")
         return {k: v for k, v in asdict(self).items()
                 if k not in EXECUTION_FIELDS and not (k in new and v == getattr(defaults, k))}
 
@@ -91,6 +96,10 @@ class TrainConfig:
             raise SilodiffError("label_dropout must be in [0, 1)")
         if self.max_timestep is not None and not 1 <= self.max_timestep <= self.num_train_timesteps:
             raise SilodiffError(f"max_timestep must be in 1..{self.num_train_timesteps}, got {self.max_timestep}")
+        if self.val_fraction is not None and not 0 <= self.val_fraction < 1:
+            raise SilodiffError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.val_every < 0 or self.patience < 1:
+            raise SilodiffError(f"val_every must be ≥ 0 and patience ≥ 1, got {self.val_every} and {self.patience}")
         if self.num_workers < 0:
             raise SilodiffError(f"num_workers must be ≥ 0, got {self.num_workers}")
         check_precision(self.precision, resolve_device(self.device))
@@ -241,8 +250,8 @@ def train(
     rank, size = world()  # data-parallel: every rank draws the whole batch and keeps its share (training.parallel)
     bar = tqdm(total=steps, desc=progress if isinstance(progress, str) else "train", disable=not progress, leave=False)
     batches = iter(batch_loader(data, config, gen, device))
-    done = 0
-    while done < steps:
+    done, state.stop = 0, False
+    while done < steps and not state.stop:
         opt.zero_grad(set_to_none=True)
         kept = False  # did any micro-batch keep a sample (on any rank)?
         for _ in range(config.grad_accum):
@@ -301,7 +310,7 @@ def train(
         state.step += 1
         state.ema.update(model, state.step)
         for hook in on_step:
-            hook(state)
+            hook(state)  # may set state.stop (early stopping): this step is the run's last
         done += 1
         bar.update(1)
         if done % 50 == 0:

@@ -46,6 +46,7 @@ class TrainState:
     step: int = 0
     extra: dict = field(default_factory=dict)
     seed: int = 0
+    stop: bool = False  # a hook (early stopping) asks the loop to end the run after this step
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
         out = {f"{PREFIX}raw.{k}": v.detach().cpu().contiguous().clone() for k, v in self.model.state_dict().items()}
