@@ -67,6 +67,13 @@ bench-lora-members: setup
 bench-attribution-lds: setup
 	$(PY) bench/attribution_lds.py
 
+# Issue 15's operating point: paragon vs compartments from scratch / base + full fine-tunes / base + LoRA, equal
+# compute (a) and trained to convergence (b), 3 training seeds (~1 h each on 2 cores)
+.PHONY: bench-operating-point
+bench-operating-point: setup
+	$(PY) bench/operating_point.py --budgets a
+	$(PY) bench/operating_point.py --budgets b
+
 .PHONY: bench-core
 bench-core: setup
 	$(PY) bench/core.py

@@ -1,0 +1,382 @@
+"""One honest operating point for compartmentalised diffusion (issue 15): quality against the paragon and
+forgetting cost, at the same budget, from scratch and from a shared base (full fine-tunes and LoRA).
+
+    python bench/operating_point.py [--seeds 0,1,2] [--budgets a,b] [--workers 2] [--quick]
+    make bench-operating-point   (budget a, then budget b, 3 training seeds each)
+
+Protocol (fixed before the first run; every row run is reported):
+
+Data.  The 1,797 8×8 digits, permuted once with data seed 0 (the same split for every training seed):
+- held-out H: 357 images, never ingested; the FLD reference, the MIA non-members, and, split into two
+  disjoint halves, the real-vs-real floor;
+- public P: 25% of the remaining 1,440 (360 images), a source no owner claims (the base's data);
+- owners: the other 1,080 split among K = 8 owners of 135 images, two ways: IID (random) and
+  non-IID (sorted by class, then cut into 8 contiguous groups: each owner holds one or two digits).
+
+FLD net.  The audit's FLD CNN trained on H only (it never saw a training image); FLD is computed
+against all of H on n_gen class-balanced conditional samples (DDPM, ``--sample-steps`` steps, sampling
+seed fixed), so rows differ only by the model.
+
+Rows (8×8 MLP denoiser, the default architecture, batch 64, lr 2e-3):
+- ``paragon-scratch``: one model on P ∪ owners;
+- ``paragon-base-ft``: the base (trained on P) fine-tuned on all owners' data as one model;
+- ``k8-scratch`` (IID / non-IID): 9 compartments from scratch, the 8 owners and P (a public compartment);
+- ``k8-ft``: the base + 8 full fine-tunes from it (early-stopped on 10% of each owner's data), the base a
+  member of the mixture;
+- ``k8-lora``: the base + 8 peft LoRA adapters (rank 4, every linear layer), one base in memory.
+Each composition is sampled with the shard-classifier router, the trajectory filter and the uniform
+router; "best" is the lower FLD of the first two (reported beside both and the uniform one).
+
+Budgets.
+- (a) equal total compute: every row spends S = 9,000 optimizer steps of batch 64 in total (the
+  paragon ≈ 400 epochs).  A base row spends S/2 on the base and S/2 on its fine-tunes (S/16 per owner);
+  k8-scratch spends S/9 per compartment.  Full fine-tunes stop early on their held-out 10% (the
+  product's default), so they may spend less; the steps actually run are reported.  The router's
+  steps (a classifier, 30 epochs) come on top and are reported.
+- (b) trained to convergence: every model holds out 10% of its samples and stops after 8 held-out
+  evaluations without a new best (``TrainConfig.val_fraction``), capped at 2× its budget-(a) steps
+  (``bench/results/operating_point-converged.json`` when run alone: ``--budgets b``).
+
+Columns per row: FLD mean ± std over the training seeds (sampling seed fixed), the ratio to the best
+paragon at the same budget (per seed, then averaged), class accuracy of the FLD net on the samples,
+optimizer steps, bytes per compartment (inference tensors only), sampling seconds per image over the
+paragon's, NN-ratio memorised fraction and Carlini fraction (< 0.5) against the row's training images,
+loss-MIA AUC (members: 300 owner training images; non-members: H), and the forget-one-sample cost:
+``silodiff.forget`` of one random owner sample in the row's store (CPU seconds of this process, serial
+backend), measured twice: with the shard-classifier router in the store (retrained too, since it saw every
+sample), then for another owner's sample with that router retired (the store that serves the trajectory
+filter); the row's cost is the one of the configuration its best router needs.  It is set against retraining the best paragon at the same budget without it (its measured training CPU
+seconds: the whole paragon from scratch, or only the fine-tune for the base-fine-tuned paragon, whose base
+never saw an owner's sample).  CPU seconds, not wall time, because the machine is shared.
+
+Headline keys (``bench/results/operating_point.json``), budget (a) unless stated, mean over seeds:
+``headline.fld_ratio`` (best compartmentalised IID row with its best router, over the best paragon;
+target ≤ 1.10), ``headline.forget_speedup`` (that same row; target ≥ 8), ``headline.lora_bytes_ratio``
+(adapter bytes over full-model bytes; target ≤ 0.05), ``headline.noniid_routed_over_uniform`` (FLD of
+the best-routed composition over the uniform one, non-IID split, best compartmentalised non-IID row;
+target < 1).  Every number is measured in this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import scratch_dir, write_results  # noqa: E402
+
+import silodiff as sd  # noqa: E402
+from silodiff.audit import class_accuracy, feature_net, fld  # noqa: E402
+from silodiff.audit.frechet import features, frechet_distance  # noqa: E402
+from silodiff.audit.memorization import MemorizationAuditor  # noqa: E402
+from silodiff.audit.mia import LossAttack  # noqa: E402
+from silodiff.composition import compose, final_checkpoint, trained_compartments, train_router  # noqa: E402
+from silodiff.data import SampleSet  # noqa: E402
+from silodiff.jobs import plan_compartments, train_base, train_compartments, train_paragon  # noqa: E402
+from silodiff.jobs.base import active_base  # noqa: E402
+from silodiff.sampling import balanced_labels, generate  # noqa: E402
+from silodiff.training import TrainConfig  # noqa: E402
+from silodiff.unlearning import forget  # noqa: E402
+
+K, N_HELD, PUBLIC_SHARE, BATCH = 8, 357, 0.25, 64
+FULL = dict(total_steps=9000, n_gen=500, sample_steps=50, router_epochs=30, cap=2, mia_members=300, rank=4)
+QUICK = dict(total_steps=240, n_gen=60, sample_steps=10, router_epochs=2, cap=2, mia_members=40, rank=2)
+ROUTERS = ("classifier", "trajectory", "uniform")
+
+
+# ----------------------------------------------------------------------------- data
+def split_data() -> dict[str, SampleSet]:
+    """held-out, public and the owners' data (IID and non-IID), one fixed split."""
+    data = sd.load_digits("random:1")
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0)).tolist()
+    ids = [data.sample_ids[i] for i in order]
+    held, pool = ids[:N_HELD], ids[N_HELD:]
+    n_public = round(PUBLIC_SHARE * len(pool))
+    public, owners = pool[:n_public], pool[n_public:]
+    per = len(owners) // K
+    owners = owners[: per * K]
+    labels = dict(zip(data.sample_ids, data.labels.tolist()))
+    by_class = sorted(owners, key=lambda s: (labels[s], owners.index(s)))
+    return {"data": data, "held": held, "public": public, "owners": owners,
+            "iid": [owners[k * per:(k + 1) * per] for k in range(K)],
+            "noniid": [by_class[k * per:(k + 1) * per] for k in range(K)]}
+
+
+def as_sources(data: SampleSet, groups: dict[str, list[str]]) -> SampleSet:
+    ids = [s for g in groups.values() for s in g]
+    part = data.subset(ids)
+    return SampleSet(part.pixels, part.labels, part.sample_ids, [n for n, g in groups.items() for _ in g])
+
+
+# ----------------------------------------------------------------------------- training
+def config_for(n: int, steps: int, seed: int, budget: str, cap: int, *, fine_tune: bool = False) -> TrainConfig:
+    """A TrainConfig spending ≈ ``steps`` optimizer steps on ``n`` samples (budget a), or up to cap× with early
+    stopping (budget b).  A full fine-tune early-stops in both (the product's default)."""
+    per_epoch = -(-n // BATCH)
+    epochs = max(1, round(steps * (cap if budget == "b" else 1) / per_epoch))
+    val = 0.1 if budget == "b" or fine_tune else 0.0
+    return TrainConfig(epochs=epochs, batch_size=BATCH, lr=2e-3, seed=seed, device="cpu", val_fraction=val)
+
+
+class Clock:
+    """CPU seconds of this process (robust to other work on the machine) and wall seconds."""
+
+    def __enter__(self):
+        self.c0, self.w0 = time.process_time(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.cpu, self.wall = time.process_time() - self.c0, time.perf_counter() - self.w0
+
+
+def steps_of(store: sd.Store, kind: str, names: list[str]) -> int:
+    return sum(int(final_checkpoint(store, kind, n)["metrics"]["step"]) for n in names)
+
+
+def inference_bytes(store: sd.Store, digest: str) -> int:
+    tensors, _ = store.artifacts.get(digest)
+    return sum(v.numel() * v.element_size() for k, v in tensors.items() if not k.startswith("train/"))
+
+
+# ----------------------------------------------------------------------------- evaluation
+class Judge:
+    def __init__(self, root: Path, split: dict, p: dict):
+        held = split["data"].subset(split["held"])
+        self.store = sd.Store(root / "fld-net")
+        if not self.store.source_names():  # the net sees the held-out images only
+            self.store.ingest(as_sources(split["data"], {"held-out": split["held"]}), "digits")
+        self.net = feature_net(self.store, progress=False, device="cpu")
+        self.held = held
+        self.reference = features(self.net, held.x())
+        half = len(held) // 2
+        self.floor = frechet_distance(self.reference[:half], self.reference[half:2 * half])
+        self.p = p
+
+    def images(self, model, seed: int = 1234) -> tuple[torch.Tensor, torch.Tensor, float]:
+        labels = balanced_labels(self.p["n_gen"], 10)
+        with Clock() as c:
+            images, _ = generate(model, self.p["n_gen"], labels=labels, steps=self.p["sample_steps"], seed=seed,
+                                 device="cpu")
+        return images, labels, c.cpu / self.p["n_gen"]
+
+    def row(self, model, train_images: torch.Tensor, members: SampleSet) -> dict:
+        images, labels, cost = self.images(model)
+        auditor = MemorizationAuditor(feature_net=self.net).fit(train_images)
+        memo = auditor.summarize(auditor.score(images))
+        mia = LossAttack((10, 50, 100, 200), repeats=2).fit(model).evaluate(members, self.held)
+        return {"fld": frechet_distance(features(self.net, images), self.reference),
+                "class_accuracy": class_accuracy(self.net, images, labels), "sample_cpu_per_image": cost,
+                "nn_memorised": memo["nn_ratio_memorised"], "carlini_below_0.50": memo["carlini_below"].get("0.50"),
+                "mia_auc": mia["auc"]}
+
+    def fld_only(self, model) -> float:
+        images, _, _ = self.images(model)
+        return frechet_distance(features(self.net, images), self.reference)
+
+
+# ----------------------------------------------------------------------------- one cell: a training seed × a budget
+def cell(args: tuple) -> dict:
+    seed, budget, p, root = args
+    torch.set_num_threads(1)
+    root = Path(root) / f"seed{seed}-{budget}"
+    split = split_data()
+    data = split["data"]
+    judge = Judge(Path(root).parent, split, p)
+    S, cap = p["total_steps"], p["cap"]
+    owners_all = data.subset(split["owners"])
+    members = owners_all.subset(split["owners"][: p["mia_members"]])
+    rows: dict[str, dict] = {}
+
+    # the base on P, in a template store that every base row copies
+    tpl = sd.Store(root / "base-template")
+    tpl.ingest(as_sources(data, {"public": split["public"]}), "digits")
+    with Clock() as c_base:
+        train_base(tpl, ["public"], config=config_for(len(split["public"]), S // 2, seed, budget, cap), progress=False)
+    base_steps = int(final_checkpoint(tpl, "base", "base")["metrics"]["step"])
+    base_model = tpl.load(active_base(tpl)["hash"])
+    base_bytes = inference_bytes(tpl, active_base(tpl)["hash"])
+    rows["base-alone"] = {**judge.row(base_model, data.subset(split["public"]).x(), members), "steps": base_steps,
+                          "train_cpu": c_base.cpu}
+
+    def copy_template(name: str) -> sd.Store:
+        shutil.copytree(tpl.root, root / name)
+        return sd.Store(root / name)
+
+    # paragon from scratch on P ∪ owners
+    store = sd.Store(root / "paragon-scratch")
+    store.ingest(as_sources(data, {"public": split["public"], "owners": split["owners"]}), "digits")
+    with Clock() as c:
+        train_paragon(store, config=config_for(len(split["public"]) + len(split["owners"]), S, seed, budget, cap),
+                      slices=1, progress=False)
+    model = store.load(final_checkpoint(store, "paragon", "paragon")["hash"])
+    train_images = data.subset(split["public"] + split["owners"]).x()
+    rows["paragon-scratch"] = {**judge.row(model, train_images, members), "steps": steps_of(store, "paragon", ["paragon"]),
+                               "train_cpu": c.cpu, "retrain_cpu": c.cpu, "bytes": inference_bytes(
+                                   store, final_checkpoint(store, "paragon", "paragon")["hash"])}
+
+    # paragon = the base fine-tuned on all owners' data (one model)
+    store = copy_template("paragon-base-ft")
+    store.ingest(as_sources(data, {"owners": split["owners"]}), "digits")
+    plan_compartments(store, by="source", slices=1)
+    with Clock() as c:
+        train_compartments(store, ["owners"], config=config_for(len(split["owners"]), S // 2, seed, budget, cap,
+                                                                 fine_tune=True), from_base=True, progress=False)
+    model = store.load(final_checkpoint(store, "compartment", "owners")["hash"])
+    rows["paragon-base-ft"] = {**judge.row(model, train_images, members),
+                               "steps": base_steps + steps_of(store, "compartment", ["owners"]),
+                               "train_cpu": c_base.cpu + c.cpu, "retrain_cpu": c.cpu}
+
+    # the compositions, on each split
+    for split_name in ("iid", "noniid"):
+        groups = {f"owner-{k}": g for k, g in enumerate(split[split_name])}
+        for kind in ("k8-scratch", "k8-ft", "k8-lora"):
+            name = f"{kind}/{split_name}"
+            if kind == "k8-scratch":
+                store = sd.Store(root / name.replace("/", "-"))
+                store.ingest(as_sources(data, {"public": split["public"], **groups}), "digits")
+            else:
+                store = copy_template(name.replace("/", "-"))
+                store.ingest(as_sources(data, groups), "digits")
+            plan_compartments(store, by="source", slices=1)
+            n_owner = len(split[split_name][0])
+            with Clock() as c:
+                if kind == "k8-scratch":
+                    for comp, n, steps in [("public", len(split["public"]), S // 9)] + [(g, n_owner, S // 9) for g in groups]:
+                        train_compartments(store, [comp], config=config_for(n, steps, seed, budget, cap), progress=False)
+                else:
+                    lora = {"rank": p["rank"]} if kind == "k8-lora" else None
+                    train_compartments(store, config=config_for(n_owner, S // (2 * K), seed, budget, cap,
+                                                                fine_tune=kind == "k8-ft"),
+                                       from_base=True, adapter="lora" if lora else "none", lora=lora, progress=False)
+                with_base = kind != "k8-scratch"
+                train_router(store, config=TrainConfig(epochs=p["router_epochs"], seed=seed, device="cpu"),
+                             progress=False, with_base=with_base)
+            names = trained_compartments(store)
+            finals = [final_checkpoint(store, "compartment", n)["hash"] for n in names]
+            row = {"steps": steps_of(store, "compartment", names) + (0 if kind == "k8-scratch" else base_steps),
+                   "router_steps": p["router_epochs"] * -(-(len(split["public"]) + len(split["owners"])) // BATCH),
+                   "train_cpu": c.cpu + (0 if kind == "k8-scratch" else c_base.cpu),
+                   "bytes_per_compartment": statistics.mean(inference_bytes(store, h) for h in finals)}
+            flds = {}
+            for router in ROUTERS:
+                model = compose(store, router=router, with_base=with_base)
+                if router == "classifier":  # the full row of metrics once, with the learned router
+                    row.update(judge.row(model, train_images, members))
+                    flds[router] = row["fld"]
+                else:
+                    flds[router] = judge.fld_only(compose(store, router=router, with_base=with_base))
+            best = min(("classifier", "trajectory"), key=flds.__getitem__)
+            row.update({f"fld_{r}": v for r, v in flds.items()}, best_router=best, fld=flds[best],
+                       routed_over_uniform=flds[best] / flds["uniform"])
+            # forget one random owner sample, as the product does it (serial backend, this process): first with
+            # the shard-classifier router in the store (it saw every sample, so it is retrained too), then, for
+            # another owner's sample, with it retired (what a store serving the trajectory filter holds)
+            owner = sorted(split[split_name][seed % K])
+            with Clock() as cf:
+                forget(store, sample_ids=[owner[seed]])
+            store.catalog.set_active([r["hash"] for r in store.active("router", "router")], False)
+            other = sorted(split[split_name][(seed + 1) % K])
+            with Clock() as cg:
+                forget(store, sample_ids=[other[seed]])
+            served = "forget_cpu_with_router" if best == "classifier" else "forget_cpu_without_router"
+            row.update(forget_cpu_with_router=cf.cpu, forget_cpu_without_router=cg.cpu, forget_wall=cf.wall)
+            row["forget_cpu"] = row[served]
+            rows[name] = row
+    return {"seed": seed, "budget": budget, "rows": rows, "floor": judge.floor, "base_bytes": base_bytes}
+
+
+# ----------------------------------------------------------------------------- summary
+def mean_std(values: list[float]) -> dict:
+    values = [v for v in values if v is not None]
+    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}
+
+
+def summarise(cells: list[dict], budget: str) -> dict:
+    cells = [c for c in cells if c["budget"] == budget]
+    names = list(cells[0]["rows"])
+    out = {}
+    for name in names:
+        per_seed = [c["rows"][name] for c in cells]
+        best_paragon = [min(c["rows"]["paragon-scratch"]["fld"], c["rows"]["paragon-base-ft"]["fld"]) for c in cells]
+        ref = [min(("paragon-scratch", "paragon-base-ft"), key=lambda r: c["rows"][r]["fld"]) for c in cells]
+        row = {k: mean_std([r[k] for r in per_seed]) for k in per_seed[0]
+               if isinstance(per_seed[0][k], (int, float)) and not isinstance(per_seed[0][k], bool)}
+        row["fld_ratio"] = mean_std([r["fld"] / b for r, b in zip(per_seed, best_paragon)])
+        if "forget_cpu" in per_seed[0]:
+            row["forget_speedup"] = mean_std([c["rows"][p]["retrain_cpu"] / r["forget_cpu"]
+                                              for c, p, r in zip(cells, ref, per_seed)])
+        if "best_router" in per_seed[0]:
+            row["best_router"] = [r["best_router"] for r in per_seed]
+        out[name] = row
+    return {"rows": out, "floor": mean_std([c["floor"] for c in cells]),
+            "best_paragon": [min(("paragon-scratch", "paragon-base-ft"), key=lambda r: c["rows"][r]["fld"]) for c in cells]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--budgets", default="a,b")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+    p = dict(QUICK if args.quick else FULL)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    budgets = args.budgets.split(",")
+    root = scratch_dir("operating-point", keep=args.keep)
+    Judge(root, split_data(), p)  # trains the FLD net once, before the workers read it
+    jobs = [(s, b, p, str(root)) for b in budgets for s in seeds]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(args.workers) as pool:
+        cells = list(pool.map(cell, jobs))
+    summary = {b: summarise(cells, b) for b in budgets}
+    a = summary[budgets[0]]["rows"]
+    best_iid = min(("k8-scratch/iid", "k8-ft/iid", "k8-lora/iid"), key=lambda r: a[r]["fld_ratio"]["mean"])
+    best_noniid = min(("k8-scratch/noniid", "k8-ft/noniid", "k8-lora/noniid"), key=lambda r: a[r]["fld_ratio"]["mean"])
+    lora_bytes = statistics.mean(c["rows"]["k8-lora/iid"]["bytes_per_compartment"] / c["base_bytes"] for c in cells)
+    headline = {
+        "budget": budgets[0], "best_row": best_iid,
+        "fld_ratio": a[best_iid]["fld_ratio"]["mean"], "fld_ratio_std": a[best_iid]["fld_ratio"]["std"],
+        "forget_speedup": a[best_iid]["forget_speedup"]["mean"],
+        "lora_bytes_ratio": lora_bytes,
+        "noniid_row": best_noniid,
+        "noniid_routed_over_uniform": a[best_noniid]["routed_over_uniform"]["mean"],
+    }
+    targets = {"fld_ratio": headline["fld_ratio"] <= 1.10, "forget_speedup": headline["forget_speedup"] >= 8,
+               "lora_bytes_ratio": headline["lora_bytes_ratio"] <= 0.05,
+               "noniid_routed_over_uniform": headline["noniid_routed_over_uniform"] < 1}
+    results = {"headline": headline, "targets_met": targets, "summary": summary, "cells": cells, "params": p,
+               "seeds": seeds, "budgets": budgets, "seconds": time.perf_counter() - t0}
+    table = []
+    for b in budgets:
+        for name, row in summary[b]["rows"].items():
+            fr = row["fld_ratio"]
+            extra = f"steps {row['steps']['mean']:.0f}"
+            if "forget_speedup" in row:
+                extra += f", forget ×{row['forget_speedup']['mean']:.1f}, routed/uniform {row['routed_over_uniform']['mean']:.2f}"
+            table.append((f"({b}) {name}", f"FLD {row['fld']['mean']:.1f} ± {row['fld']['std']:.1f}; "
+                          f"ratio {fr['mean']:.2f} ± {fr['std']:.2f}", extra))
+    notes = [f"headline (budget {budgets[0]}): best IID row {best_iid}: FLD ratio {headline['fld_ratio']:.3f} "
+             f"(target ≤ 1.10: {'met' if targets['fld_ratio'] else 'NOT met'}), forget speedup "
+             f"{headline['forget_speedup']:.1f} (target ≥ 8: {'met' if targets['forget_speedup'] else 'NOT met'})",
+             f"LoRA adapter bytes / full model: {lora_bytes:.3f} (target ≤ 0.05: "
+             f"{'met' if targets['lora_bytes_ratio'] else 'NOT met'})",
+             f"non-IID ({best_noniid}) routed / uniform FLD: {headline['noniid_routed_over_uniform']:.3f} "
+             f"(target < 1: {'met' if targets['noniid_routed_over_uniform'] else 'NOT met'})",
+             f"real-vs-real floor (two halves of the held-out set): {summary[budgets[0]]['floor']['mean']:.1f}"]
+    name = "operating_point" if budgets[0] == "a" else "operating_point-converged"
+    write_results(name + ("-quick" if args.quick else ""), results, table, notes)
+
+
+if __name__ == "__main__":
+    main()
