@@ -15,6 +15,9 @@ from typing import Any
 from .errors import SilodiffError
 
 _REGISTRY: dict[str, type] = {}
+# kinds whose module is not imported with the package (heavy dependencies, such as peft): imported on first build,
+# so a fresh worker process can rebuild them from their config alone
+_LAZY = {"lora-denoiser": "silodiff.nn.lora"}
 
 
 def register(kind: str):
@@ -44,6 +47,10 @@ def build(config: dict[str, Any]):
     """Instantiate the registered class named by ``config["kind"]``."""
     config = dict(config)
     kind = config.pop("kind", None)
+    if kind not in _REGISTRY and kind in _LAZY:
+        import importlib
+
+        importlib.import_module(_LAZY[kind])
     if kind not in _REGISTRY:
         raise SilodiffError(f"unknown model kind {kind!r}; known: {sorted(_REGISTRY)}")
     return _REGISTRY[kind](**config)

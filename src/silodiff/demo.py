@@ -1,11 +1,14 @@
 """The main job, end to end on the embedded digits data (``silodiff demo`` / ``make demo``).
 
-Steps: ingest digits with four owners → train one compartment per owner (SISA
-slices, process pool) and the paragon → train the router → sample from the
-composition with each router → FLD and class accuracy for every model →
-per-image compartment weights → then each feature's own step (memorisation
-defences, attribution, two users served over HTTP, the audit, forgetting a
-sample and a source) → ``report.md`` with pictures.
+Steps: ingest digits from a public source (a random quarter) and four owners
+who each hold a few classes (non-IID, as owners' data usually is) → train one
+compartment per source (SISA slices, process pool) and the paragon → train the
+router → sample from the composition with each router, routed beside uniform
+averaging → the same owners as LoRA adapters on a base trained on the public
+source → FLD and class accuracy for every model → per-image compartment
+weights → then each feature's own step (memorisation defences, attribution,
+two users served over HTTP, the audit, forgetting a sample and a source) →
+``report.md`` with pictures.
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ import torch
 
 from .audit import class_accuracy, feature_net, fld
 from .composition import compose, load_denoiser, train_router
-from .data import load_digits
+from .data import SampleSet, load_digits
 from .generation import WeightRecorder
-from .jobs import plan_compartments, train_compartments, train_paragon
+from .jobs import plan_compartments, train_base, train_compartments, train_paragon
 from .sampling import balanced_labels, generate
 from .store import Store
 from .training import TrainConfig
@@ -40,6 +43,17 @@ FEATURE_STEPS = (
     ("forgetting", "silodiff.unlearning.demo"),
 )
 OPTIONAL_STEPS = {"ray": ("scale-out on Ray", "silodiff.jobs.ray_demo")}
+OWNER_CLASSES = ((0, 1, 2), (3, 4), (5, 6, 7), (8, 9))  # non-IID owners: each holds a few digits
+PUBLIC_SHARE = 0.25
+
+
+def demo_data() -> SampleSet:
+    """Digits with a public source (a random quarter) and four owners holding disjoint classes."""
+    data = load_digits("single:public")
+    public = torch.rand(len(data), generator=torch.Generator().manual_seed(0)) < PUBLIC_SHARE
+    owner = {y: f"owner-{k}" for k, classes in enumerate(OWNER_CLASSES) for y in classes}
+    sources = ["public" if p else owner[int(y)] for p, y in zip(public.tolist(), data.labels.tolist())]
+    return SampleSet(data.pixels, data.labels, data.sample_ids, sources)
 
 
 def _log(msg: str) -> None:
@@ -71,8 +85,8 @@ def run_demo(
         _log(f"{name}: {timings[name]} s")
         return result
 
-    # 1. data with four owners
-    data = load_digits("random:4")
+    # 1. data: a public source and four non-IID owners
+    data = demo_data()
     store.ingest(data, "digits")
     sources = store.catalog.sources()
     _log(f"ingested {len(data)} digits from {len(sources)} sources")
@@ -97,6 +111,18 @@ def run_demo(
         t0 = time.perf_counter()
         images, _ = generate(model, n_eval, labels=labels, steps=steps, seed=1)
         name = which if not options else f"composed/{options['router']}"
+        rows.append({"model": name, "fld": round(fld(net, images, real), 3),
+                     "class_accuracy": round(class_accuracy(net, images, labels), 3),
+                     "sampling_s": round(time.perf_counter() - t0, 2)})
+        grids[name] = save_grid(images[:100], out / f"samples-{name.replace('/', '-')}.png", nrow=10, title=name)
+        _log(f"{name}: FLD {rows[-1]['fld']}, accuracy {rows[-1]['class_accuracy']}")
+
+    # 3b. the same owners as LoRA adapters on a base trained on the public source (a store of its own)
+    lora = timed("base + LoRA adapters", _base_and_adapters, out / "store-lora", data, config, backend, epochs)
+    for router in ("classifier", "uniform"):
+        model, name = compose(lora, router=router, with_base=True), f"base+lora/{router}"
+        t0 = time.perf_counter()
+        images, _ = generate(model, n_eval, labels=labels, steps=steps, seed=1)
         rows.append({"model": name, "fld": round(fld(net, images, real), 3),
                      "class_accuracy": round(class_accuracy(net, images, labels), 3),
                      "sampling_s": round(time.perf_counter() - t0, 2)})
@@ -128,14 +154,36 @@ def run_demo(
     return report
 
 
+def _base_and_adapters(root: Path, data: SampleSet, config: TrainConfig, backend: str, epochs: int) -> Store:
+    """A store where the base trains on the public source and each owner is a rank-4 LoRA adapter on it."""
+    store = Store(root)
+    store.ingest(data, "digits")
+    train_base(store, ["public"], config=config, progress=False)
+    plan_compartments(store, by="source", slices=2)
+    train_compartments(store, config=config, backend=backend, progress=False, from_base=True, adapter="lora",
+                       lora={"rank": 4})
+    train_router(store, config=TrainConfig(epochs=max(10, epochs // 4)), progress=False, with_base=True)
+    return store
+
+
 def _markdown(s: dict[str, Any], grids: dict[str, Path], bars: Path, sections: list[str]) -> str:
-    lines = ["# silodiff demo report", "", "Data: scikit-learn digits, four owners (sources), one compartment each.", "",
+    lines = ["# silodiff demo report", "",
+             "Data: scikit-learn digits; a public source (a random quarter) and four owners who each hold a few "
+             "classes (non-IID); one compartment per source.", "",
              "| source | samples |", "| --- | --- |"]
     lines += [f"| {r['name']} | {r['n']} |" for r in s["sources"]]
     lines += ["", "## Quality (FLD: Fréchet distance in silodiff's own CNN features; lower is better)", "",
               "| model | FLD | class accuracy | sampling s |", "| --- | --- | --- | --- |"]
     lines += [f"| {r['model']} | {r['fld']} | {r['class_accuracy']} | {r['sampling_s']} |" for r in s["quality"]]
-    lines += ["", "## Samples", ""]
+    lines += ["", "`composed/*`: the compartments trained from scratch, mixed by the learned router (classifier), the "
+              "trajectory filter, or uniform averaging. `base+lora/*`: a base trained on the public source, each owner a "
+              "LoRA adapter on it, the base a member of the mixture. With owners who hold different classes, "
+              "averaging every owner's prediction mixes digits the owners never share; routing asks the ones who know.",
+              "", "## Samples: routed beside uniform averaging", "", "| routed (classifier) | uniform |", "| --- | --- |"]
+    for routed, uniform in (("composed/classifier", "composed/uniform"), ("base+lora/classifier", "base+lora/uniform")):
+        if routed in grids and uniform in grids:
+            lines.append(f"| ![{routed}]({grids[routed].name}) | ![{uniform}]({grids[uniform].name}) |")
+    lines += ["", "Every model:", ""]
     lines += [f"**{name}**\n\n![{name}]({p.name})\n" for name, p in grids.items()]
     lines += ["## Which compartment each image drew on", "", "![weights images](weights-images.png)", "",
               f"![weights]({bars.name})", "", "| image | " + " | ".join(s["compartments"]) + " |",

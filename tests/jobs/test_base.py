@@ -177,3 +177,24 @@ def test_lora_members_share_one_base_and_give_the_same_eps(based):
     y = torch.tensor([0, 1, 2, 3, 4, 5])
     with torch.no_grad():
         torch.testing.assert_close(shared(x, t, y), separate(x, t, y), rtol=1e-5, atol=1e-5)
+
+
+def test_a_source_added_to_a_store_on_a_base_is_an_adapter_on_that_base(based):
+    from silodiff.data import SampleSet, load_digits
+    from silodiff.unlearning import add_source
+
+    store = _lora_store(based)
+    extra = load_digits("single:museum", limit=64)
+    new = extra.subset(extra.sample_ids[32:])  # digits32 holds the first 32
+    add_source(store, SampleSet(new.pixels, new.labels, new.sample_ids, ["museum"] * len(new)), "digits")
+    final = max(store.catalog.artifacts("compartment", name="museum"), key=lambda a: a["slice"])
+    assert store.load(final["hash"]).base_hash == active_base(store)["hash"]
+    assert set(store.catalog.lineage(final["hash"])) == _ids(store, "museum") | _ids(store, "source-0")
+
+
+def test_lora_compartments_train_in_worker_processes(based):
+    """A fresh worker rebuilds a LoRA model from its config alone (peft's module is imported on first build)."""
+    (result,) = train_compartments(based, ["source-1"], config=CONFIG, from_base=True, adapter="lora",
+                                   lora={"rank": 2}, backend="process", workers=1, progress=False)
+    assert len(result.artifacts) == 2
+    assert based.load(result.artifacts[-1]).base_hash == active_base(based)["hash"]

@@ -115,6 +115,8 @@ def add_source_cmd(
     path: Annotated[str | None, typer.Option(help="IMAGES,LABELS for idx; ROOT for folder.")] = None,
     limit: Annotated[int | None, typer.Option(help="Keep only the first N images.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs (default: the existing compartments').")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="Train there: auto, cpu, cuda, cuda:N or mps "
+                                               "(default: the existing compartments' setting).")] = None,
     as_json: JsonOpt = False,
     old_sources: Annotated[str | None, typer.Option("--sources", hidden=True, help="Deprecated: --assign.")] = None,
 ) -> None:
@@ -129,13 +131,14 @@ def add_source_cmd(
     st = _open(store)
     data = load_dataset(dataset, sources=assign, limit=limit, path=path)
     config = None
-    if epochs is not None:
+    if epochs is not None or device is not None:
         from ..composition import final_checkpoint, trained_compartments
         from ..training import TrainConfig
 
         names = trained_compartments(st)
         train = artifact_info(st, final_checkpoint(st, "compartment", names[0])["hash"]).get("train", {}) if names else {}
-        config = TrainConfig(**{**train, "epochs": epochs})
+        changes = {k: v for k, v in {"epochs": epochs, "device": device}.items() if v is not None}
+        config = TrainConfig(**{**train, **changes}).check()
     result = add_source(st, data, dataset, config=config, progress=not as_json)
     if as_json:
         emit(result, True)

@@ -36,6 +36,18 @@ def _template(store: Store) -> tuple[int, dict[str, Any] | None, dict[str, Any] 
     return n_slices, None, None
 
 
+def _like(store: Store, model: dict[str, Any] | None) -> dict[str, Any]:
+    """How the existing compartments were built: on the active base (the same adapter) or from ``model``, so a new
+    compartment on a base gets the base's lineage too."""
+    names = trained_compartments(store)
+    if not names or not artifact_info(store, final_checkpoint(store, "compartment", names[0])["hash"]).get("base"):
+        return {"model": model}
+    if model.get("kind") != "lora-denoiser":
+        return {"from_base": True, "adapter": "none"}
+    return {"from_base": True, "adapter": "lora",
+            "lora": {"rank": model["rank"], "alpha": model.get("alpha"), "targets": model.get("targets")}}
+
+
 def add_source(store: Store, data: SampleSet, dataset: str, *, config: TrainConfig | None = None,
                progress: bool = False) -> dict[str, Any]:
     """Register ``data`` (new sources only) as new compartments, train them, retrain the router if any.
@@ -86,7 +98,7 @@ def _finish(store: Store, data: SampleSet, dataset: str, new_sources: list[str],
                     store.catalog.plan_compartment(source, split_slices(ids, min(n_slices, len(ids))))
         # 2. train only them (a rerun resumes after the last checkpoint written)
         config = config or (TrainConfig(**train) if train else TrainConfig())
-        results = train_compartments(store, new_sources, config=config, model=model, progress=progress)
+        results = train_compartments(store, new_sources, config=config, progress=progress, **_like(store, model))
         # 3. the router's output set changed: retrain it over all compartments
         router = None
         old_router = store.active("router", ROUTER_NAME)
