@@ -10,7 +10,10 @@ from typing import Annotated
 
 import typer
 
-from .common import BatchSizeOpt, EpochsOpt, JsonOpt, LrOpt, SeedOpt, StoreOpt, _names, _open, cli_errors, emit, train_app
+from .common import (
+    BatchSizeOpt, EpochsOpt, InitFromOpt, JsonOpt, LrOpt, ProvenanceOpt, SeedOpt, StoreOpt, _names, _open, cli_errors, emit,
+    train_app,
+)
 
 
 @train_app.command("base")
@@ -27,6 +30,8 @@ def train_base_cmd(
                                          "on its sources too.")] = True,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
+    init_from: InitFromOpt = None,
+    provenance: ProvenanceOpt = None,
 ) -> None:
     """Train the base model on public sources; compartments may then start from it (`train compartments --from-base`)."""
     from ..jobs import train_base
@@ -34,6 +39,6 @@ def train_base_cmd(
 
     st = _open(store)
     r = train_base(st, _names(sources, "--sources") or [], config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
-                   seed=seed), slices=slices, seed=seed, public=public)
+                   seed=seed), slices=slices, seed=seed, public=public, init_from=init_from, provenance=provenance)
     emit({"base": r.artifacts[-1] if r.artifacts else None, "public_sources": st.catalog.public_sources(),
           "steps": r.steps, "seconds": round(r.seconds, 2)}, as_json)

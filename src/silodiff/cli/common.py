@@ -64,6 +64,10 @@ UnetConfigOpt = Annotated[str | None, typer.Option("--unet-config", help="A UNet
 GradAccumOpt = Annotated[int, typer.Option("--grad-accum", help="Micro-batches per optimizer step (gradient accumulation).")]
 WorkersOpt = Annotated[int, typer.Option("--num-workers", help="DataLoader worker processes.")]
 HflipOpt = Annotated[bool, typer.Option("--hflip/--no-hflip", help="Random horizontal flips of training images.")]
+InitFromOpt = Annotated[Path | None, typer.Option("--init-from", help="Start from a pretrained diffusers UNet2DModel "
+                                                   "folder (local; a pipeline folder's unet/ too).")]
+ProvenanceOpt = Annotated[str | None, typer.Option("--provenance", help="With --init-from: where the pretrained weights "
+                                                   "come from (recorded in the catalog and in certificates).")]
 CompileOpt = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model (pays on GPUs for long runs).")]
 
 

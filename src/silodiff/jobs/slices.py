@@ -71,6 +71,8 @@ def recipe(job: SliceJob) -> str:
     spec = {"model": job.model, "train": TrainConfig(**job.train).recipe_dict(), "hooks": job.extra.get("hooks", [])}
     if job.extra.get("base"):
         spec["base"] = job.extra["base"]["hash"]
+    if job.extra.get("init_from"):
+        spec["init_from"] = job.extra["init_from"]
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -83,6 +85,8 @@ def _save_checkpoint(store: Store, job: SliceJob, state: TrainState, r: int, set
         info["base"] = job.extra["base"]["hash"]  # forgetting a base sample rebuilds this compartment on the new base
     if job.extra.get("sources"):
         info["sources"] = job.extra["sources"]
+    if job.extra.get("init_from"):
+        info["init_from"] = job.extra["init_from"]  # the external artifact (pretrained UNet) it started from
     reports, summaries = hook_reports(hooks or [])
     if reports:
         info["hooks"] = reports  # e.g. AGC skip counts per sample_id
@@ -137,9 +141,11 @@ def _same_recipe(metrics: dict[str, Any], job: SliceJob) -> bool:
 
 
 def _initial_model(store: Store, job: SliceJob) -> torch.nn.Module:
-    """The model before its first slice: fresh, or the base's weights (a full fine-tune starts from them; an
-    adapter freezes them and trains only its low-rank layers)."""
+    """The model before its first slice: fresh, the base's weights (a full fine-tune starts from them; an
+    adapter freezes them and trains only its low-rank layers) or an imported pretrained UNet's (``init_from``)."""
     model = build(job.model)
+    if job.extra.get("init_from"):
+        model.load_state_dict(model_tensors(store.artifacts.get(job.extra["init_from"])[0]))
     base = job.extra.get("base")
     if base:
         tensors = model_tensors(store.artifacts.get(base["hash"])[0])

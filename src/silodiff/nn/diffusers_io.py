@@ -107,8 +107,8 @@ def unet_folder(path: str | Path) -> Path:
                 raise SilodiffError(f"--init-from {path}: {config} is not a JSON object") from None
             if name == "UNet2DModel":
                 return folder
-            raise SilodiffError(f"--init-from {path}: {config} describes a {name or 'non-diffusers model'}, "
-                                "not a diffusers UNet2DModel")
+            raise SilodiffError(f"--init-from {path}: not a diffusers UNet2DModel ({config} names "
+                                f"{name or 'no diffusers class'})")
     raise SilodiffError(f"--init-from {path}: not a diffusers model folder (no config.json of a UNet2DModel, "
                         "there or in unet/)")
 
