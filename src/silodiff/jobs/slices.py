@@ -4,7 +4,8 @@ Stage r trains ``epochs / R`` epochs on the union of slices 0..r, so stage r
 costs ∝ r + 1 and retraining from slice r costs ≈ (2R+1)/(3R) of the whole on
 average (Bourtoule et al. 2021).  After each stage the checkpoint (EMA weights
 for sampling + the full training state under ``train/``) is written as an
-artifact and registered with its lineage: the sample sets of slices 0..r.  A
+artifact (``model.safetensors`` the EMA weights, ``train.safetensors`` the training state: see
+``store.artifacts``) and registered with its lineage: the sample sets of slices 0..r.  A
 job that is killed and run again resumes after its last registered slice.
 
 Jobs are plain data (``SliceJob``) and ``run_job`` is a top-level function, so
@@ -145,10 +146,10 @@ def _initial_model(store: Store, job: SliceJob) -> torch.nn.Module:
     adapter freezes them and trains only its low-rank layers) or an imported pretrained UNet's (``init_from``)."""
     model = build(job.model)
     if job.extra.get("init_from"):
-        model.load_state_dict(model_tensors(store.artifacts.get(job.extra["init_from"])[0]))
+        model.load_state_dict(model_tensors(store.artifacts.get(job.extra["init_from"], train=False)[0]))
     base = job.extra.get("base")
     if base:
-        tensors = model_tensors(store.artifacts.get(base["hash"])[0])
+        tensors = model_tensors(store.artifacts.get(base["hash"], train=False)[0])
         if getattr(model, "base_hash", None):
             model.load_base(tensors)
         else:
