@@ -106,3 +106,20 @@ def test_a_composition_exports_every_member_and_loads_back(unet_store, tmp_path,
     model = sd.compose(unet_store, ["source-1", "source-2"], router="trajectory", share=False)
     with torch.no_grad():
         assert (back(x, torch.full((4,), 999), y) - model(x, torch.full((4,), 999), y)).abs().max() <= 1e-5
+
+
+def test_a_composition_with_the_classifier_router_loads_back_with_it(unet_store, tmp_path, inputs):
+    x, _, y = inputs
+    sd.train_router(unet_store, config=sd.TrainConfig(epochs=1, batch_size=16, device="cpu"), progress=False)
+    r = runner.invoke(app, ["export", "--store", str(unet_store.root), "--composition", "all", "--out",
+                            str(tmp_path / "comp"), "--json"])
+    assert r.exit_code == 0, r.output
+    manifest = json.loads(r.stdout)
+    assert manifest["router"]["kind"] == "classifier" and (tmp_path / "comp" / "router" / "model.safetensors").exists()
+    back = sd.load_export(tmp_path / "comp")
+    model = sd.compose(unet_store, share=False)
+    assert back.names == model.names == ["source-1", "source-2"]
+    t = torch.full((4,), 999)
+    with torch.no_grad():
+        assert (back(x, t, y) - model(x, t, y)).abs().max() <= 1e-5
+        assert torch.allclose(back.last_weights, model.last_weights, atol=1e-6)

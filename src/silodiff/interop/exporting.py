@@ -160,9 +160,11 @@ def export_model(
         else:
             plain = model.merged() if isinstance(model, LoraDenoiser) else model
             if getattr(plain, "unet", None) is None:
-                raise SilodiffError(f"{what} is an MLP denoiser: diffusers has no model class for it, only UNet "
-                                    "denoisers export (train with --unet-config; the composition export keeps it "
-                                    "in silodiff's format)")
+                kind = plain.config.get("kind")
+                is_a = "an MLP denoiser" if kind == "mlp-denoiser" else f"a {kind} model"
+                raise SilodiffError(f"{what} is {is_a}: diffusers has no model class for it, only UNet denoisers "
+                                    "export (train with --unet-config; a composition export keeps it in silodiff's "
+                                    "own format)")
             written = _write_diffusers(plain, tmp, _timesteps(store, row["hash"]))
         manifest = _manifest(row, model, format, written)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
