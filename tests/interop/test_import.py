@@ -133,3 +133,9 @@ def test_a_forget_retrains_from_the_same_pretrained_unet_and_the_certificate_nam
     assert info["init_from"] == ext["hash"]  # retrained from slice 0: from the same pretrained weights
     ok, problems = sd.verify_certificate(tmp_store, cert)
     assert ok, problems
+    train_file = tmp_store.artifacts.path(new) / "train.safetensors"  # the resume state, which sampling never reads
+    blob = bytearray(train_file.read_bytes())
+    blob[-2] ^= 0x01
+    train_file.write_bytes(bytes(blob))
+    ok, problems = sd.verify_certificate(tmp_store, cert)
+    assert not ok and any("train.safetensors was modified" in p for p in problems)

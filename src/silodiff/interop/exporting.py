@@ -134,8 +134,10 @@ class _Staging:
             old = self.out.with_name(f".{self.out.name}.old.{os.getpid()}")
             os.rename(self.out, old)
         os.rename(self.tmp, self.out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+        if old is not None and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        elif old is not None:
+            old.unlink()
 
 
 def export_model(
@@ -237,7 +239,7 @@ def load_export(path: str | Path, device: str | torch.device | None = None) -> t
         raise SilodiffError(f"{path} is not a silodiff export (no readable {MANIFEST})") from None
 
     def one(folder: Path, spec: dict[str, Any], shape: list[int], classes: int) -> torch.nn.Module:
-        if spec.get("format", "diffusers") == "silodiff" or "silodiff" in spec.get("files", spec.get("folders", {})):
+        if spec.get("format") == "silodiff":  # a member diffusers has no class for
             return _read_native(folder)
         sub = "unet_conditional" if (folder / "unet_conditional").is_dir() else "unet"
         unet = UNet2DModel.from_pretrained(str(folder / sub), local_files_only=True)
