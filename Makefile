@@ -58,6 +58,10 @@ bench-scale: setup fashion-mnist
 bench-cli-latency: setup
 	$(PY) bench/cli_latency.py
 
+.PHONY: bench-diffusers-io
+bench-diffusers-io: setup
+	$(PY) bench/diffusers_io.py
+
 .PHONY: bench-lora-members
 bench-lora-members: setup
 	$(PY) bench/lora_members.py

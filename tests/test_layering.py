@@ -26,7 +26,7 @@ LAYERS = [
     {"store"},
     {"jobs"},
     {"composition", "sampling"},
-    {"audit", "unlearning"},
+    {"audit", "unlearning", "interop"},
     {"defences"},
     {"generation"},
     {"attribution", "demo"},

@@ -34,6 +34,8 @@ _EXPORTS: dict[str, str] = {
     # forgetting
     "forget": "silodiff.unlearning", "plan_forget": "silodiff.unlearning",
     "verify_certificate": "silodiff.unlearning", "add_source": "silodiff.unlearning",
+    # diffusers and peft out
+    "export": "silodiff.interop", "load_export": "silodiff.interop",
     # quality
     "class_accuracy": "silodiff.audit", "feature_net": "silodiff.audit", "fld": "silodiff.audit",
 }
@@ -41,8 +43,8 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted([*_EXPORTS, "SilodiffError"], key=str.lower)
 
 # Subpackages reachable as attributes (``sd.jobs.JobsFailed``); importing one is what loads torch.
-_SUBPACKAGES = {"attribution", "audit", "composition", "data", "defences", "jobs", "nn", "sampling", "service",
-                "store", "training", "unlearning"}
+_SUBPACKAGES = {"attribution", "audit", "composition", "data", "defences", "interop", "jobs", "nn", "sampling",
+                "service", "store", "training", "unlearning"}
 
 
 def __getattr__(name: str) -> Any:
@@ -63,6 +65,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from .audit import class_accuracy, feature_net, fld
     from .composition import ComposedDenoiser, compose, load_denoiser, train_router
     from .data import SampleSet, load_dataset, load_digits
+    from .interop import export, load_export
     from .jobs import plan_compartments, train_compartments, train_paragon
     from .sampling import NoiseTrajectory, generate, make_scheduler, sample, sample_ddim, sample_ddpm
     from .store import Store

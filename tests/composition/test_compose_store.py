@@ -18,9 +18,9 @@ def reads(monkeypatch):
     seen: list[str] = []
     original = ArtifactStore.get
 
-    def get(self, digest):
+    def get(self, digest, **options):
         seen.append(digest)
-        return original(self, digest)
+        return original(self, digest, **options)
 
     monkeypatch.setattr(ArtifactStore, "get", get)
     return seen

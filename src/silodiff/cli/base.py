@@ -11,8 +11,8 @@ from typing import Annotated
 import typer
 
 from .common import (
-    BatchSizeOpt, DeviceOpt, EpochsOpt, JsonOpt, LrOpt, PatienceOpt, PrecisionOpt, SeedOpt, StoreOpt, ValFractionOpt, _names,
-    _open, cli_errors, emit, train_app,
+    BatchSizeOpt, DeviceOpt, EpochsOpt, InitFromOpt, JsonOpt, LrOpt, PatienceOpt, PrecisionOpt, ProvenanceOpt, SeedOpt,
+    StoreOpt, ValFractionOpt, _names, _open, cli_errors, emit, train_app,
 )
 
 
@@ -34,6 +34,8 @@ def train_base_cmd(
     precision: PrecisionOpt = "fp32",
     val_fraction: ValFractionOpt = None,
     patience: PatienceOpt = 8,
+    init_from: InitFromOpt = None,
+    provenance: ProvenanceOpt = None,
 ) -> None:
     """Train the base model on public sources; compartments may then start from it (`train compartments --from-base`)."""
     from ..jobs import train_base
@@ -42,6 +44,6 @@ def train_base_cmd(
     st = _open(store)
     r = train_base(st, _names(sources, "--sources") or [], config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
                    seed=seed, device=device, precision=precision, val_fraction=val_fraction, patience=patience).check(),
-                   slices=slices, seed=seed, public=public)
+                   slices=slices, seed=seed, public=public, init_from=init_from, provenance=provenance)
     emit({"base": r.artifacts[-1] if r.artifacts else None, "public_sources": st.catalog.public_sources(),
           "steps": r.steps, "seconds": round(r.seconds, 2)}, as_json)

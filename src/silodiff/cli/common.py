@@ -69,6 +69,10 @@ ValFractionOpt = Annotated[float | None, typer.Option("--val-fraction", help="Ho
                                                      "full fine-tune from a base, else off; 0 turns it off).")]
 PatienceOpt = Annotated[int, typer.Option("--patience", help="Early stopping: held-out evaluations without a new best "
                                           "before stopping.")]
+InitFromOpt = Annotated[Path | None, typer.Option("--init-from", help="Start from a pretrained diffusers UNet2DModel "
+                                                   "folder (local; a pipeline folder's unet/ too).")]
+ProvenanceOpt = Annotated[str | None, typer.Option("--provenance", help="With --init-from: where the pretrained weights "
+                                                   "come from (recorded in the catalog and in certificates).")]
 CompileOpt = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model (pays on GPUs for long runs).")]
 
 

@@ -7,3 +7,4 @@ from . import keys  # noqa: F401
 from . import defences  # noqa: F401
 from . import audit  # noqa: F401
 from . import base  # noqa: F401
+from . import export  # noqa: F401

@@ -16,7 +16,8 @@ from ..errors import SilodiffError
 from .common import (
     DEBUG, DEFAULT_N, EXIT_BAD_INPUT, EXIT_VERIFY_FAILED, BatchSizeOpt, EpochsOpt, JsonOpt, LrOpt, NOpt, SeedOpt,
     StoreOpt, _names, _open, app, catalog_app, cli_errors, data_app, deprecated, emit, train_app,
-    CompileOpt, DeviceOpt, PatienceOpt, ValFractionOpt, GradAccumOpt, HflipOpt, PrecisionOpt, UnetConfigOpt, WorkersOpt, device_arg,
+    CompileOpt, DeviceOpt, GradAccumOpt, HflipOpt, InitFromOpt, PatienceOpt, PrecisionOpt, ProvenanceOpt, UnetConfigOpt,
+    ValFractionOpt, WorkersOpt, device_arg,
 )
 
 AssignOpt = Annotated[str, typer.Option(help="How samples get their source: by-class, random:K or single[:NAME] "
@@ -136,6 +137,8 @@ def train_compartments_cmd(
     compile_: CompileOpt = False,
     val_fraction: ValFractionOpt = None,
     patience: PatienceOpt = 8,
+    init_from: InitFromOpt = None,
+    provenance: ProvenanceOpt = None,
 ) -> None:
     """Train one model per compartment, each on its own samples only (from scratch, or from the base)."""
     from ..jobs import plan_compartments, train_compartments
@@ -151,6 +154,10 @@ def train_compartments_cmd(
         raise SilodiffError("--adapter, --rank, --lora-alpha and --target-modules need --from-base")
     if from_base and unet_config:
         raise SilodiffError("--unet-config and --from-base: a compartment on a base has the base's architecture")
+    if init_from is not None and (from_base or unet_config):
+        raise SilodiffError("--init-from gives the architecture and the starting weights: drop --from-base / --unet-config")
+    if provenance is not None and init_from is None:
+        raise SilodiffError("--provenance describes --init-from: give both")
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,
                          grad_accum=grad_accum, num_workers=num_workers, hflip=hflip, compile=compile_,
                          val_fraction=val_fraction, patience=patience)
@@ -162,11 +169,16 @@ def train_compartments_cmd(
         from ..jobs.base import active_base, from_base_model
 
         from_base_model(active_base(st), adapter, **(lora or {}))
+    if init_from is not None:  # refuse a bad folder before anything is planned
+        from ..jobs.compartments import num_classes, store_image_shape
+        from ..nn.diffusers_io import check_fits, read_unet
+
+        check_fits(read_unet(init_from)[0], store_image_shape(st), num_classes(st))
     if replan or not st.catalog.compartments():
         plan_compartments(st, by=plan, slices=slices, seed=seed)
     results = train_compartments(st, _names(only, "--only"), config=config, model=model,
                                  backend=backend, hooks=_agc(agc, agc_lam), from_base=from_base, adapter=adapter,
-                                 lora=lora, **ray)
+                                 lora=lora, init_from=init_from, provenance=provenance, **ray)
     rows = [{"compartment": r.name, "checkpoints": len(r.artifacts), "final": r.artifacts[-1] if r.artifacts else None,
              "steps": r.steps, "seconds": round(r.seconds, 2), "resumed_from_slice": r.resumed_from} for r in results]
     emit(rows, as_json)
@@ -191,6 +203,8 @@ def train_paragon_cmd(
     patience: PatienceOpt = 8,
     data_parallel: Annotated[int, typer.Option("--data-parallel", help="Train in N processes, one per GPU "
                                                "(gloo processes without GPUs), gradients summed across them.")] = 1,
+    init_from: InitFromOpt = None,
+    provenance: ProvenanceOpt = None,
 ) -> None:
     """Train the monolithic paragon on all data (the baseline)."""
     from ..jobs import train_paragon
@@ -203,7 +217,7 @@ def train_paragon_cmd(
     st = _open(store)
     model = model_config(st, unet_config) if unet_config else None
     r = train_paragon(st, config=config, model=model, slices=slices, seed=seed, hooks=_agc(agc, agc_lam),
-                      data_parallel=data_parallel)
+                      data_parallel=data_parallel, init_from=init_from, provenance=provenance)
     emit({"paragon": r.artifacts[-1] if r.artifacts else None, "steps": r.steps, "seconds": round(r.seconds, 2)}, as_json)
 
 
@@ -308,11 +322,20 @@ def catalog_artifacts(
 @catalog_app.command("lineage")
 @cli_errors
 def catalog_lineage(store: StoreOpt, artifact: Annotated[str, typer.Argument(help="Artifact hash or prefix.")], as_json: JsonOpt = False) -> None:
-    """Every sample id an artifact was trained on."""
+    """Every sample id an artifact was trained on, and the external pretrained weights it started from."""
+    from ..store.external import external_ancestors
+
     st = _open(store)
     ids = st.catalog.lineage(artifact)
-    emit({"artifact": st.catalog.artifact(artifact)["hash"], "n": len(ids), "sample_ids": ids}, True) if as_json else \
+    digest = st.catalog.artifact(artifact)["hash"]
+    external = external_ancestors(st, digest)
+    if as_json:
+        emit({"artifact": digest, "n": len(ids), "sample_ids": ids, "external": external}, True)
+        return
+    if ids:
         typer.echo("\n".join(ids))
+    for e in external:  # pretrained weights it started from: their data are not in this store
+        typer.echo(f"external {e['hash']} {e['path']} (provenance: {e['provenance']}): {e['status']}")
 
 
 @catalog_app.command("saw")

@@ -31,12 +31,15 @@ ADAPTERS = ("none", "lora")
 def train_base(
     store: Store, sources: Sequence[str], *, config: TrainConfig | None = None, model: dict | None = None,
     slices: int = 1, seed: int = 0, progress: bool = True, public: bool = True,
+    init_from: str | None = None, provenance: str | None = None,
 ) -> JobResult:
     """Train the base on the live samples of ``sources`` (an artifact of kind ``base``).
 
     ``public=True`` declares those sources public: every key may use them, so any key may be served a
     compartment built on this base.  ``public=False`` keeps them licensed: a compartment built on the base is
     then served only to keys whose rights cover the base's sources too (its effective lineage includes them).
+    ``init_from``/``provenance``: start the base from a local diffusers ``UNet2DModel`` folder (a pretrained model,
+    registered as an external artifact; see ``silodiff.jobs.pretrained``).
     """
     from .compartments import _jobs
 
@@ -47,13 +50,18 @@ def train_base(
     known = {r["name"] for r in store.catalog.sources()}
     if set(sources) - known:
         raise SilodiffError(f"unknown source(s): {', '.join(sorted(set(sources) - known))}")
-    if public:
-        store.catalog.declare_public(sources)
     ids = [r["sample_id"] for s in sources for r in store.catalog.sample_rows(s)]
     if not ids:
         raise SilodiffError(f"source(s) {', '.join(sources)} hold no live samples")
+    from .pretrained import init_model
+
+    model, external = init_model(store, init_from, provenance, model)  # checked (and registered) first
+    if public:
+        store.catalog.declare_public(sources)
     (job,) = _jobs(store, BASE, {BASE: split_slices(sorted(ids), slices, seed)}, config, model, progress)
     job.extra["sources"] = sources
+    if external:
+        job.extra["init_from"] = external
     (result,) = run_jobs([job], "serial")
     store.catalog.log_event("train", {"kind": BASE, "sources": sources, "public": public,
                                       "seconds": round(result.seconds, 2)})

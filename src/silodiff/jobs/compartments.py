@@ -86,6 +86,8 @@ def train_compartments(
     from_base: bool = False,
     adapter: str = "none",
     lora: dict[str, Any] | None = None,
+    init_from: str | None = None,
+    provenance: str | None = None,
     **backend_options: Any,
 ) -> list[JobResult]:
     """Train (or resume) the planned compartments; each sees only its own samples.
@@ -94,7 +96,10 @@ def train_compartments(
     e.g. anti-gradient control; every job rebuilds its own.
     ``from_base``: start each compartment from the active base model (``silodiff.jobs.base``), as a full
     fine-tune (``adapter="none"``; early-stopped on a held-out ``FINE_TUNE_VAL_FRACTION`` of each compartment's
-    samples unless ``config.val_fraction`` says otherwise, 0 turning it off) or LoRA adapters (``adapter="lora"``, ``lora=dict(rank=, alpha=, targets=)``).
+    samples unless ``config.val_fraction`` says otherwise, 0 turning it off) or LoRA adapters (``adapter="lora"``,
+    ``lora=dict(rank=, alpha=, targets=)``).
+    ``init_from``: a local diffusers ``UNet2DModel`` folder every compartment starts from, registered as an external
+    artifact with the ``provenance`` the caller declares (``silodiff.jobs.pretrained``).
     """
     config = (config or TrainConfig()).check()
     base = None
@@ -117,7 +122,14 @@ def train_compartments(
     unknown = sorted(set(names) - planned)
     if unknown:
         raise SilodiffError(f"unknown compartment(s): {', '.join(unknown)}")
+    if init_from is not None and from_base:
+        raise SilodiffError("--init-from and --from-base: a compartment starts from one model (import it as the base)")
+    from .pretrained import init_model
+
+    model, external = init_model(store, init_from, provenance, model)
     jobs = _jobs(store, "compartment", {n: store.catalog.slices(n) for n in names}, config, model, progress, hooks)
+    for job in jobs if external else ():
+        job.extra["init_from"] = external
     for job in jobs if base else ():
         job.extra["base"] = {"hash": base["hash"], "sets": base["sets"], "ids": base["ids"]}
     try:
@@ -147,17 +159,24 @@ def _record_trained(store: Store, results: list[JobResult], backend: str, failed
 def train_paragon(
     store: Store, *, config: TrainConfig | None = None, model: dict | None = None, slices: int = 1, seed: int = 0,
     progress: bool = True, hooks: Sequence[dict] | None = None, data_parallel: int = 1,
+    init_from: str | None = None, provenance: str | None = None,
 ) -> JobResult:
     """The monolithic baseline: all live samples, same loop and slice schedule (``hooks`` as for compartments).
 
     ``data_parallel = N`` trains it in N processes, one per GPU (gloo processes on a CPU-only machine),
     with the gradients summed across them (``silodiff.training.parallel``).
+    ``init_from``/``provenance``: start from a local diffusers ``UNet2DModel`` folder (as ``train_compartments``).
     """
     config = (config or TrainConfig()).check()
     if data_parallel < 1:
         raise SilodiffError(f"data_parallel must be ≥ 1, got {data_parallel}")
     ids = [r["sample_id"] for r in store.catalog.sample_rows()]
+    from .pretrained import init_model
+
+    model, external = init_model(store, init_from, provenance, model)
     jobs = _jobs(store, "paragon", {PARAGON: split_slices(ids, slices, seed)}, config, model, progress, hooks)
+    if external:
+        jobs[0].extra["init_from"] = external
     if data_parallel > 1:
         jobs[0].extra["data_parallel"] = data_parallel
     (result,) = run_jobs(jobs, "serial")

@@ -4,7 +4,8 @@ Stage r trains ``epochs / R`` epochs on the union of slices 0..r, so stage r
 costs ∝ r + 1 and retraining from slice r costs ≈ (2R+1)/(3R) of the whole on
 average (Bourtoule et al. 2021).  After each stage the checkpoint (EMA weights
 for sampling + the full training state under ``train/``) is written as an
-artifact and registered with its lineage: the sample sets of slices 0..r.  A
+artifact (``model.safetensors`` the EMA weights, ``train.safetensors`` the training state: see
+``store.artifacts``) and registered with its lineage: the sample sets of slices 0..r.  A
 job that is killed and run again resumes after its last registered slice.
 
 Jobs are plain data (``SliceJob``) and ``run_job`` is a top-level function, so
@@ -73,6 +74,8 @@ def recipe(job: SliceJob) -> str:
     spec = {"model": job.model, "train": TrainConfig(**job.train).recipe_dict(), "hooks": job.extra.get("hooks", [])}
     if job.extra.get("base"):
         spec["base"] = job.extra["base"]["hash"]
+    if job.extra.get("init_from"):
+        spec["init_from"] = job.extra["init_from"]
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -100,6 +103,8 @@ def _save_checkpoint(store: Store, job: SliceJob, state: TrainState, r: int, set
         info["sources"] = job.extra["sources"]
     if stopper is not None:
         info["early_stop"] = stopper.report()  # the stop step, the best step and the held-out loss curve
+    if job.extra.get("init_from"):
+        info["init_from"] = job.extra["init_from"]  # the external artifact (pretrained UNet) it started from
     reports, summaries = hook_reports(hooks or [])
     if reports:
         info["hooks"] = reports  # e.g. AGC skip counts per sample_id
@@ -156,12 +161,14 @@ def _same_recipe(metrics: dict[str, Any], job: SliceJob) -> bool:
 
 
 def _initial_model(store: Store, job: SliceJob) -> torch.nn.Module:
-    """The model before its first slice: fresh, or the base's weights (a full fine-tune starts from them; an
-    adapter freezes them and trains only its low-rank layers)."""
+    """The model before its first slice: fresh, the base's weights (a full fine-tune starts from them; an
+    adapter freezes them and trains only its low-rank layers) or an imported pretrained UNet's (``init_from``)."""
     model = build(job.model)
+    if job.extra.get("init_from"):
+        model.load_state_dict(model_tensors(store.artifacts.get(job.extra["init_from"], train=False)[0]))
     base = job.extra.get("base")
     if base:
-        tensors = model_tensors(store.artifacts.get(base["hash"])[0])
+        tensors = model_tensors(store.artifacts.get(base["hash"], train=False)[0])
         if getattr(model, "base_hash", None):
             model.load_base(tensors)
         else:

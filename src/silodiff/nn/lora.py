@@ -148,25 +148,49 @@ class LoraDenoiser(Denoiser):
     def adapter_bytes(self) -> int:
         return sum(v.numel() * v.element_size() for v in self.state_dict().values())
 
-    # -- peft interop ---------------------------------------------------------------------------------------------
-    def export_peft(self, out: str | Path) -> Path:
-        """Write ``adapter_config.json`` + ``adapter_model.safetensors`` that ``PeftModel.from_pretrained`` loads.
-
-        The adapter targets the base denoiser (``build(config["base"])`` with the base weights), so
-        ``PeftModel.from_pretrained(base, out)`` reproduces this model's ε.
-        """
-        from peft import get_peft_model
-
+    def base_model(self) -> Denoiser:
+        """A fresh copy of the frozen base denoiser, without the adapter."""
         base = build(dict(self.config["base"]))
         base.load_state_dict(self.base_state_dict())
-        peft_model = get_peft_model(base, self.lora)
-        adapter = {k[len("base."):]: v for k, v in self.state_dict().items()}  # the same module tree, unprefixed
+        return base.eval()
+
+    # -- peft interop ---------------------------------------------------------------------------------------------
+    def _peft_model(self, unet_only: bool = False):
+        """A fresh peft ``PeftModel`` over a copy of the base (``unet_only``: over its diffusers ``UNet2DModel``),
+        holding this adapter; silodiff's own modules are left untouched."""
+        from peft import get_peft_model
+
+        base = self.base_model()
+        prefix, target, config = "base.", base, self.lora
+        if unet_only:
+            if not hasattr(base, "unet"):
+                raise SilodiffError("this adapter's base is not a UNet: its peft adapter targets the silodiff denoiser")
+            prefix, target = "base.unet.", base.unet
+            names = [t.removeprefix("unet.") for t in self.target_names if t.startswith("unet.")]
+            config = lora_config(self.config["rank"], self.config["alpha"], names, self.config["dropout"])
+        peft_model = get_peft_model(target, config)
+        adapter = {k[len(prefix):]: v for k, v in self.state_dict().items()}  # the same module tree, unprefixed
         result = peft_model.base_model.model.load_state_dict(adapter, strict=False)
         if result.unexpected_keys:
             raise SilodiffError(f"peft's model has no layer for adapter keys {result.unexpected_keys[:2]}")
+        return peft_model, base
+
+    def export_peft(self, out: str | Path, *, unet_only: bool = False) -> Path:
+        """Write ``adapter_config.json`` + ``adapter_model.safetensors`` that ``PeftModel.from_pretrained`` loads.
+
+        The adapter targets the base denoiser (``build(config["base"])`` with the base weights), so
+        ``PeftModel.from_pretrained(base, out)`` reproduces this model's ε; ``unet_only``: it targets the base's
+        diffusers ``UNet2DModel`` instead (module names without the ``unet.`` prefix), for use without silodiff.
+        """
+        peft_model, _ = self._peft_model(unet_only)
         out = Path(out)
         peft_model.save_pretrained(str(out), safe_serialization=True)
         return out
+
+    def merged(self) -> Denoiser:
+        """The base denoiser with this adapter merged into its weights (``W + (α/r) B A``): a plain model, same ε."""
+        peft_model, _ = self._peft_model()
+        return peft_model.merge_and_unload().eval()
 
 
 BASE_ROWS = "__base__"  # peft's name for "no adapter on these rows"

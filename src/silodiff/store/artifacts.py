@@ -1,10 +1,21 @@
-"""Content-addressed artifacts: ``<hash>/model.safetensors`` + ``<hash>/config.json``.
+"""Content-addressed artifacts: ``<hash>/model.safetensors`` + ``<hash>/config.json`` (+ ``train.safetensors``).
 
-The hash is ``sha256(config.json bytes + safetensors bytes)``.  Writes go to a
+A checkpoint is split in two files: ``model.safetensors`` holds what sampling
+needs (the EMA weights), ``train.safetensors`` the state only resuming needs (raw
+weights, optimizer moments, generator: the ``train/`` tensors), about three times
+as many bytes.  ``config.json`` records the train file's sha256 and size, and the
+hash is ``sha256(config.json bytes + model.safetensors bytes)``, so it covers both:
+serving reads and verifies the config and the model file only; resuming (and
+``verify``) also checks the train file against the sha256 the config records.
+Artifacts written before the split (train state inside ``model.safetensors``, no
+train file) load as they are.
+
+Hashes are computed by streaming the files in 1 MiB chunks, and a file verified
+once is not re-hashed in the same process while its (path, size, mtime) stay the
+same; ``verify`` always re-hashes.  Writes go to a
 temporary folder ``tmp/<hash12>.<pid>@<host>.<random>`` that is renamed into
 place, so a crash never leaves a half-written artifact, and the folder a crash
-leaves behind is removed when the store is next opened (``scratch.py``); loads
-re-hash the files and refuse a mismatch.  Never
+leaves behind is removed when the store is next opened (``scratch.py``).  Never
 pickle: weights are safetensors, everything else is JSON.
 """
 
@@ -24,7 +35,29 @@ from .scratch import owner_tag
 if TYPE_CHECKING:  # torch is imported where tensors are touched, so reading the catalog stays light
     import torch
 
-WEIGHTS, CONFIG = "model.safetensors", "config.json"
+WEIGHTS, CONFIG, TRAIN = "model.safetensors", "config.json", "train.safetensors"
+TRAIN_PREFIX, TRAIN_KEY = "train/", "train_state"  # tensors that go to the train file; its record in config.json
+CHUNK = 1 << 20
+_VERIFIED: dict[tuple, str] = {}  # (files' path, size, mtime_ns) -> sha256 hex, for this process
+
+
+def _stamp(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path), st.st_size, st.st_mtime_ns
+
+
+def stream_sha256(*paths: Path, cached: bool = True) -> str:
+    """sha256 over the files' bytes, in order, read in chunks (cached by path, size and mtime unless ``cached=False``)."""
+    key = tuple(_stamp(p) for p in paths)
+    if cached and key in _VERIFIED:
+        return _VERIFIED[key]
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(CHUNK), b""):
+                h.update(chunk)
+    _VERIFIED[key] = digest = h.hexdigest()
+    return digest
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -67,16 +100,26 @@ class ArtifactStore:
         return (self.path(digest) / WEIGHTS).exists()
 
     def put(self, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> str:
-        """Write tensors + config atomically; returns the content hash (idempotent)."""
+        """Write tensors + config atomically; returns the content hash (idempotent).
+
+        ``train/`` tensors (the resume state) go to ``train.safetensors``, the rest to ``model.safetensors``.
+        """
         from safetensors.torch import save as st_save
 
-        cfg, weights = canonical_json(config), st_save(tensors)
+        config = {k: v for k, v in config.items() if k != TRAIN_KEY}
+        train = {k: v for k, v in tensors.items() if k.startswith(TRAIN_PREFIX)}
+        blob = st_save(train) if train else None
+        if blob is not None:
+            config[TRAIN_KEY] = {"file": TRAIN, "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
+        cfg, weights = canonical_json(config), st_save({k: v for k, v in tensors.items() if k not in train})
         digest = hashlib.sha256(cfg + weights).hexdigest()
         final = self.path(digest)
         if final.exists():
             return digest
         staging = Path(tempfile.mkdtemp(prefix=f"{digest[:12]}.{owner_tag()}.", dir=self.tmp))
         _fsync_write(staging / WEIGHTS, weights)
+        if blob is not None:
+            _fsync_write(staging / TRAIN, blob)
         _fsync_write(staging / CONFIG, cfg)
         try:
             os.rename(staging, final)
@@ -88,31 +131,62 @@ class ArtifactStore:
         """Save a registered module (its ``config`` rebuilds it) plus free-form ``info``."""
         return self.put(tensors_of(module), {"model": module.config, "info": info})
 
-    def get(self, digest: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Read and verify one artifact: (tensors, config)."""
-        from safetensors.torch import load as st_load
-
+    def config(self, digest: str, *, cached: bool = True) -> dict[str, Any]:
+        """An artifact's config, after checking ``config.json`` + ``model.safetensors`` against the hash."""
         folder = self.path(digest)
         try:
-            cfg, weights = (folder / CONFIG).read_bytes(), (folder / WEIGHTS).read_bytes()
+            if stream_sha256(folder / CONFIG, folder / WEIGHTS, cached=cached) != digest:
+                raise SilodiffError(f"artifact {digest[:12]} failed its hash check: the files were modified")
+            return json.loads((folder / CONFIG).read_bytes())
         except FileNotFoundError:
             raise SilodiffError(f"artifact {digest[:12]} is missing from the store") from None
-        if hashlib.sha256(cfg + weights).hexdigest() != digest:
-            raise SilodiffError(f"artifact {digest[:12]} failed its hash check: the files were modified")
-        return st_load(weights), json.loads(cfg)
+
+    def _check_train(self, digest: str, config: dict[str, Any], cached: bool = True) -> Path | None:
+        record = config.get(TRAIN_KEY)
+        if record is None:
+            return None  # no resume state, or an artifact from before the split (state inside model.safetensors)
+        path = self.path(digest) / record["file"]
+        try:
+            ok = stream_sha256(path, cached=cached) == record["sha256"]
+        except FileNotFoundError:
+            raise SilodiffError(f"artifact {digest[:12]} lost its training state ({record['file']})") from None
+        if not ok:
+            raise SilodiffError(f"artifact {digest[:12]} failed its hash check: {record['file']} was modified")
+        return path
+
+    def verify(self, digest: str) -> None:
+        """Re-hash every file of an artifact (no cache); raises ``SilodiffError`` on a missing or modified one."""
+        self._check_train(digest, self.config(digest, cached=False), cached=False)
+
+    def get(self, digest: str, *, train: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Read and verify one artifact: (tensors, config).  ``train=False``: the inference weights only (the
+        training state's file is neither read nor hashed; an artifact from before the split still holds it)."""
+        from safetensors.torch import load_file
+
+        config = self.config(digest)
+        tensors = load_file(str(self.path(digest) / WEIGHTS))
+        if train:
+            path = self._check_train(digest, config)
+            if path is not None:
+                tensors.update(load_file(str(path)))
+        return tensors, config
+
+    def bytes_on_disk(self, digest: str) -> dict[str, int]:
+        """Each file's size."""
+        return {p.name: p.stat().st_size for p in self.path(digest).iterdir() if p.is_file()}
 
     def load_module(self, digest: str, device: str | torch.device | None = None) -> torch.nn.Module:
         from ..config import build
         from ..training.state import model_tensors
 
-        tensors, config = self.get(digest)
+        tensors, config = self.get(digest, train=False)  # sampling needs the inference weights only
         module = build(config["model"])
         base_hash = getattr(module, "base_hash", None)
         if base_hash:  # an adapter: the frozen base's weights come from its own artifact first
             if not self.exists(base_hash):
                 raise SilodiffError(f"artifact {digest[:12]} is an adapter whose base {base_hash[:12]} is missing")
-            module.load_base(model_tensors(self.get(base_hash)[0]))
-        module.load_state_dict(model_tensors(tensors))  # checkpoints also carry train/ state
+            module.load_base(model_tensors(self.get(base_hash, train=False)[0]))
+        module.load_state_dict(model_tensors(tensors))  # an artifact from before the split has train/ state inside
         if device is not None:
             from ..devices import resolve_device
 

@@ -31,6 +31,7 @@ from ..errors import SilodiffError
 from ..store import Store
 from ..store.artifacts import canonical_json
 from ..store.catalog import now
+from ..store.external import external_ancestors
 
 KIND = "silodiff-forget-certificate"
 
@@ -52,6 +53,7 @@ def build_certificate(store: Store, req: dict[str, Any]) -> dict[str, Any]:
     old += [{"hash": h, "kind": "compartment", "name": None, "slice": None, "action": "superseded"}
             for h in sorted(replaced - {a["hash"] for a in plan["artifacts"]})]
     seconds = state.get("seconds", {})
+    external = {e["hash"]: e for a in new for e in external_ancestors(store, a["hash"])}
     body = {
         "kind": KIND, "version": 1, "request_id": req["id"], "request": plan["request"],
         "forgotten": {"n": len(plan["forget_ids"]), "ids_hash": plan["ids_hash"], "sample_ids": plan["forget_ids"]},
@@ -62,6 +64,8 @@ def build_certificate(store: Store, req: dict[str, Any]) -> dict[str, Any]:
         "timing": {"requested_at": req["created_at"], "completed_at": now(), "seconds": seconds,
                    "total_s": round(sum(seconds.values()), 3), "attempts": state.get("attempts", 1)},
     }
+    if external:  # pretrained weights the new models start from: their training data is not in this store
+        body["external_artifacts"] = [external[h] for h in sorted(external)]
     digest = _digest(body)
     with store.catalog.transaction() as db:
         head = store.catalog.log_event("forget-certificate", {"request": req["id"], "digest": digest})
@@ -196,7 +200,7 @@ def verify_certificate(store: Store, certificate: dict[str, Any] | str | Path) -
             problems.append(f"new artifact {a['hash'][:12]} is not in the catalog")
         elif not (rows[0] == 0 and a["hash"] in later_deleted):
             try:
-                store.artifacts.get(a["hash"])
+                store.artifacts.verify(a["hash"])  # every file re-hashed, the training state's too
             except SilodiffError as exc:
                 problems.append(f"new artifact {a['hash'][:12]}: {exc}")
     for a in catalog.artifacts(None, active=True):

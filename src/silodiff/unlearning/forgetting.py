@@ -164,7 +164,9 @@ def _retrain_base(store: Store, plan: dict[str, Any], progress: bool, device: st
         return None
     _log(progress, f"base: retrain without {base['removed']} sample(s); every compartment on it follows")
     job = SliceJob(str(store.root), BASE, BASE, base["slices"], base["model"], _on(base["train"], device),
-                   activate=False, progress=progress, extra={"sources": base["sources"]} if base["sources"] else {})
+                   activate=False, progress=progress,
+                   extra={**({"sources": base["sources"]} if base["sources"] else {}),
+                          **({"init_from": base["init_from"]} if base.get("init_from") else {})})
     run_jobs([job], "serial")
     hashes = [_staged(store, BASE, base["slices"], r, kind=BASE) for r in range(len(base["slices"]))]
     final = hashes[-1]

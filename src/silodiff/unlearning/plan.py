@@ -97,6 +97,8 @@ def _compartment_plan(store: Store, comp: dict[str, Any], forget: set[str], reba
     info = artifact_info(store, latest["hash"])
     train = info.get("train")
     extra = {"hooks": info["hook_specs"]} if info.get("hook_specs") else {}  # e.g. AGC: retrain with the same hooks
+    if info.get("init_from"):
+        extra["init_from"] = info["init_from"]  # a retrain from slice 0 starts from the same pretrained UNet
     if train is None:
         raise SilodiffError(f"compartment {comp['name']!r}: checkpoint {latest['hash'][:12]} records no training config")
     init = active.get(entry["first_slice"] - 1)
@@ -191,6 +193,7 @@ def _base_plan(store: Store, forget: set[str]) -> dict[str, Any] | None:
     job = SliceJob(str(store.root), BASE, BASE, slices, last["config"], info["train"])
     return {"old": last["hash"], "replaced": [a["hash"] for a in bases], "slices": slices, "model": last["config"],
             "train": info["train"], "sources": info.get("sources", []), "removed": len(lineage & forget),
+            **({"init_from": info["init_from"]} if info.get("init_from") else {}),
             "steps": sum(stage_steps(job, TrainConfig(**info["train"])))}
 
 
