@@ -167,3 +167,23 @@ def test_cpsample_guides_with_the_allowed_compartments_classifiers_only(fresh_st
     r = client.post("/v1/generate", json=req, headers=auth("alice"))
     assert r.status_code == 403 and "outside this key's rights" in r.json()["detail"]
     assert not hashes_that_saw(fresh_store, "source-2") & set(loaded)
+
+
+def test_omitted_labels_are_balanced_over_the_labels_the_allowed_compartments_hold(tiny_model_config):
+    import torch
+
+    from silodiff.composition.composed import ComposedDenoiser
+    from silodiff.composition.routers import UniformRouter
+    from silodiff.config import build
+    from silodiff.service.generation import request_labels
+    from silodiff.service.schemas import GenerateRequest
+
+    counts = torch.zeros(2, 10)
+    counts[0, [0, 1, 2]] = 5  # non-IID owners: one holds 0-2, the other 7
+    counts[1, 7] = 3
+    model = ComposedDenoiser({"a": build(tiny_model_config), "b": build(tiny_model_config)}, UniformRouter(), counts)
+    assert model.held_labels() == [0, 1, 2, 7]
+    labels = request_labels(GenerateRequest(n=8, steps=5), 10, model.held_labels()).tolist()
+    assert labels == [0, 1, 2, 7, 0, 1, 2, 7]
+    assert request_labels(GenerateRequest(n=3, steps=5), 10).tolist() == [0, 1, 2]  # every label held: as before
+    assert request_labels(GenerateRequest(n=2, labels=[5], steps=5), 10, [0]).tolist() == [5, 5]  # asked: kept

@@ -58,6 +58,10 @@ class ComposedDenoiser(Denoiser):
         """λ_i(y), (K, C + 1)."""
         return self.log_prior.exp()
 
+    def held_labels(self) -> list[int]:
+        """The labels at least one member was trained on (the ones this composition can be asked for)."""
+        return [y for y in range(self.num_classes) if torch.isfinite(self.log_prior[:, y]).any()]
+
     def _log_prior(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor:
         y = self.null_labels(labels, batch, self.log_prior.device)
         log_prior = self.log_prior[:, y].T  # (b, K)

@@ -41,9 +41,12 @@ def check_limits(settings, n: int, steps: int, runs: int = 1) -> None:
         )
 
 
-def request_labels(req: GenerateRequest, num_classes: int) -> torch.Tensor:
-    """The request's labels cycled to n (balanced when omitted); a label outside 0..C−1 → 422."""
+def request_labels(req: GenerateRequest, num_classes: int, held: list[int] | None = None) -> torch.Tensor:
+    """The request's labels cycled to n; when omitted, balanced over ``held`` (the labels the caller's
+    compartments hold; default all).  A label outside 0..C−1 → 422."""
     if req.labels is None:
+        if held is not None and len(held) < num_classes:
+            return torch.as_tensor(held)[balanced_labels(req.n, len(held))]
         return balanced_labels(req.n, num_classes)
     bad = [y for y in req.labels if y >= num_classes]
     if bad:
@@ -72,7 +75,9 @@ def run_generation(state: ServiceState, caller: Caller, req: GenerateRequest) ->
     t0 = time.perf_counter()
     cpsample = (req.cpsample.alpha, req.cpsample.scale) if req.cpsample is not None else None
     with state.active.serve(caller, req.compartments, req.router, req.gate, cpsample) as served:
-        labels = request_labels(req, served.model.num_classes)
+        composed = getattr(served.model, "model", served.model)  # CPSample wraps the composition
+        held = composed.held_labels() if hasattr(composed, "held_labels") else None
+        labels = request_labels(req, served.model.num_classes, held)
         recorder = WeightRecorder()
         with state.slots:  # at most max_concurrent samplings: more threads than cores only contend
             images, _ = generate(

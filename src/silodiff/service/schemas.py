@@ -29,7 +29,8 @@ class SampleRequest(BaseModel):
 
     n: int = Field(4, ge=1, description="Number of images.")
     labels: list[Label] | None = Field(
-        None, min_length=1, description="Class labels, cycled to n; omitted: 0, 1, …, C−1, 0, …"
+        None, min_length=1, description="Class labels, cycled to n; omitted: balanced over the labels the allowed "
+        "compartments hold (0, 1, …, C−1, 0, … when they hold every label)"
     )
     seed: int = Field(0, ge=0, le=2**63 - 1, description="Seed of the noise trajectory: same request, same images.")
     sampler: Literal["ddpm", "ddim"] = "ddpm"
