@@ -3,6 +3,10 @@ training-loop overhead and the demo's wall time, on the embedded digits data.
 
     python bench/core.py [--quick] [--epochs E] [--seeds 3] [--demo] [--budget steps|epochs]
 
+Not a quality claim at equal compute: with ``--budget steps`` the K compartments together get K× the
+paragon's compute, and the FLD reference is the training set.  The composition-vs-paragon claim lives in
+``bench/operating_point.py`` (equal total compute, held-out references and FLD net, 3 training seeds).
+
 Training budget (``--budget``): ``steps`` (default) gives every model, each
 compartment and the paragon, the same number of optimizer steps (a compartment
 of n/K images trains K·E epochs; K compartments train in parallel in the

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .audit import class_accuracy, feature_net, fld
@@ -104,30 +103,31 @@ def run_demo(
     real = store.dataset().x()
     labels = balanced_labels(n_eval, 10)
     rows, grids = [], {}
-    models = [("paragon", {}), ("composed", {"router": "classifier"}), ("composed", {"router": "trajectory"}),
-              ("composed", {"router": "uniform"})]
-    for which, options in models:
-        model = load_denoiser(store, which, **options)
+
+    def evaluate(name: str, model: torch.nn.Module, conditional: bool = True) -> None:
+        """FLD (and class accuracy, for class-conditional samples) of one model; its grid of samples."""
+        name = name if conditional else f"{name} (unconditional)"
         t0 = time.perf_counter()
-        images, _ = generate(model, n_eval, labels=labels, steps=steps, seed=1)
-        name = which if not options else f"composed/{options['router']}"
+        images, _ = generate(model, n_eval, labels=labels if conditional else None, steps=steps, seed=1)
         rows.append({"model": name, "fld": round(fld(net, images, real), 3),
-                     "class_accuracy": round(class_accuracy(net, images, labels), 3),
+                     "class_accuracy": round(class_accuracy(net, images, labels), 3) if conditional else None,
                      "sampling_s": round(time.perf_counter() - t0, 2)})
-        grids[name] = save_grid(images[:100], out / f"samples-{name.replace('/', '-')}.png", nrow=10, title=name)
+        slug = name.replace("/", "-").replace(" (unconditional)", "-unconditional")
+        grids[name] = save_grid(images[:100], out / f"samples-{slug}.png", nrow=10, title=name)
         _log(f"{name}: FLD {rows[-1]['fld']}, accuracy {rows[-1]['class_accuracy']}")
 
+    evaluate("paragon", load_denoiser(store, "paragon"))
+    for router in ("classifier", "trajectory", "uniform"):
+        evaluate(f"composed/{router}", load_denoiser(store, "composed", router=router))
     # 3b. the same owners as LoRA adapters on a base trained on the public source (a store of its own)
     lora = timed("base + LoRA adapters", _base_and_adapters, out / "store-lora", data, config, backend, epochs)
     for router in ("classifier", "uniform"):
-        model, name = compose(lora, router=router, with_base=True), f"base+lora/{router}"
-        t0 = time.perf_counter()
-        images, _ = generate(model, n_eval, labels=labels, steps=steps, seed=1)
-        rows.append({"model": name, "fld": round(fld(net, images, real), 3),
-                     "class_accuracy": round(class_accuracy(net, images, labels), 3),
-                     "sampling_s": round(time.perf_counter() - t0, 2)})
-        grids[name] = save_grid(images[:100], out / f"samples-{name.replace('/', '-')}.png", nrow=10, title=name)
-        _log(f"{name}: FLD {rows[-1]['fld']}, accuracy {rows[-1]['class_accuracy']}")
+        evaluate(f"base+lora/{router}", compose(lora, router=router, with_base=True))
+    # 3c. unconditional samples: no label says which owner to ask, so only the router can tell
+    evaluate("paragon", load_denoiser(store, "paragon"), conditional=False)
+    for router in ("classifier", "uniform"):
+        evaluate(f"composed/{router}", load_denoiser(store, "composed", router=router), conditional=False)
+        evaluate(f"base+lora/{router}", compose(lora, router=router, with_base=True), conditional=False)
 
     # 4. which compartment each image drew on (classifier router weights along the trajectory)
     composed = compose(store, router="classifier")
@@ -174,13 +174,18 @@ def _markdown(s: dict[str, Any], grids: dict[str, Path], bars: Path, sections: l
     lines += [f"| {r['name']} | {r['n']} |" for r in s["sources"]]
     lines += ["", "## Quality (FLD: Fréchet distance in silodiff's own CNN features; lower is better)", "",
               "| model | FLD | class accuracy | sampling s |", "| --- | --- | --- | --- |"]
-    lines += [f"| {r['model']} | {r['fld']} | {r['class_accuracy']} | {r['sampling_s']} |" for r in s["quality"]]
+    lines += [f"| {r['model']} | {r['fld']} | {r['class_accuracy'] if r['class_accuracy'] is not None else '—'} | "
+              f"{r['sampling_s']} |" for r in s["quality"]]
     lines += ["", "`composed/*`: the compartments trained from scratch, mixed by the learned router (classifier), the "
               "trajectory filter, or uniform averaging. `base+lora/*`: a base trained on the public source, each owner a "
-              "LoRA adapter on it, the base a member of the mixture. With owners who hold different classes, "
-              "averaging every owner's prediction mixes digits the owners never share; routing asks the ones who know.",
+              "LoRA adapter on it, the base a member of the mixture. The uniform router weighs each member by its share "
+              "of the requested label (the posterior before any image evidence), so for a class-conditional sample it "
+              "already asks only the owners who hold that class. Without a label (unconditional rows), only the router "
+              "can tell: uniform weighting then averages owners who hold different digits, and the learned router "
+              "picks the ones whose data the image looks like.",
               "", "## Samples: routed beside uniform averaging", "", "| routed (classifier) | uniform |", "| --- | --- |"]
-    for routed, uniform in (("composed/classifier", "composed/uniform"), ("base+lora/classifier", "base+lora/uniform")):
+    pairs = [(f"{m}/classifier{u}", f"{m}/uniform{u}") for u in (" (unconditional)", "") for m in ("composed", "base+lora")]
+    for routed, uniform in pairs:
         if routed in grids and uniform in grids:
             lines.append(f"| ![{routed}]({grids[routed].name}) | ![{uniform}]({grids[uniform].name}) |")
     lines += ["", "Every model:", ""]
