@@ -62,3 +62,6 @@ def test_lora_compartments_from_the_base(store):
         model = st.load(r["final"])
         assert model.base_hash == base and all("lora_" in k for k in model.state_dict())
         assert set(st.catalog.lineage(base)) <= set(st.catalog.lineage(r["final"]))
+    # the catalog reports the bytes a sampler reads: an adapter is a small fraction of its base
+    sizes = {(a["kind"], a["name"]): a["bytes"] for a in ok_json("catalog", "artifacts", "--store", store)}
+    assert 0 < sizes[("compartment", "source-1")] < 0.2 * sizes[("base", "base")]

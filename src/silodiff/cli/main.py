@@ -313,9 +313,14 @@ def catalog_artifacts(
     store: StoreOpt, kind: Annotated[str | None, typer.Option(help="Filter by kind.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Include inactive artifacts.")] = False, as_json: JsonOpt = False,
 ) -> None:
-    """Artifacts (active only unless --all)."""
-    rows = _open(store).catalog.artifacts(kind, active=None if all_ else True)
-    rows = [{k: r[k] for k in ("hash", "kind", "name", "slice", "active", "lineage_hash", "created_at")} for r in rows]
+    """Artifacts (active only unless --all), with the bytes a sampler reads (a LoRA checkpoint: its adapter only)."""
+    from ..store.artifacts import WEIGHTS
+
+    st = _open(store)
+    rows = st.catalog.artifacts(kind, active=None if all_ else True)
+    weights = {r["hash"]: st.artifacts.path(r["hash"]) / WEIGHTS for r in rows}
+    rows = [{**{k: r[k] for k in ("hash", "kind", "name", "slice", "active", "lineage_hash", "created_at")},
+             "bytes": weights[r["hash"]].stat().st_size if weights[r["hash"]].exists() else None} for r in rows]
     emit(rows, as_json)
 
 
