@@ -208,7 +208,7 @@ def _run(job: SliceJob, rank: int = 0) -> JobResult:
     if init is not None:
         tensors, _ = store.artifacts.get(init)
         state.load_tensors(tensors)
-    data = store.dataset(sorted({sid for s in job.slices for sid in s}))
+    data = store.training_set(sorted({sid for s in job.slices for sid in s}))  # streamed when large
     budget = stage_steps(job, config)
     written, t0, steps0 = [], time.perf_counter(), state.step
     for r in range(start, len(job.slices)):
