@@ -140,13 +140,19 @@ def stream_image_folder(root: str | Path, batch: int | None = None, progress: bo
     """``root/<source>/<label>/*.png`` read ``batch`` files at a time (default: a chunk), with a progress bar.
 
     Only one batch of decoded images is held at a time, so a folder of any size streams into a store.
+    The folder is listed at once (a missing or empty folder is an error here, before any image is read).
     """
-    from tqdm.auto import tqdm
-
     from .chunked import CHUNK_SIZE
 
-    files, batch, shape = _folder_files(Path(root)), batch or CHUNK_SIZE, None
-    with tqdm(total=len(files), desc="reading images", unit="img", disable=not progress, leave=False) as bar:
+    return _folder_parts(_folder_files(Path(root)), batch or CHUNK_SIZE, progress)
+
+
+def _folder_parts(files: list[Path], batch: int, progress: bool) -> Iterator[SampleSet]:
+    from tqdm.auto import tqdm
+
+    shape = None
+    # the bar shows on a terminal only (None: tqdm disables itself when stderr is not a TTY)
+    with tqdm(total=len(files), desc="reading images", unit="img", disable=None if progress else True, leave=False) as bar:
         for start in range(0, len(files), batch):
             pixels, labels, sources = [], [], []
             for path in files[start : start + batch]:
@@ -182,13 +188,13 @@ def load_image_folder(root: str | Path) -> SampleSet:
 
 def stream_dataset(name: str, *, sources: str = "random:4", limit: int | None = None, path: str | None = None,
                    progress: bool = False) -> Iterator[SampleSet]:
-    """``load_dataset`` as an iterator of ``SampleSet`` parts: a folder streams batch by batch, the rest is one part."""
+    """``load_dataset`` as an iterator of ``SampleSet`` parts: a folder streams batch by batch (its listing
+    checked at once), the rest is loaded whole."""
     if name.partition(":")[0] == "folder":
         if not path:
             raise SilodiffError("folder data needs --path ROOT")
-        yield from stream_image_folder(path, progress=progress)
-    else:
-        yield load_dataset(name, sources=sources, limit=limit, path=path)
+        return stream_image_folder(path, progress=progress)
+    return iter([load_dataset(name, sources=sources, limit=limit, path=path)])
 
 
 def load_dataset(name: str, *, sources: str = "random:4", limit: int | None = None, path: str | None = None) -> SampleSet:
