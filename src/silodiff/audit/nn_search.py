@@ -79,7 +79,7 @@ def base_batches(base: torch.Tensor | ChunkedSamples, size: int = BASE_BATCH) ->
 def _rows_at(base: torch.Tensor | ChunkedSamples, positions: np.ndarray) -> np.ndarray:
     """float32 [0, 1] rows of the training set at these positions."""
     if isinstance(base, ChunkedSamples):
-        return base.pixels(positions).flatten(1).numpy().astype(np.float32) / np.float32(255.0)
+        return base.pixels_at(positions).flatten(1).numpy().astype(np.float32) / np.float32(255.0)
     return base[torch.from_numpy(positions)].float().cpu().numpy()
 
 

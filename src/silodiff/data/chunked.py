@@ -155,7 +155,7 @@ class ChunkedSamples(torch.utils.data.Dataset):
             self._cache.popitem(last=False)
         return pixels
 
-    def pixels(self, positions: torch.Tensor | np.ndarray | Sequence[int]) -> torch.Tensor:
+    def pixels_at(self, positions: torch.Tensor | np.ndarray | Sequence[int]) -> torch.Tensor:
         """uint8 pixels of these positions, (b, c, h, w), reading each chunk they touch once."""
         pos = np.asarray(positions, dtype=np.int64)
         out = torch.empty((len(pos), *self._shape), dtype=torch.uint8)
@@ -170,10 +170,10 @@ class ChunkedSamples(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         if isinstance(i, (int, np.integer)):
-            return to_unit_range(self.pixels([int(i)])[0]), int(self.labels[i]), self.ids_of([i])[0], \
+            return to_unit_range(self.pixels_at([int(i)])[0]), int(self.labels[i]), self.ids_of([i])[0], \
                 self.chunk_sources[self.chunk[i]]
         rows = torch.as_tensor(i, dtype=torch.long)
-        return self.pixels(rows), self.labels[rows], rows
+        return self.pixels_at(rows), self.labels[rows], rows
 
     def subset(self, ids: Sequence[str]) -> "ChunkedSamples":
         """The samples with these ids, in the given order; unknown ids are an error."""
@@ -191,11 +191,11 @@ class ChunkedSamples(torch.utils.data.Dataset):
         order = np.argsort(self.chunk, kind="stable")
         for start in range(0, len(order), batch_size):
             pos = order[start : start + batch_size]
-            yield pos, self.pixels(pos)
+            yield pos, self.pixels_at(pos)
 
     def load(self) -> SampleSet:
         """Everything in memory, as a ``SampleSet``."""
-        return SampleSet(self.pixels(np.arange(len(self))), self.labels.clone(), self.sample_ids, self.sources)
+        return SampleSet(self.pixels_at(np.arange(len(self))), self.labels.clone(), self.sample_ids, self.sources)
 
     def x(self) -> torch.Tensor:
         return self.load().x()
