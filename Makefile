@@ -90,3 +90,7 @@ bench-ray: setup
 .PHONY: bench-service
 bench-service: setup
 	$(PY) bench/service.py
+
+.PHONY: bench-data-scale
+bench-data-scale: setup
+	$(PY) bench/data_scale.py

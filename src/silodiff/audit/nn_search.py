@@ -13,9 +13,10 @@
 - On a CUDA device, with a faiss built with GPU support, the flat searches run
   on the GPU (``faiss.StandardGpuResources``).
 
-Then the candidates' distances are computed again from direct differences
-(exact, no cancellation: an exact duplicate has distance 0), reading the
-training rows chunk by chunk (each chunk once), and the best ``k`` are kept.
+The candidates' distances are computed again from direct differences (exact,
+no cancellation: an exact duplicate has distance 0) and the best ``k`` kept:
+for the exact search while each batch is in memory (one pass over the data),
+for the IVF index afterwards, reading the training rows chunk by chunk.
 Without faiss installed (``pip install 'silodiff[search]'``) an in-memory
 training set falls back to the torch search of ``memorization``.
 """
@@ -106,36 +107,48 @@ def _refine(query: np.ndarray, base: torch.Tensor | ChunkedSamples, cand: np.nda
     return np.take_along_axis(dist, best, 1), np.take_along_axis(cand, best, 1)
 
 
-def _exact_candidates(faiss, query: np.ndarray, batches: Batches, kk: int, metric: str, gpu,
-                      progress: bool | str) -> np.ndarray:
-    """Best ``kk`` positions per query over all batches (faiss exact search per batch, merged)."""
+def _exact_distances(query: np.ndarray, rows: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Euclidean distances of each query to its candidate rows ``rows[idx]`` (n, c), from direct differences."""
+    out = np.empty(idx.shape, dtype=np.float32)
+    for s in range(0, len(query), 128):
+        diff = query[s : s + 128, None, :] - rows[np.clip(idx[s : s + 128], 0, None)]
+        out[s : s + 128] = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+    return np.where(idx >= 0, out, np.inf)
+
+
+def _exact_search(faiss, query: np.ndarray, batches: Batches, k: int, kk: int, gpu,
+                  progress: bool | str) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest over all batches in one pass: per batch, faiss's best ``kk`` re-ranked by direct
+    differences while the batch is in memory; merged across batches (``faiss.ResultHeap``)."""
     from tqdm.auto import tqdm
 
-    keep_max = metric == "ip"
-    heap = faiss.ResultHeap(len(query), kk, keep_max=keep_max)
-    fmetric = faiss.METRIC_INNER_PRODUCT if keep_max else faiss.METRIC_L2
+    heap = faiss.ResultHeap(len(query), k)
     desc = progress if isinstance(progress, str) else "nn search"
     for pos, rows in tqdm(batches(), desc=desc, disable=not progress, leave=False):
-        k = min(kk, len(rows))
+        rows = np.ascontiguousarray(rows)
+        c = min(kk, len(rows))
         if gpu is not None:
-            dist, idx = faiss.knn_gpu(gpu, query, np.ascontiguousarray(rows), k, metric=fmetric)
+            idx = faiss.knn_gpu(gpu, query, rows, c)[1]
         else:
-            dist, idx = faiss.knn(query, np.ascontiguousarray(rows), k, metric=fmetric)
+            idx = faiss.knn(query, rows, c)[1]
+        dist = _exact_distances(query, rows, idx)
+        order = np.argsort(dist, axis=1, kind="stable")[:, : min(k, c)]
+        dist, idx = np.take_along_axis(dist, order, 1), np.take_along_axis(idx, order, 1)
         ids = np.where(idx >= 0, pos[np.clip(idx, 0, None)], -1).astype(np.int64)
-        if k < kk:  # a short last batch: pad with empty results
-            pad = np.full((len(query), kk - k), -1, dtype=np.int64)
-            fill = -np.inf if keep_max else np.inf
-            dist, ids = np.hstack([dist, np.full(pad.shape, fill, np.float32)]), np.hstack([ids, pad])
-        heap.add_result(np.ascontiguousarray(dist, dtype=np.float32), np.ascontiguousarray(ids))
+        if dist.shape[1] < k:  # a batch smaller than k: pad with empty results
+            pad = k - dist.shape[1]
+            dist = np.hstack([dist, np.full((len(query), pad), np.inf, np.float32)])
+            ids = np.hstack([ids, np.full((len(query), pad), -1, np.int64)])
+        heap.add_result(np.ascontiguousarray(dist * dist, dtype=np.float32), np.ascontiguousarray(ids))
     heap.finalize()
-    return heap.I
+    return np.sqrt(heap.D), heap.I
 
 
 def ivf_index(faiss, d: int, m: int, base: torch.Tensor | ChunkedSamples, *, nlist: int | None = None,
               nprobe: int = 16, seed: int = 0):
     """An IVF index with lossless 8-bit storage of [0, 1] rows (×255), trained on a random sample of ``base``."""
-    nlist = nlist or max(16, int(4 * math.sqrt(m)))
-    sample = np.sort(np.random.default_rng(seed).choice(m, size=min(m, 40 * nlist), replace=False))
+    nlist = nlist or max(16, int(math.sqrt(m)))
+    sample = np.sort(np.random.default_rng(seed).choice(m, size=min(m, 30 * nlist), replace=False))
     nlist = min(nlist, max(1, len(sample) // 39))  # faiss wants ≥ 39 training points a list
     quantizer = faiss.IndexFlatL2(d)
     index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit_direct, faiss.METRIC_L2)
@@ -172,8 +185,8 @@ def knn(query: torch.Tensor | np.ndarray, base: torch.Tensor | ChunkedSamples, k
         info = {"index": "ivf-sq8", "nlist": int(faiss.extract_index_ivf(index).nlist) if gpu is None else None,
                 "nprobe": nprobe}
     else:
-        cand = _exact_candidates(faiss, q, batches, kk, "l2", gpu, progress)
-        info = {"index": "flat"}
+        dist, idx = _exact_search(faiss, q, batches, k, kk, gpu, progress)
+        return dist.astype(np.float32), idx, {"index": "flat", "gpu": gpu is not None}
     dist, idx = _refine(q, base, cand, k)
     return dist.astype(np.float32), idx, {**info, "gpu": gpu is not None}
 
