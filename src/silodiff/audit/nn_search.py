@@ -158,11 +158,24 @@ def ivf_index(faiss, d: int, m: int, base: torch.Tensor | ChunkedSamples, *, nli
     return index
 
 
+def build_ivf(base: torch.Tensor | ChunkedSamples, nprobe: int = 16):
+    """The approximate index of ``base`` (trained on a sample, every row added, streamed), for ``knn(ivf=)``."""
+    faiss = faiss_module()
+    if faiss is None:
+        raise SilodiffError("the approximate nearest-neighbour index needs faiss: pip install 'silodiff[search]'")
+    m, d, batches = base_batches(base)
+    index = ivf_index(faiss, d, m, base, nprobe=nprobe)
+    for pos, rows in batches():
+        index.add_with_ids(np.ascontiguousarray(rows * 255.0), pos.astype(np.int64))
+    return index
+
+
 def knn(query: torch.Tensor | np.ndarray, base: torch.Tensor | ChunkedSamples, k: int, *,
         approximate: bool | None = None, device: torch.device | None = None, progress: bool | str = False,
-        nprobe: int = 16) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        nprobe: int = 16, ivf=None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """The ``k`` nearest training rows of each query row (all in [0, 1]): Euclidean distances ascending
-    (n, k), their positions in ``base`` (n, k), and what ran (``{"index": "flat"|"ivf-sq8", "gpu": bool}``)."""
+    (n, k), their positions in ``base`` (n, k), and what ran (``{"index": "flat"|"ivf-sq8", "gpu": bool}``).
+    ``ivf``: an index from ``build_ivf(base)`` to search (approximate; built here when not given)."""
     faiss = faiss_module()
     m, d, batches = base_batches(base)
     q = np.ascontiguousarray(torch.as_tensor(query).float().cpu().numpy(), dtype=np.float32)
@@ -173,12 +186,11 @@ def knn(query: torch.Tensor | np.ndarray, base: torch.Tensor | ChunkedSamples, k
     if faiss is None:
         raise SilodiffError("the streamed nearest-neighbour search needs faiss: pip install 'silodiff[search]'")
     kk = min(m, k + EXTRA)
-    approximate = m > APPROX_ABOVE if approximate is None else approximate
+    approximate = (m > APPROX_ABOVE if approximate is None else approximate) or ivf is not None
     gpu = _gpu(faiss, device)
     if approximate:
-        index = ivf_index(faiss, d, m, base, nprobe=nprobe)
-        for pos, rows in batches():
-            index.add_with_ids(np.ascontiguousarray(rows * 255.0), pos.astype(np.int64))
+        index = ivf if ivf is not None else build_ivf(base, nprobe)
+        index.nprobe = nprobe
         if gpu is not None:
             index = faiss.index_cpu_to_gpu(gpu, device.index or 0, index)
         cand = index.search(q * 255.0, kk)[1]
