@@ -59,13 +59,20 @@ Batches = Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
 
 def base_batches(base: torch.Tensor | ChunkedSamples, size: int = BASE_BATCH) -> tuple[int, int, Batches]:
     """(m, d, a function giving (positions, float32 rows in [0, 1]) batches) for a tensor of [0, 1] rows
-    or a chunked store reader (uint8 pixels / 255, read chunk by chunk)."""
+    or a chunked store reader (uint8 pixels / 255, read chunk by chunk).  A batch's rows are valid until
+    the next batch is drawn (one buffer is reused)."""
     if isinstance(base, ChunkedSamples):
         d = int(np.prod(base.image_shape))
 
         def gen():
+            buf = None  # one float32 buffer reused for every batch (fresh 200 MB arrays cost page faults)
             for pos, pixels in base.batches_in_order(size):
-                yield pos, pixels.flatten(1).numpy().astype(np.float32) / np.float32(255.0)
+                src = pixels.flatten(1).numpy()
+                if buf is None or len(buf) < len(src):
+                    buf = np.empty(src.shape, dtype=np.float32)
+                rows = buf[: len(src)]
+                np.copyto(rows, src, casting="unsafe")
+                yield pos, np.divide(rows, np.float32(255.0), out=rows)
 
         return len(base), d, gen
     rows = base.detach().float().cpu()
@@ -80,7 +87,8 @@ def base_batches(base: torch.Tensor | ChunkedSamples, size: int = BASE_BATCH) ->
 def _rows_at(base: torch.Tensor | ChunkedSamples, positions: np.ndarray) -> np.ndarray:
     """float32 [0, 1] rows of the training set at these positions."""
     if isinstance(base, ChunkedSamples):
-        return base.pixels_at(positions).flatten(1).numpy().astype(np.float32) / np.float32(255.0)
+        rows = base.pixels_at(positions).flatten(1).numpy().astype(np.float32)
+        return np.divide(rows, np.float32(255.0), out=rows)
     return base[torch.from_numpy(positions)].float().cpu().numpy()
 
 

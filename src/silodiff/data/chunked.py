@@ -187,11 +187,24 @@ class ChunkedSamples(torch.utils.data.Dataset):
                               self.labels[torch.from_numpy(pos)], self._ids[pos], self._shape, self.cache_chunks)
 
     def batches_in_order(self, batch_size: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-        """(positions, uint8 pixels) over all samples, chunk by chunk (each chunk read once): for scans."""
-        order = np.argsort(self.chunk, kind="stable")
-        for start in range(0, len(order), batch_size):
-            pos = order[start : start + batch_size]
-            yield pos, self.pixels_at(pos)
+        """(positions, uint8 pixels) over all samples, chunk by chunk (each chunk read once, whole chunks
+        joined up to ``batch_size`` rows; a chunk wholly in the set is used without a gather): for scans."""
+        order = np.lexsort((self.row, self.chunk))
+        keys, starts = np.unique(self.chunk[order], return_index=True)
+        held_pos, held_px, n = [], [], 0
+        for c, group in zip(keys.tolist(), np.split(order, starts[1:])):
+            pixels = chunk_pixels(self.chunk_paths[c])
+            rows = self.row[group]
+            if not (len(rows) == len(pixels) and np.array_equal(rows, np.arange(len(pixels)))):
+                pixels = pixels[torch.from_numpy(rows.astype(np.int64))]
+            held_pos.append(group)
+            held_px.append(pixels)
+            n += len(group)
+            if n >= batch_size:
+                yield np.concatenate(held_pos), (held_px[0] if len(held_px) == 1 else torch.cat(held_px))
+                held_pos, held_px, n = [], [], 0
+        if held_pos:
+            yield np.concatenate(held_pos), (held_px[0] if len(held_px) == 1 else torch.cat(held_px))
 
     def load(self) -> SampleSet:
         """Everything in memory, as a ``SampleSet``."""
