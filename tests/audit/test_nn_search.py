@@ -61,3 +61,15 @@ def test_auditor_on_a_streamed_training_set_equals_the_in_memory_one(chunked):
     np.testing.assert_allclose(streamed["nn_ratio"], in_memory["nn_ratio"], rtol=1e-5)
     np.testing.assert_allclose(streamed["cosine"], in_memory["cosine"], atol=1e-5)
     assert np.array_equal(streamed["cosine_index"], in_memory["cosine_index"])
+
+
+def test_fld_features_of_a_streamed_reference_equal_the_in_memory_ones(chunked):
+    from silodiff.audit.frechet import features
+    from silodiff.nn import FeatureCNN
+
+    torch.manual_seed(0)
+    net = FeatureCNN(image_shape=(3, 8, 8), num_classes=1)
+    streamed = features(net, chunked.samples(), batch_size=256)
+    in_memory = features(net, chunked.dataset().x())
+    assert streamed.shape == in_memory.shape  # the same rows, in chunk order instead of id order
+    np.testing.assert_allclose(np.sort(streamed, axis=0), np.sort(in_memory, axis=0), rtol=1e-5, atol=1e-6)
