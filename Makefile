@@ -11,7 +11,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install torch==2.13.0          # the CPU build from this machine's disk; install it first
-	$(PIP) install -e '.[serve,test,ray,docs,attribution]'
+	$(PIP) install -e '.[serve,test,ray,docs,attribution,search]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -101,3 +101,7 @@ bench-ray: setup
 .PHONY: bench-service
 bench-service: setup
 	$(PY) bench/service.py
+
+.PHONY: bench-data-scale
+bench-data-scale: setup
+	$(PY) bench/data_scale.py

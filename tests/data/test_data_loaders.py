@@ -238,3 +238,19 @@ def test_ingest_is_idempotent_and_round_trips(tmp_store, digits32):
     back = tmp_store.dataset(digits32.sample_ids)
     assert torch.equal(back.pixels, digits32.pixels) and torch.equal(back.labels, digits32.labels)
     assert back.sources == digits32.sources
+
+
+def test_image_folder_streams_in_parts_into_a_store(tmp_path):
+    from silodiff.data import stream_image_folder
+    from silodiff.store import Store
+
+    rng = np.random.default_rng(2)
+    for k in range(7):
+        _png(tmp_path / "img" / ("alice" if k % 2 else "bob") / str(k % 3) / f"{k}.png",
+             rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8))
+    parts = list(stream_image_folder(tmp_path / "img", batch=3))
+    assert [len(p) for p in parts] == [3, 3, 1]  # never more than one batch of decoded images at a time
+    store = Store(tmp_path / "st")
+    assert store.ingest(stream_image_folder(tmp_path / "img", batch=3), "folder", chunk_size=2) == 7
+    assert sorted(store.dataset().sample_ids) == sorted(s for p in parts for s in p.sample_ids)
+    assert sum(c["n"] for c in store.catalog.chunks()) == 7

@@ -24,12 +24,12 @@ from silodiff.store import Store
 
 
 def _on_disk(store: Store) -> dict[str, set[str]]:
-    """Sample ids of the images every shard file holds, re-hashed from its pixels (not its metadata)."""
-    out = {}
-    for path in sorted(store.data_dir.glob("*.safetensors")):
+    """Sample ids of the images each source's chunk files hold, re-hashed from their pixels (not their metadata)."""
+    out: dict[str, set[str]] = {}
+    for path in sorted(store.data_dir.rglob("*.safetensors")):
         with safe_open(str(path), framework="pt") as f:
             pixels, labels = f.get_tensor("pixels").numpy(), f.get_tensor("labels").tolist()
-        out[path.stem] = {sample_id(p, y) for p, y in zip(pixels, labels)}
+        out.setdefault(path.parent.name, set()).update(sample_id(p, y) for p, y in zip(pixels, labels))
     return out
 
 

@@ -212,8 +212,9 @@ def test_damaged_data_shard_is_a_clear_error(tmp_path):
 
     store = Store(tmp_path / "st")
     store.ingest(load_digits("single:owner", limit=10), "digits")
-    (tmp_path / "st" / "data" / "owner.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(SilodiffError, match="owner.safetensors: damaged data shard"):
+    chunk = next((tmp_path / "st" / "data" / "owner").glob("*.safetensors"))
+    chunk.write_bytes(b"not a safetensors file")
+    with pytest.raises(SilodiffError, match=f"owner/{chunk.name}: damaged data shard"):
         store.dataset()
 
 

@@ -88,7 +88,8 @@ def _snapshot(root: Path) -> dict:
         registered = {r[0] for r in db.execute("SELECT hash FROM artifacts")}
     finally:
         db.close()
-    shards = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((root / "data").glob("*.safetensors"))}
+    shards = {str(p.relative_to(root / "data")): hashlib.sha256(p.read_bytes()).hexdigest()
+              for p in sorted((root / "data").rglob("*.safetensors"))}
     return {"active": active, "live": live, "shards": shards, "registered": registered}
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from scipy import linalg
 
+from ..data import ChunkedSamples, to_unit_range
 from ..devices import device_of
 from ..errors import SilodiffError
 from ..jobs.compartments import num_classes
@@ -44,7 +45,7 @@ def feature_net(store: Store, *, epochs: int = 30, seed: int = 0, progress: bool
     rows = store.active("feature-net", FEATURE_NET)
     if rows:
         return store.load(rows[-1]["hash"], device=device or "auto")
-    data = store.dataset()
+    data = store.training_set()  # streamed from the chunks when large
     config = TrainConfig(epochs=epochs, batch_size=128, lr=2e-3, label_dropout=0.0, ema_decay=0.99, seed=seed,
                          device=str(device or "auto"))
     torch.manual_seed(seed)
@@ -52,18 +53,24 @@ def feature_net(store: Store, *, epochs: int = 30, seed: int = 0, progress: bool
     state = new_state(net, config)
     train(state, data, config, loss_fn=_clean_classifier_loss(data.labels), progress="fld-net" if progress else False)
     net = state.ema.model
-    accuracy = class_accuracy(net, data.x(), data.labels)
+    probe = data if len(data) <= 20000 else data.subset(data.sample_ids[:: len(data) // 20000 + 1])
+    accuracy = class_accuracy(net, probe.x(), probe.labels)
     set_id = store.catalog.add_sample_set(data.sample_ids)
     digest = store.save(net, "feature-net", FEATURE_NET, [set_id], metrics={"train_accuracy": accuracy})
     return store.load(digest, device=device or "auto")
 
 
 @torch.no_grad()
-def features(net: torch.nn.Module, images: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
-    """Penultimate features of images in [-1, 1], (n, d) float64."""
+def features(net: torch.nn.Module, images: torch.Tensor | ChunkedSamples, batch_size: int = 1024) -> np.ndarray:
+    """Penultimate features of images in [-1, 1], (n, d) float64; a store's ``ChunkedSamples`` is read
+    chunk by chunk (its rows then come in chunk order)."""
     net.eval()
     device = device_of(net)
-    return torch.cat([net.features(b.to(device)).float().cpu() for b in images.split(batch_size)]).double().numpy()
+    if isinstance(images, ChunkedSamples):
+        batches = (to_unit_range(px) for _, px in images.batches_in_order(batch_size))
+    else:
+        batches = images.split(batch_size)
+    return torch.cat([net.features(b.to(device)).float().cpu() for b in batches]).double().numpy()
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -80,8 +87,8 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(root))
 
 
-def fld(net: torch.nn.Module, generated: torch.Tensor, reference: torch.Tensor) -> float:
-    """FLD between generated and reference images (both in [-1, 1])."""
+def fld(net: torch.nn.Module, generated: torch.Tensor, reference: torch.Tensor | ChunkedSamples) -> float:
+    """FLD between generated and reference images (both in [-1, 1]; the reference may be streamed)."""
     return frechet_distance(features(net, generated), features(net, reference))
 
 

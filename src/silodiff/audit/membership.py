@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..composition import final_checkpoint, load_denoiser, trained_compartments
-from ..data import SampleSet
+from ..data import ChunkedSamples, SampleSet
 from ..errors import SilodiffError
 from ..jobs.compartments import PARAGON
 from ..store import Store
@@ -60,13 +60,14 @@ def served_model(store: Store, which: str = "composed", **compose_options: Any) 
     return ServedModel(which, model, hashes, lineage)
 
 
-def training_set(store: Store, served: ServedModel) -> SampleSet:
-    """The live samples the served model was trained on (the memorisation reference)."""
+def training_set(store: Store, served: ServedModel) -> SampleSet | ChunkedSamples:
+    """The live samples the served model was trained on (the memorisation reference): in memory when they
+    fit (``Store.training_set``), else read lazily from the store's chunks."""
     live = {r["sample_id"] for r in store.catalog.sample_rows()}
     ids = [s for s in served.lineage if s in live]
     if not ids:
         raise SilodiffError(f"none of the samples model {served.name!r} was trained on is still live")
-    return store.dataset(ids)
+    return store.training_set(ids)
 
 
 def membership_split(
@@ -74,10 +75,10 @@ def membership_split(
 ) -> tuple[SampleSet, SampleSet, dict[str, Any]]:
     """Balanced members / non-members (at most ``n`` each) and a summary of where they came from."""
     lineage = set(served.lineage)
-    members = training_set(store, served)
+    members = training_set(store, served)  # read lazily when large: only the picked samples are loaded
     rows = store.catalog.sample_rows()
     outside = [r["sample_id"] for r in rows if r["sample_id"] not in lineage]
-    parts = [store.dataset(outside)] if outside else []
+    parts = [store.samples(outside)] if outside else []
     dropped = 0
     if holdout is not None and len(holdout):
         if tuple(holdout.image_shape) != tuple(members.image_shape):
@@ -95,16 +96,21 @@ def membership_split(
         given = f" and all {len(holdout)} holdout images are" if holdout is not None and len(holdout) else " is"
         raise SilodiffError(f"no non-members for model {served.name!r}: every live sample{given} in its lineage; "
                             "ingest a held-out source after training, or pass held-out images (--holdout)")
-    nonmembers = parts[0] if len(parts) == 1 else SampleSet(
-        torch.cat([p.pixels for p in parts]), torch.cat([p.labels for p in parts]),
-        sum((p.sample_ids for p in parts), []), sum((p.sources for p in parts), []))
     # only labels the model was trained on (a composition refuses a label no compartment holds)
     seen = set(members.labels.tolist())
-    nonmembers = nonmembers.where([int(y) in seen for y in nonmembers.labels])
-    if not len(nonmembers):
+    pool = [(k, sid) for k, p in enumerate(parts) for sid, y in zip(p.sample_ids, p.labels.tolist()) if int(y) in seen]
+    if not pool:
         raise SilodiffError(f"no non-members with a label model {served.name!r} was trained on")
-    size = min(n, len(members), len(nonmembers))
+    size = min(n, len(members), len(pool))
     rng = np.random.default_rng(seed)
-    pick = lambda s: s.subset([s.sample_ids[i] for i in sorted(rng.choice(len(s), size, replace=False))])  # noqa: E731
+    member_ids = members.sample_ids
+    picked_members = [member_ids[i] for i in sorted(rng.choice(len(members), size, replace=False))]
+    picked = [pool[i] for i in sorted(rng.choice(len(pool), size, replace=False))]
     info["n_per_side"] = size
-    return pick(members), pick(nonmembers), info
+    loaded = [(p.subset([sid for k2, sid in picked if k2 == k]) if len(p) else p) for k, p in enumerate(parts)]
+    loaded = [p.load() if isinstance(p, ChunkedSamples) else p for p in loaded]
+    nonmembers = loaded[0] if len(loaded) == 1 else SampleSet(
+        torch.cat([p.pixels for p in loaded]), torch.cat([p.labels for p in loaded]),
+        sum((p.sample_ids for p in loaded), []), sum((p.sources for p in loaded), []))
+    members = members.subset(picked_members)
+    return (members.load() if isinstance(members, ChunkedSamples) else members), nonmembers, info

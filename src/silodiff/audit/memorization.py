@@ -20,6 +20,12 @@ Three criteria, all from an exact nearest-neighbour search in pixel space [0, 1]
   FLD-net features, trained to collapse a class, flag 94% (raw) / 60% (centred)
   of *fresh* images, so they do not detect copies.
 
+The search runs on faiss when it is installed (``nn_search``: exact flat search
+streamed in batches, an IVF index above ``APPROX_ABOVE`` training images, the GPU
+when present), else in torch (``_search``); both return identical top-1 results.
+The training set may be a store's ``ChunkedSamples``: it is then streamed chunk
+by chunk and never held in memory (faiss needed).
+
 Images are silodiff tensors in [-1, 1] (or uint8 in [0, 255]); both are mapped
 to [0, 1] before distances are taken.  An exact duplicate pair (0 / 0) counts
 as memorised: its ratio is defined as 0.
@@ -33,8 +39,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..data import ChunkedSamples
 from ..devices import device_of, resolve_device
 from ..errors import SilodiffError
+from . import nn_search
 
 NN_RATIO_THRESHOLD = 1 / 3
 CARLINI_K = 50
@@ -111,27 +119,43 @@ def _search(
     return torch.cat(dists), torch.cat(index)
 
 
+def _pick_backend(backend: str | None) -> str:
+    if backend not in (None, "faiss", "torch"):
+        raise SilodiffError(f"backend must be faiss or torch, got {backend!r}")
+    if backend == "faiss" and nn_search.faiss_module() is None:
+        raise SilodiffError("faiss is not installed: pip install 'silodiff[search]'")
+    return backend or ("faiss" if nn_search.faiss_module() is not None else "torch")
+
+
 @torch.no_grad()
 def nearest_neighbours(
     generated: torch.Tensor | np.ndarray,
-    training: torch.Tensor | np.ndarray,
+    training: torch.Tensor | np.ndarray | ChunkedSamples,
     k: int = CARLINI_K,
     *,
     batch_size: int = 512,
     base_chunk: int = 16384,
     progress: bool | str = False,
     device: torch.device | str | None = None,
+    backend: str | None = None,
+    approximate: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest training images of each generated image in pixel space [0, 1].
+    """k nearest training images of each generated image in pixel space [0, 1] (exact unless
+    ``approximate``, or above ``nn_search.APPROX_ABOVE`` training images).
 
     Returns ``dist`` (n, k) Euclidean distances, ascending, and ``idx`` (n, k)
-    row indices into ``training``.  Batched: 10k × 60k 28×28 images need a few
-    hundred MB and run in minutes on two CPU cores.
+    row indices into ``training``.  ``backend``: faiss (default when installed) or
+    torch.  ``training`` may be a store's ``ChunkedSamples`` (streamed; faiss).
     """
-    q, base = unit_pixels(generated), unit_pixels(training)
+    q = unit_pixels(generated)
+    dev = resolve_device(device) if device is not None else None
+    if isinstance(training, ChunkedSamples) or _pick_backend(backend) == "faiss":
+        base = training if isinstance(training, ChunkedSamples) else unit_pixels(training)
+        dist, idx, _ = nn_search.knn(q, base, k, approximate=approximate, device=dev, progress=progress)
+        return dist, idx
+    base = unit_pixels(training)
     if q.shape[1] != base.shape[1]:
         raise SilodiffError(f"generated images have {q.shape[1]} values each, training images {base.shape[1]}")
-    dev = resolve_device(device) if device is not None else None
     dist, idx = _search(q, base, k, metric="l2", batch_size=batch_size, base_chunk=base_chunk, progress=progress, device=dev)
     return dist.numpy(), idx.numpy()
 
@@ -178,7 +202,9 @@ class MemorizationAuditor:
         batch_size: int = 512,
         progress: bool = False,
         device: str | torch.device | None = None,
+        backend: str | None = None,
     ):
+        self.backend = backend  # the pixel search: faiss (default when installed) or torch
         self.device = device  # the NN searches' device (default: the feature net's, else the CPU)
         self.cosine_threshold = cosine_threshold
         self.feature_net = feature_net
@@ -188,13 +214,25 @@ class MemorizationAuditor:
         self.batch_size = batch_size
         self.progress = progress
 
-    def fit(self, training_images: torch.Tensor | np.ndarray) -> "MemorizationAuditor":
-        """Keep the training images (as [0, 1] pixels) and their unit-norm features."""
+    def fit(self, training_images: torch.Tensor | np.ndarray | ChunkedSamples) -> "MemorizationAuditor":
+        """Keep the training images (as [0, 1] pixels) and their unit-norm features; a store's
+        ``ChunkedSamples`` is kept as is (streamed at each search, only the feature mean computed here)."""
         if not -1 <= self.cosine_threshold <= 1:
             raise SilodiffError(f"cosine_threshold must be in [-1, 1], got {self.cosine_threshold}")
         if len(training_images) < 2:
             raise SilodiffError("memorisation needs at least two training images (the NN ratio uses NN2)")
         self.device_ = resolve_device(self.device) if self.device is not None else device_of(self.feature_net)
+        self.backend_ = _pick_backend("faiss" if isinstance(training_images, ChunkedSamples) else self.backend)
+        if isinstance(training_images, ChunkedSamples):
+            self.training_, self.image_shape_ = training_images, tuple(training_images.image_shape)
+            self.k_ = min(self.k, len(training_images))
+            total, n = 0.0, 0
+            for _, rows in nn_search.base_batches(training_images)[2]():  # one streamed pass: the feature mean
+                feats = self._features_of(rows)
+                total, n = total + feats.sum(0, dtype=np.float64), n + len(feats)
+            self.feature_mean_ = torch.from_numpy(total / n).float()
+            self.features_ = None
+            return self
         self.training_ = unit_pixels(training_images).to(self.device_)  # (m, d), kept where the search runs
         self.image_shape_ = tuple(torch.as_tensor(training_images).shape[1:])
         self.k_ = min(self.k, len(self.training_))
@@ -202,6 +240,13 @@ class MemorizationAuditor:
         self.feature_mean_ = feats.mean(0)
         self.features_ = torch.nn.functional.normalize(feats - self.feature_mean_, dim=1).to(self.device_)  # centred, unit rows
         return self
+
+    def _features_of(self, rows: np.ndarray) -> np.ndarray:
+        """Features of [0, 1] pixel rows (the rows themselves without a feature net), float32."""
+        if self.feature_net is None:
+            return rows
+        images = torch.from_numpy(rows).mul(2).sub(1).view(len(rows), *self.image_shape_)
+        return _embed(images, self.feature_net, self.batch_size).numpy()
 
     @torch.no_grad()
     def score(self, generated: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
@@ -216,13 +261,22 @@ class MemorizationAuditor:
                                 f"do not match the training images' {self.image_shape_}")
         q = unit_pixels(generated)
         progress = "nn search" if self.progress else False
-        dist, idx = _search(q, self.training_, self.k_, metric="l2", batch_size=self.batch_size, base_chunk=16384,
-                            progress=progress, device=self.device_)
-        dist, idx = dist.numpy(), idx.numpy()
+        if self.backend_ == "faiss":
+            dist, idx, _ = nn_search.knn(q, self.training_, self.k_, device=self.device_, progress=progress)
+        else:
+            dist, idx = _search(q, self.training_, self.k_, metric="l2", batch_size=self.batch_size, base_chunk=16384,
+                                progress=progress, device=self.device_)
+            dist, idx = dist.numpy(), idx.numpy()
         feats = _embed(generated, self.feature_net, self.batch_size) - self.feature_mean_
         feats = torch.nn.functional.normalize(feats, dim=1)  # centred on the training mean, unit rows
-        cos, cos_idx = _search(feats, self.features_, 1, metric="cosine", batch_size=self.batch_size, base_chunk=16384,
-                               progress=False, device=self.device_)
+        if self.features_ is None:  # streamed training set: the training features batch by batch
+            best, best_idx = nn_search.cosine_top1(
+                np.ascontiguousarray(feats.numpy(), dtype=np.float32), nn_search.base_batches(self.training_)[2],
+                self.feature_mean_.numpy(), self._features_of, self.device_)
+            cos, cos_idx = torch.from_numpy(best.astype(np.float32))[:, None], torch.from_numpy(best_idx)[:, None]
+        else:
+            cos, cos_idx = _search(feats, self.features_, 1, metric="cosine", batch_size=self.batch_size,
+                                   base_chunk=16384, progress=False, device=self.device_)
         ratio, carlini = nn_ratio(dist), carlini_ratio(dist, self.k_)
         return {
             "nn_ratio": ratio, "carlini_ratio": carlini, "cosine": cos[:, 0].numpy().astype(np.float64),

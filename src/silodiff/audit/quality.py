@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from ..composition import load_denoiser
+from ..data import ChunkedSamples
 from ..devices import resolve_device
 from ..sampling import balanced_labels, generate
 from ..store import Store
@@ -26,4 +27,10 @@ def evaluate_quality(
     labels = balanced_labels(n, denoiser.num_classes)
     images, _ = generate(denoiser, n, labels=labels, sampler=sampler, steps=steps, seed=seed, progress=progress)
     return {"model": model, **options, "n": n, "steps": steps, "seed": seed,
-            "fld": fld(net, images, store.dataset().x()), "class_accuracy": class_accuracy(net, images, labels)}
+            "fld": fld(net, images, _reference(store)), "class_accuracy": class_accuracy(net, images, labels)}
+
+
+def _reference(store: Store) -> torch.Tensor | ChunkedSamples:
+    """The store's live images: in memory when they fit, else streamed from the chunks."""
+    data = store.training_set()
+    return data if isinstance(data, ChunkedSamples) else data.x()

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..composition import ROUTER_NAME, trained_compartments
-from ..data import SampleSet, load_dataset
+from ..data import ChunkedSamples, SampleSet, load_dataset, to_unit_range
 from ..devices import resolve_device
 from ..errors import SilodiffError
 from ..sampling import balanced_labels, generate
@@ -120,12 +120,14 @@ def run_audit(
     # 2. memorisation against the model's own training set
     t0 = time.perf_counter()
     net = store_feature_net(store, progress=progress, device=dev) if cosine_features == "fld" else None
-    auditor = MemorizationAuditor(cosine_threshold, net, progress=progress, device=dev).fit(train.x())
+    # a large training set stays in the store's chunks and is streamed by the search
+    auditor = MemorizationAuditor(cosine_threshold, net, progress=progress, device=dev).fit(
+        train if isinstance(train, ChunkedSamples) else train.x())
     mem = auditor.score(images)
     memorisation = auditor.summarize(mem)
     timings["memorisation"] = time.perf_counter() - t0
     worst = np.argsort(mem["nn_ratio"], kind="stable")[: min(top, n)]
-    save_pairs(images[worst], train.x()[torch.as_tensor(mem["nn_index"][worst])], mem["nn_ratio"][worst],
+    save_pairs(images[worst], to_unit_range(train.pixels_at(mem["nn_index"][worst])), mem["nn_ratio"][worst],
                out / "memorised.png", title=f"{model}: most memorised generations (NN ratio below)")
     save_ratio_hist(mem["nn_ratio"], mem["carlini_ratio"], out / "ratio-hist.png", title=model)
     _log(f"memorised (NN ratio < 1/3): {memorisation['nn_ratio_memorised']:.1%}, "
@@ -164,10 +166,11 @@ def run_audit(
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
     _write(out / "report.json", json.dumps(summary, indent=2))
+    train_ids = train.sample_ids
     details = {"generated": [
-        {"index": i, "label": None if labels is None else int(labels[i]), "nn_sample_id": train.sample_ids[int(j)],
+        {"index": i, "label": None if labels is None else int(labels[i]), "nn_sample_id": train_ids[int(j)],
          "nn_distance": float(d), "nn_ratio": float(r), "carlini_ratio": float(c), "cosine": float(cs),
-         "cosine_sample_id": train.sample_ids[int(ci)]}
+         "cosine_sample_id": train_ids[int(ci)]}
         for i, (j, d, r, c, cs, ci) in enumerate(zip(mem["nn_index"], mem["nn_distance"], mem["nn_ratio"],
                                                      mem["carlini_ratio"], mem["cosine"], mem["cosine_index"]))],
         "membership_scores": per_sample}

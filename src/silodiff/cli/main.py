@@ -5,6 +5,7 @@ The conventions (list options, ``--json``, training flags, exit codes) are in ``
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -47,12 +48,15 @@ def data_ingest(
     old_sources: OldSourcesOpt = None,
 ) -> None:
     """Load a data set and register its samples (pixels stored, ids in the catalog)."""
-    from ..data import load_dataset
+    from ..data import stream_dataset
 
     if old_sources is not None:
         deprecated("`data ingest --sources`", "--assign (--sources names rights on `keys create`)")
         assign = old_sources
-    data = load_dataset(dataset, sources=assign, limit=limit, path=path)
+    # a folder streams in chunk-sized parts (with a progress bar); the other data sets load at once
+    parts = stream_dataset(dataset, sources=assign, limit=limit, path=path, progress=not as_json)
+    first = next(parts, None)  # the first part read before the store is created (bad input leaves no store)
+    data = itertools.chain([first] if first is not None else [], parts)
     st = _open(store, create=True)
     report = st.ingest_report(data, dataset, readmit_forgotten=readmit_forgotten)
     added = report["added"]

@@ -84,7 +84,7 @@ def train_router(
         lineage = own_ids(store, f["hash"])  # a compartment on a base is told apart by its own data, not the base's
         ids += lineage
         targets += [k] * len(lineage)
-    data = store.dataset(ids)
+    data = store.training_set(ids)  # streamed from the chunks when large
     targets = torch.as_tensor(targets)
     n_classes = num_classes(store)
     counts = torch.zeros(len(names), n_classes)

@@ -75,6 +75,10 @@ class SampleSet(torch.utils.data.Dataset):
     def num_classes(self) -> int:
         return int(self.labels.max()) + 1 if len(self) else 0
 
+    def pixels_at(self, positions: Sequence[int] | torch.Tensor | np.ndarray) -> torch.Tensor:
+        """uint8 pixels of these rows (as ``ChunkedSamples.pixels_at`` reads them from chunk files)."""
+        return self.pixels[torch.as_tensor(np.asarray(positions), dtype=torch.long)]
+
     def x(self) -> torch.Tensor:
         """All images as float in [-1, 1], (n, c, h, w)."""
         return to_unit_range(self.pixels)

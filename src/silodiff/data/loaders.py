@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import math
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -110,37 +111,90 @@ def folder_label(path: Path) -> int:
     return int(name)
 
 
-def load_image_folder(root: str | Path) -> SampleSet:
-    """``root/<source>/<label>/*.png``; labels are integer folder names; all images one size and mode."""
-    from PIL import Image, UnidentifiedImageError
-
-    root = Path(root)
+def _folder_files(root: Path) -> list[Path]:
     if not root.is_dir():
         raise SilodiffError(f"image folder {root} does not exist")
     files = sorted(p for p in root.glob("*/*/*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise SilodiffError(f"no images under {root} (expected root/<source>/<label>/*.png)")
-    pixels, labels, sources, shape = [], [], [], None
-    for path in files:
-        label = folder_label(path)
-        try:
-            with Image.open(path) as im:
-                if im.width * im.height > MAX_IMAGE_PIXELS:
-                    raise SilodiffError(f"{path}: image of {im.width}×{im.height} pixels is too large "
-                                        f"(at most {MAX_IMAGE_PIXELS} pixels)")
-                im.load()
-                arr = np.asarray(im.convert("L") if im.mode in ("L", "1", "P", "I", "I;16") else im.convert("RGB"))
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise SilodiffError(f"{path}: unreadable image ({exc})") from None
-        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-        if shape is None:
-            shape = arr.shape
-        elif arr.shape != shape:
-            raise SilodiffError(f"{path}: image of shape {arr.shape} differs from the first image's {shape}")
-        pixels.append(arr)
-        labels.append(label)
-        sources.append(path.parent.parent.name)
-    return SampleSet.from_arrays(np.stack(pixels), labels, sources)
+    return files
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """One image file as uint8 (c, h, w): grey levels as one channel, anything else as RGB."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > MAX_IMAGE_PIXELS:
+                raise SilodiffError(f"{path}: image of {im.width}×{im.height} pixels is too large "
+                                    f"(at most {MAX_IMAGE_PIXELS} pixels)")
+            im.load()
+            arr = np.asarray(im.convert("L") if im.mode in ("L", "1", "P", "I", "I;16") else im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise SilodiffError(f"{path}: unreadable image ({exc})") from None
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def stream_image_folder(root: str | Path, batch: int | None = None, progress: bool = False) -> Iterator[SampleSet]:
+    """``root/<source>/<label>/*.png`` read ``batch`` files at a time (default: a chunk), with a progress bar.
+
+    Only one batch of decoded images is held at a time, so a folder of any size streams into a store.
+    The folder is listed at once (a missing or empty folder is an error here, before any image is read).
+    """
+    from .chunked import CHUNK_SIZE
+
+    return _folder_parts(_folder_files(Path(root)), batch or CHUNK_SIZE, progress)
+
+
+def _folder_parts(files: list[Path], batch: int, progress: bool) -> Iterator[SampleSet]:
+    from tqdm.auto import tqdm
+
+    shape = None
+    # the bar shows on a terminal only (None: tqdm disables itself when stderr is not a TTY)
+    with tqdm(total=len(files), desc="reading images", unit="img", disable=None if progress else True, leave=False) as bar:
+        for start in range(0, len(files), batch):
+            pixels, labels, sources = [], [], []
+            for path in files[start : start + batch]:
+                label = folder_label(path)
+                arr = _read_image(path)
+                if shape is None:
+                    shape = arr.shape
+                elif arr.shape != shape:
+                    raise SilodiffError(f"{path}: image of shape {arr.shape} differs from the first image's {shape}")
+                pixels.append(arr)
+                labels.append(label)
+                sources.append(path.parent.parent.name)
+                bar.update(1)
+            yield SampleSet.from_arrays(np.stack(pixels), labels, sources)
+
+
+def load_image_folder(root: str | Path) -> SampleSet:
+    """``root/<source>/<label>/*.png``; labels are integer folder names; all images one size and mode."""
+    parts = list(stream_image_folder(root))
+    if len(parts) == 1:
+        return parts[0]
+    import torch
+
+    merged = SampleSet(torch.cat([p.pixels for p in parts]), torch.cat([p.labels for p in parts]),
+                       [s for p in parts for s in p.sample_ids], [s for p in parts for s in p.sources])
+    keep, seen = [], set()
+    for sid in merged.sample_ids:  # exact duplicates across batches are kept once
+        if sid not in seen:
+            seen.add(sid)
+            keep.append(sid)
+    return merged if len(keep) == len(merged) else merged.subset(keep)
+
+
+def stream_dataset(name: str, *, sources: str = "random:4", limit: int | None = None, path: str | None = None,
+                   progress: bool = False) -> Iterator[SampleSet]:
+    """``load_dataset`` as an iterator of ``SampleSet`` parts: a folder streams batch by batch (its listing
+    checked at once), the rest is loaded whole."""
+    if name.partition(":")[0] == "folder":
+        if not path:
+            raise SilodiffError("folder data needs --path ROOT")
+        return stream_image_folder(path, progress=progress)
+    return iter([load_dataset(name, sources=sources, limit=limit, path=path)])
 
 
 def load_dataset(name: str, *, sources: str = "random:4", limit: int | None = None, path: str | None = None) -> SampleSet:

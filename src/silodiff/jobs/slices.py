@@ -26,7 +26,7 @@ from ..config import build
 from ..store import Store, ids_hash
 from ..training import TrainConfig, new_state, steps_for, train
 from ..data import SampleSet
-from ..training.early_stop import EVALUATIONS, EarlyStopping, split_validation
+from ..training.early_stop import EVALUATIONS, MAX_HELD_OUT, EarlyStopping, split_validation
 from ..training.hooks import build_hooks, hook_reports
 from ..training.plan import derive_seed
 from ..training.state import TrainState, model_tensors
@@ -83,11 +83,14 @@ def _early_stopping(stage: SampleSet, config: TrainConfig, budget: int) -> tuple
     """(the samples to train on, the early-stopping hook) for one stage; no hook when ``val_fraction`` is 0.
 
     The held-out samples stay in the stage's lineage: they decided when it stopped."""
-    fit, held = split_validation(stage.sample_ids, config.val_fraction or 0.0, config.seed)
+    ids = stage.sample_ids
+    fraction = min(config.val_fraction or 0.0, MAX_HELD_OUT / max(1, len(ids)))  # a large set holds out ≤ MAX_HELD_OUT
+    fit, held = split_validation(ids, fraction, config.seed)
     if not held:
         return stage, None
     every = config.val_every or max(1, budget // EVALUATIONS)
-    stopper = EarlyStopping(stage.subset(held), every=every, patience=config.patience, seed=config.seed,
+    val = stage.subset(held)
+    stopper = EarlyStopping(val.load() if hasattr(val, "load") else val, every=every, patience=config.patience, seed=config.seed,
                             num_train_timesteps=config.num_train_timesteps)
     return stage.subset(fit), stopper
 
@@ -234,7 +237,7 @@ def _run(job: SliceJob, rank: int = 0) -> JobResult:
     if init is not None:
         tensors, _ = store.artifacts.get(init)
         state.load_tensors(tensors)
-    data = store.dataset(sorted({sid for s in job.slices for sid in s}))
+    data = store.training_set(sorted({sid for s in job.slices for sid in s}))  # streamed when large
     budget = stage_steps(job, config)
     written, t0, steps0 = [], time.perf_counter(), state.step
     for r in range(start, len(job.slices)):

@@ -46,6 +46,12 @@ CREATE TABLE IF NOT EXISTS lineage (artifact TEXT NOT NULL REFERENCES artifacts(
     PRIMARY KEY (artifact, set_id));
 CREATE INDEX IF NOT EXISTS lineage_set ON lineage(set_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    chunk TEXT PRIMARY KEY, source TEXT NOT NULL, n INTEGER NOT NULL, bytes INTEGER NOT NULL, sha256 TEXT NOT NULL,
+    created_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source);
+CREATE TABLE IF NOT EXISTS sample_chunks (sample_id TEXT PRIMARY KEY, chunk TEXT NOT NULL, row INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS sample_chunks_chunk ON sample_chunks(chunk);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL,
     prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
@@ -199,6 +205,70 @@ class Catalog:
         if source is not None:
             q, args = q + " AND source = ?", (source,)
         return self.db.execute(q + " ORDER BY sample_id", args).fetchall()
+
+    # -- chunks: where the pixels of each sample lie (``data/<source>/<chunk>``) ------------------------
+    def add_chunk(self, chunk: str, source: str, sample_ids: Sequence[str], nbytes: int, sha256: str) -> None:
+        """Register one chunk file and the rows of its samples (inside the caller's transaction)."""
+        with self.transaction() as db:
+            db.execute("INSERT INTO chunks(chunk, source, n, bytes, sha256, created_at) VALUES (?,?,?,?,?,?)",
+                       (chunk, source, len(sample_ids), int(nbytes), sha256, now()))
+            db.executemany("INSERT OR REPLACE INTO sample_chunks(sample_id, chunk, row) VALUES (?,?,?)",
+                           [(sid, chunk, r) for r, sid in enumerate(sample_ids)])
+
+    def drop_chunk(self, chunk: str) -> None:
+        """Unregister a chunk (its rows too)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM sample_chunks WHERE chunk = ?", (chunk,))
+            db.execute("DELETE FROM chunks WHERE chunk = ?", (chunk,))
+
+    def chunks(self, source: str | None = None) -> list[dict[str, Any]]:
+        q, args = "SELECT * FROM chunks", ()
+        if source is not None:
+            q, args = q + " WHERE source = ?", (source,)
+        return [dict(r) for r in self.db.execute(q + " ORDER BY chunk", args)]
+
+    def chunks_holding_dead(self) -> list[str]:
+        """Chunks that store a sample which is not live there any more (forgotten, or stored again elsewhere)."""
+        rows = self.db.execute(
+            "SELECT c.chunk FROM chunks c WHERE c.n > (SELECT COUNT(*) FROM sample_chunks m JOIN samples s "
+            "ON s.sample_id = m.sample_id AND s.forgotten_at IS NULL WHERE m.chunk = c.chunk) ORDER BY c.chunk")
+        return [r[0] for r in rows]
+
+    def live_in_chunk(self, chunk: str) -> set[str]:
+        """The live samples whose pixels the catalog places in ``chunk``."""
+        return {r[0] for r in self.db.execute(
+            "SELECT m.sample_id FROM sample_chunks m JOIN samples s ON s.sample_id = m.sample_id "
+            "AND s.forgotten_at IS NULL WHERE m.chunk = ?", (chunk,))}
+
+    def live_positions(self, ids: Sequence[str] | None = None, source: str | None = None) -> Iterator[tuple]:
+        """(position, sample_id, label, chunk, row) of live samples: all (by id), of one source, or exactly
+        ``ids`` in that order (chunk None for an id that is not live or has no stored pixels).  Streamed."""
+        db = self.db
+        if ids is None:
+            q = ("SELECT s.sample_id, s.label, m.chunk, m.row FROM samples s LEFT JOIN sample_chunks m "
+                 "ON m.sample_id = s.sample_id WHERE s.forgotten_at IS NULL")
+            args: tuple = ()
+            if source is not None:
+                q, args = q + " AND s.source = ?", (source,)
+            cur = db.execute(q + " ORDER BY s.sample_id", args)
+            cur.row_factory = None
+            for k, r in enumerate(cur):
+                yield (k, *r)
+            return
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted_ids (pos INTEGER PRIMARY KEY, sample_id TEXT NOT NULL)")
+        db.execute("DELETE FROM wanted_ids")
+        db.executemany("INSERT INTO wanted_ids(pos, sample_id) VALUES (?,?)", enumerate(ids))
+        cur = db.execute(
+            "SELECT w.pos, w.sample_id, s.label, m.chunk, m.row FROM wanted_ids w "
+            "LEFT JOIN samples s ON s.sample_id = w.sample_id AND s.forgotten_at IS NULL "
+            "LEFT JOIN sample_chunks m ON m.sample_id = s.sample_id ORDER BY w.pos")
+        cur.row_factory = None
+        try:
+            for r in cur:
+                yield r if r[2] is not None else (r[0], r[1], None, None, None)
+        finally:
+            cur.close()
+            db.execute("DELETE FROM wanted_ids")
 
     def sources(self) -> list[dict[str, Any]]:
         rows = self.db.execute(

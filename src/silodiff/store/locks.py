@@ -40,3 +40,29 @@ def file_lock(path: str | Path) -> Iterator[None]:
             f = held.pop(key)[0]
             fcntl.flock(f, fcntl.LOCK_UN)
             f.close()
+
+
+@contextmanager
+def try_file_lock(path: str | Path) -> Iterator[bool]:
+    """Take the lock on ``path`` if nobody holds it (yields True; also when this thread holds it already),
+    else yield False at once without waiting."""
+    held: dict[str, list] = _local.__dict__.setdefault("held", {})
+    key = str(Path(path).resolve())
+    if key in held:
+        yield True
+        return
+    f = open(key, "a+")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        held[key] = [f, 1]
+        try:
+            yield True
+        finally:
+            held.pop(key, None)
+            fcntl.flock(f, fcntl.LOCK_UN)
+    finally:
+        f.close()

@@ -30,6 +30,7 @@ from .state import TrainState
 
 EVALUATIONS = 40  # evaluations over the step budget when val_every is 0 (auto)
 DRAWS = 1024  # (sample, t, ε) draws per evaluation, at least one per held-out sample
+MAX_HELD_OUT = 4096  # a large job holds out at most about this many samples (loaded in memory for the evaluations)
 
 
 def split_validation(ids: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:

@@ -36,7 +36,7 @@ import torch
 from diffusers import DDPMScheduler
 from tqdm.auto import tqdm
 
-from ..data import SampleSet
+from ..data import ChunkBatches, ChunkedSamples, SampleSet
 from ..devices import autocast, check_precision, device_of, grad_scaler, resolve_device, seeded
 from ..errors import SilodiffError
 from .parallel import all_reduce_grads, all_sum, shard, world
@@ -210,17 +210,25 @@ class EpochBatches(torch.utils.data.Sampler):
             yield from order.cpu().split(self.batch_size)
 
 
-def batch_loader(data: SampleSet, config: TrainConfig, generator: torch.Generator, device: torch.device):
-    """The training ``DataLoader``: whole batches gathered by index, pinned for CUDA, optional workers."""
+def batch_loader(data: SampleSet | ChunkedSamples, config: TrainConfig, generator: torch.Generator, device: torch.device):
+    """The training ``DataLoader``: whole batches gathered by index, pinned for CUDA, optional workers.
+
+    A ``SampleSet`` (in memory) is shuffled uniformly; ``ChunkedSamples`` (streamed from chunk
+    files) by ``ChunkBatches``: chunks in a random order, rows shuffled across a window of chunks.
+    """
+    if isinstance(data, ChunkedSamples):
+        dataset, sampler = data, ChunkBatches(data.chunk, config.batch_size, generator)
+    else:
+        dataset, sampler = _Rows(data), EpochBatches(len(data), config.batch_size, generator)
     return torch.utils.data.DataLoader(
-        _Rows(data), sampler=EpochBatches(len(data), config.batch_size, generator), batch_size=None,
+        dataset, sampler=sampler, batch_size=None,
         num_workers=config.num_workers, pin_memory=device.type == "cuda", persistent_workers=False,
     )
 
 
 def train(
     state: TrainState,
-    data: SampleSet,
+    data: SampleSet | ChunkedSamples,
     config: TrainConfig,
     *,
     steps: int | None = None,
@@ -230,7 +238,10 @@ def train(
     on_checkpoint: Callable[[TrainState], None] | None = None,
     checkpoint_every: int = 0,
 ) -> TrainState:
-    """Train ``state.model`` on ``data`` for ``steps`` optimizer steps (default: ``config.epochs`` epochs)."""
+    """Train ``state.model`` on ``data`` for ``steps`` optimizer steps (default: ``config.epochs`` epochs).
+
+    ``data`` in memory (``SampleSet``) or streamed from a store's chunks (``ChunkedSamples``,
+    e.g. ``Store.training_set``): the loop is the same, only the batch order differs."""
     config.check()
     if len(data) == 0:
         raise SilodiffError("cannot train on an empty set of samples")
@@ -241,7 +252,7 @@ def train(
     if config.compile and getattr(model, "_compiled_call_impl", None) is None:
         model.compile()
     scheduler = noise_scheduler(config.num_train_timesteps)
-    ids = data.sample_ids
+    ids = data.sample_ids if hooks else None  # hooks see the batch's ids
     null = getattr(model, "num_classes", 0)  # index of the "no label" class
     steps = steps_for(len(data), config) if steps is None else steps
     on_batch = [h.on_batch for h in hooks if hasattr(h, "on_batch")]

@@ -142,7 +142,7 @@ def _files_on_disk(store: Store, forgotten: set[str]) -> list[str]:
         elif top == "artifacts" and (len(rel.parts) != 3 or rel.parts[1] not in registered):
             problems.append(f"{rel} is not an artifact of the catalog: weights of unrecorded lineage are on disk")
         elif hit:
-            where = f"data shard {path.stem!r}" if top == "data" else f"file {rel}"
+            where = f"data chunk {'/'.join(rel.parts[1:])!r}" if top == "data" else f"file {rel}"
             problems.append(f"{where} still stores {hit} forgotten sample(s)")
     return problems
 

@@ -30,13 +30,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 
 from ..composition import final_checkpoint, train_router
 from ..errors import SilodiffError
 from ..jobs import BASE, SliceJob, run_jobs
 from ..jobs.base import active_base
-from ..data import SampleSet
 from ..store import Store, ids_hash
 from ..store.artifacts import _fsync_write
 from ..store.catalog import now
@@ -256,13 +254,5 @@ def _delete(store: Store, plan: dict[str, Any]) -> None:
         store.artifacts.delete(a["hash"])
         if k == 0:
             crash_point("mid-delete")
-    shape = tuple(plan["image_shape"])
-    forgotten = set(plan["forget_ids"])
-    holding = [p.stem for p in sorted(store.data_dir.glob("*.safetensors")) if forgotten & store.shard_ids(p.stem)]
-    for source in sorted(set(plan["sources_touched"]) | set(holding)):  # every shard on disk that holds them
-        if catalog.sample_rows(source):
-            keep = store.dataset(source=source)  # live samples only
-        else:
-            keep = SampleSet(torch.zeros((0, *shape), dtype=torch.uint8), torch.zeros(0, dtype=torch.int64), [], [])
-        store.write_shard(source, keep)
+    store.drop_dead_rows()  # only the chunks that hold forgotten samples are rewritten
     store.clean_tmp()  # a crashed earlier write's .part files
