@@ -146,8 +146,8 @@ def _queries(n: int, d: int) -> np.ndarray:
     return q
 
 
-def nn_vs_flat(root: str, queries: int) -> dict:
-    """silodiff's exact search (streamed from the chunks) against a faiss IndexFlatL2 holding everything."""
+def _exact_search(root: str, queries: int):
+    """(the store's streamed samples, the queries, silodiff's exact top-1, its seconds)."""
     import faiss
 
     from silodiff.audit import nn_search as search
@@ -158,7 +158,17 @@ def nn_vs_flat(root: str, queries: int) -> dict:
     q = _queries(queries, 3 * 32 * 32)
     t0 = time.perf_counter()
     _, exact, _ = search.knn(q, base, 1, approximate=False)
-    out = {"training_images": len(base), "queries": queries, "silodiff_exact_s": time.perf_counter() - t0}
+    return base, q, exact, time.perf_counter() - t0
+
+
+def nn_vs_flat(root: str, queries: int) -> dict:
+    """silodiff's exact search (streamed from the chunks) against a faiss IndexFlatL2 holding everything."""
+    import faiss
+
+    from silodiff.audit import nn_search as search
+
+    base, q, exact, seconds = _exact_search(root, queries)
+    out = {"training_images": len(base), "queries": queries, "silodiff_exact_s": seconds}
     rows = np.empty((len(base), q.shape[1]), dtype=np.float32)  # loading the pixels is not timed
     for pos, r in search.base_batches(base)[2]():
         rows[pos] = r
@@ -173,17 +183,10 @@ def nn_vs_flat(root: str, queries: int) -> dict:
 
 def ivf_recall(root: str, queries: int) -> dict:
     """The approximate index against silodiff's exact search: recall@1 and time, at two nprobe values."""
-    import faiss
-
     from silodiff.audit import nn_search as search
-    from silodiff.store import Store
 
-    faiss.omp_set_num_threads(os.cpu_count() or 1)
-    base = Store(root, create=False).samples()
-    q = _queries(queries, 3 * 32 * 32)
-    t0 = time.perf_counter()
-    _, exact, _ = search.knn(q, base, 1, approximate=False)
-    out = {"training_images": len(base), "queries": queries, "exact_s": time.perf_counter() - t0}
+    base, q, exact, seconds = _exact_search(root, queries)
+    out = {"training_images": len(base), "queries": queries, "exact_s": seconds}
     t0 = time.perf_counter()
     index = search.build_ivf(base)
     out["ivf_build_s"] = time.perf_counter() - t0
