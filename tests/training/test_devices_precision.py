@@ -178,9 +178,11 @@ def test_a_ray_task_given_a_gpu_trains_on_the_gpu_ray_assigned(monkeypatch):
 
 
 @pytest.mark.slow  # two spawned processes: about a minute on the shared 2-core machine
-def test_data_parallel_paragon_follows_the_single_process_run(tmp_path, digits32, tiny_model_config):
-    """The paragon trained by 2 gloo processes (each half of every batch, gradients summed) matches one process."""
-    from silodiff.jobs import train_paragon
+@pytest.mark.parametrize("which", ["paragon", "base"])
+def test_data_parallel_paragon_follows_the_single_process_run(tmp_path, digits32, tiny_model_config, which):
+    """The paragon (and the base) trained by 2 gloo processes (each half of every batch, gradients summed) matches
+    one process."""
+    from silodiff.jobs import train_base, train_paragon
     from silodiff.store import Store
 
     config = TrainConfig(epochs=2, batch_size=8, device="cpu")
@@ -188,7 +190,11 @@ def test_data_parallel_paragon_follows_the_single_process_run(tmp_path, digits32
     for n in (1, 2):  # two stores: the second run must not resume from the first's checkpoint
         store = Store(tmp_path / f"dp{n}")
         store.ingest(digits32, "digits")
-        result = train_paragon(store, config=config, model=tiny_model_config, progress=False, data_parallel=n)
+        if which == "paragon":
+            result = train_paragon(store, config=config, model=tiny_model_config, progress=False, data_parallel=n)
+        else:
+            result = train_base(store, ["source-0", "source-1"], config=config, model=tiny_model_config,
+                                progress=False, data_parallel=n)
         assert len(result.artifacts) == 1 and result.steps == 8
         runs[n] = (store, result.artifacts[0])
     (s1, h1), (s2, h2) = runs[1], runs[2]

@@ -36,6 +36,8 @@ def train_base_cmd(
     patience: PatienceOpt = 8,
     init_from: InitFromOpt = None,
     provenance: ProvenanceOpt = None,
+    data_parallel: Annotated[int, typer.Option("--data-parallel", help="Train in N processes, one per GPU "
+                                               "(gloo processes without GPUs), gradients summed across them.")] = 1,
 ) -> None:
     """Train the base model on public sources; compartments may then start from it (`train compartments --from-base`)."""
     from ..jobs import train_base
@@ -44,6 +46,7 @@ def train_base_cmd(
     st = _open(store)
     r = train_base(st, _names(sources, "--sources") or [], config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
                    seed=seed, device=device, precision=precision, val_fraction=val_fraction, patience=patience).check(),
-                   slices=slices, seed=seed, public=public, init_from=init_from, provenance=provenance)
+                   slices=slices, seed=seed, public=public, init_from=init_from, provenance=provenance,
+                   data_parallel=data_parallel)
     emit({"base": r.artifacts[-1] if r.artifacts else None, "public_sources": st.catalog.public_sources(),
           "steps": r.steps, "seconds": round(r.seconds, 2)}, as_json)

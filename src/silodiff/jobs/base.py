@@ -31,7 +31,7 @@ ADAPTERS = ("none", "lora")
 def train_base(
     store: Store, sources: Sequence[str], *, config: TrainConfig | None = None, model: dict | None = None,
     slices: int = 1, seed: int = 0, progress: bool = True, public: bool = True,
-    init_from: str | None = None, provenance: str | None = None,
+    init_from: str | None = None, provenance: str | None = None, data_parallel: int = 1,
 ) -> JobResult:
     """Train the base on the live samples of ``sources`` (an artifact of kind ``base``).
 
@@ -40,10 +40,14 @@ def train_base(
     then served only to keys whose rights cover the base's sources too (its effective lineage includes them).
     ``init_from``/``provenance``: start the base from a local diffusers ``UNet2DModel`` folder (a pretrained model,
     registered as an external artifact; see ``silodiff.jobs.pretrained``).
+    ``data_parallel = N``: like the paragon, the one job that cannot be split by compartment trains in N processes,
+    one per GPU (gloo processes on a CPU-only machine), gradients summed across them.
     """
     from .compartments import _jobs
 
     config = (config or TrainConfig()).check()
+    if data_parallel < 1:
+        raise SilodiffError(f"data_parallel must be ≥ 1, got {data_parallel}")
     sources = sorted(set(sources))
     if not sources:
         raise SilodiffError("a base needs at least one public source (--sources public,...)")
@@ -62,6 +66,8 @@ def train_base(
     job.extra["sources"] = sources
     if external:
         job.extra["init_from"] = external
+    if data_parallel > 1:
+        job.extra["data_parallel"] = data_parallel
     (result,) = run_jobs([job], "serial")
     store.catalog.log_event("train", {"kind": BASE, "sources": sources, "public": public,
                                       "seconds": round(result.seconds, 2)})
