@@ -68,3 +68,16 @@ def test_a_full_fine_tune_from_a_base_stops_early_and_records_it(tmp_store, tiny
     plan_compartments(tmp_store, by="source", slices=1)
     (scratch,) = train_compartments(tmp_store, ["source-1"], config=TrainConfig(epochs=1, batch_size=8), progress=False)
     assert "early_stop" not in tmp_store.artifacts.get(scratch.artifacts[-1])[1]["info"]
+
+
+def test_early_stopping_works_on_a_streamed_training_set(tmp_store, tiny_model_config, monkeypatch):
+    """A job whose samples are streamed from the store's chunks holds out and evaluates the same way."""
+    import silodiff.data.chunked as chunked
+    from silodiff.jobs import train_paragon
+
+    monkeypatch.setattr(chunked, "IN_MEMORY_BYTES", 0)  # every training set streams
+    assert isinstance(tmp_store.training_set(), chunked.ChunkedSamples)
+    config = TrainConfig(epochs=200, batch_size=8, lr=2e-2, val_fraction=0.25, val_every=4, patience=2)
+    result = train_paragon(tmp_store, config=config, model=tiny_model_config, slices=1, progress=False)
+    stop = tmp_store.artifacts.get(result.artifacts[-1])[1]["info"]["early_stop"]
+    assert stop["stopped_early"] and result.steps == stop["stop_step"] and stop["val_n"] >= 1
