@@ -57,3 +57,11 @@ def test_dry_run_returns_the_plan_and_changes_nothing(fstore):
     assert plan["forget_ids"] == [sid] and plan["compartments"][0]["first_slice"] == 0
     assert {a["hash"] for a in fstore.catalog.artifacts(None, active=True)} == before
     assert fstore.catalog.sample(sid)["forgotten_at"] is None
+
+
+def test_a_dry_run_of_every_source_at_once_plans_dropping_everything(fstore):
+    sources = fstore.source_names()
+    plan = plan_forget(fstore, sources=sources)  # once failed: "cannot split 0 samples into 1 slices"
+    assert sorted(plan["sources_forgotten"]) == sorted(sources)
+    assert {c["action"] for c in plan["compartments"]} == {"drop"}
+    assert plan["estimate"]["paragon_steps"] == 0 and plan["estimate"]["speedup_vs_paragon"] is None

@@ -222,8 +222,9 @@ def _estimate(store: Store, plan: dict[str, Any], kept: list[str]) -> dict[str, 
         info = artifact_info(store, paragon[-1]["hash"])
         if "train" in info:
             ids = [r["sample_id"] for r in store.catalog.sample_rows() if r["sample_id"] not in forget]
-            job = SliceJob(str(store.root), "paragon", PARAGON, split_slices(ids, info.get("n_slices", 1)), {}, info["train"])
-            est["paragon_steps"] = sum(stage_steps(job, TrainConfig(**info["train"])))
+            slices = split_slices(ids, min(info.get("n_slices", 1), len(ids))) if ids else []  # nothing left: no paragon
+            job = SliceJob(str(store.root), "paragon", PARAGON, slices, {}, info["train"])
+            est["paragon_steps"] = sum(stage_steps(job, TrainConfig(**info["train"]))) if slices else 0
             total = steps + est.get("router_steps", 0) + est.get("base_steps", 0)
-            est["speedup_vs_paragon"] = round(est["paragon_steps"] / total, 2) if total else None
+            est["speedup_vs_paragon"] = round(est["paragon_steps"] / total, 2) if total and slices else None
     return est
