@@ -273,7 +273,7 @@ def cell(args: tuple) -> dict:
                     row.update(judge.row(model, train_images, members))
                     flds[router] = row["fld"]
                 else:
-                    flds[router] = judge.fld_only(compose(store, router=router, with_base=with_base))
+                    flds[router] = judge.fld_only(model)
             best = min(("classifier", "trajectory"), key=flds.__getitem__)
             row.update({f"fld_{r}": v for r, v in flds.items()}, best_router=best, fld=flds[best],
                        routed_over_uniform=flds[best] / flds["uniform"])

@@ -116,21 +116,22 @@ def run_demo(
         grids[name] = save_grid(images[:100], out / f"samples-{slug}.png", nrow=10, title=name)
         _log(f"{name}: FLD {rows[-1]['fld']}, accuracy {rows[-1]['class_accuracy']}")
 
-    evaluate("paragon", load_denoiser(store, "paragon"))
+    models = {"paragon": load_denoiser(store, "paragon")}
     for router in ("classifier", "trajectory", "uniform"):
-        evaluate(f"composed/{router}", load_denoiser(store, "composed", router=router))
+        models[f"composed/{router}"] = load_denoiser(store, "composed", router=router)
+    for name in models:
+        evaluate(name, models[name])
     # 3b. the same owners as LoRA adapters on a base trained on the public source (a store of its own)
     lora = timed("base + LoRA adapters", _base_and_adapters, out / "store-lora", data, config, backend, epochs)
     for router in ("classifier", "uniform"):
-        evaluate(f"base+lora/{router}", compose(lora, router=router, with_base=True))
+        models[f"base+lora/{router}"] = compose(lora, router=router, with_base=True)
+        evaluate(f"base+lora/{router}", models[f"base+lora/{router}"])
     # 3c. unconditional samples: no label says which owner to ask, so only the router can tell
-    evaluate("paragon", load_denoiser(store, "paragon"), conditional=False)
-    for router in ("classifier", "uniform"):
-        evaluate(f"composed/{router}", load_denoiser(store, "composed", router=router), conditional=False)
-        evaluate(f"base+lora/{router}", compose(lora, router=router, with_base=True), conditional=False)
+    for name in ("paragon", "composed/classifier", "base+lora/classifier", "composed/uniform", "base+lora/uniform"):
+        evaluate(name, models[name], conditional=False)
 
     # 4. which compartment each image drew on (classifier router weights along the trajectory)
-    composed = compose(store, router="classifier")
+    composed = models["composed/classifier"]
     recorder = WeightRecorder()
     few, few_labels = generate(composed, 6, labels=torch.arange(6), steps=steps, seed=7, callback=recorder)
     mean_w, last_w = recorder.result()

@@ -79,6 +79,10 @@ class SampleSet(torch.utils.data.Dataset):
         """uint8 pixels of these rows (as ``ChunkedSamples.pixels_at`` reads them from chunk files)."""
         return self.pixels[torch.as_tensor(np.asarray(positions), dtype=torch.long)]
 
+    def load(self) -> "SampleSet":
+        """Itself: already in memory (``ChunkedSamples.load`` reads a streamed set into one)."""
+        return self
+
     def x(self) -> torch.Tensor:
         """All images as float in [-1, 1], (n, c, h, w)."""
         return to_unit_range(self.pixels)

@@ -84,13 +84,12 @@ def _early_stopping(stage: SampleSet, config: TrainConfig, budget: int) -> tuple
 
     The held-out samples stay in the stage's lineage: they decided when it stopped."""
     ids = stage.sample_ids
-    fraction = min(config.val_fraction or 0.0, MAX_HELD_OUT / max(1, len(ids)))  # a large set holds out ≤ MAX_HELD_OUT
+    fraction = min(config.val_fraction or 0.0, MAX_HELD_OUT / max(1, len(ids)))  # a large set: ≤ MAX_HELD_OUT
     fit, held = split_validation(ids, fraction, config.seed)
     if not held:
         return stage, None
     every = config.val_every or max(1, budget // EVALUATIONS)
-    val = stage.subset(held)
-    stopper = EarlyStopping(val.load() if hasattr(val, "load") else val, every=every, patience=config.patience, seed=config.seed,
+    stopper = EarlyStopping(stage.subset(held).load(), every=every, patience=config.patience, seed=config.seed,
                             num_train_timesteps=config.num_train_timesteps)
     return stage.subset(fit), stopper
 

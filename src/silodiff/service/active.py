@@ -174,6 +174,7 @@ class Served:
     artifacts: dict[str, str]  # compartment (and "router", "protection:<name>") → artifact hash
     generation: int
     scope: list[str]  # every source in the lineage of those artifacts
+    held_labels: list[int]  # labels at least one of its compartments was trained on
 
 
 class ActiveSet:
@@ -348,6 +349,7 @@ class ActiveSet:
                         model = compose(self.store, names, router=chosen, gate=gate, load=loaded)
                 except _Moved:
                     continue
+                held = model.held_labels()
                 if cpsample is not None:
                     from ..defences.cpsample import protect
 
@@ -356,7 +358,7 @@ class ActiveSet:
                 break
             else:
                 raise Unavailable("the active set kept changing while this request was resolved; retry")
-            yield Served(model, names, chosen, needed, self.generation, scope)
+            yield Served(model, names, chosen, needed, self.generation, scope, held)
 
     def _protection(self, caller: Caller, names: list[str]) -> dict[str, str]:
         """CPSample (``silodiff.defences.cpsample``): each member's active protection classifier, within the rights."""

@@ -75,9 +75,7 @@ def run_generation(state: ServiceState, caller: Caller, req: GenerateRequest) ->
     t0 = time.perf_counter()
     cpsample = (req.cpsample.alpha, req.cpsample.scale) if req.cpsample is not None else None
     with state.active.serve(caller, req.compartments, req.router, req.gate, cpsample) as served:
-        composed = getattr(served.model, "model", served.model)  # CPSample wraps the composition
-        held = composed.held_labels() if hasattr(composed, "held_labels") else None
-        labels = request_labels(req, served.model.num_classes, held)
+        labels = request_labels(req, served.model.num_classes, served.held_labels)
         recorder = WeightRecorder()
         with state.slots:  # at most max_concurrent samplings: more threads than cores only contend
             images, _ = generate(

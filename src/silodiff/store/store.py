@@ -117,10 +117,8 @@ class Store:
 
     def _tidy_data(self) -> None:
         """On open: migrate data shards of the old layout, and remove orphan chunks if no writer is at work."""
-        legacy = any(self.data_dir.glob("*.safetensors"))
-        if legacy:
-            with file_lock(self.root / "ingest.lock"):
-                self.migrate_shards()
+        if any(self.data_dir.glob("*.safetensors")):
+            self.migrate_shards()  # under the ingest lock
         with try_file_lock(self.root / "ingest.lock") as mine:
             if mine:
                 self.clean_orphan_chunks()

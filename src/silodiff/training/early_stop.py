@@ -77,7 +77,8 @@ class EarlyStopping:
         device, total = device_of(model), 0.0
         for rows in torch.arange(len(self.x0)).split(512):
             x0, y = self.x0[rows].to(device), self.labels[rows].to(device)
-            total += float(model.loss(x0, y, self.t[rows].to(device), self.noise[rows].to(device), self.scheduler).sum())
+            t, noise = self.t[rows].to(device), self.noise[rows].to(device)
+            total += float(model.loss(x0, y, t, noise, self.scheduler).sum())
         return total / len(self.x0)
 
     def on_step(self, state: TrainState) -> None:

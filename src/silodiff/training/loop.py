@@ -252,10 +252,10 @@ def train(
     if config.compile and getattr(model, "_compiled_call_impl", None) is None:
         model.compile()
     scheduler = noise_scheduler(config.num_train_timesteps)
-    ids = data.sample_ids if hooks else None  # hooks see the batch's ids
     null = getattr(model, "num_classes", 0)  # index of the "no label" class
     steps = steps_for(len(data), config) if steps is None else steps
     on_batch = [h.on_batch for h in hooks if hasattr(h, "on_batch")]
+    ids = data.sample_ids if on_batch else None  # batch hooks see the batch's ids (a streamed set decodes them once)
     on_step = [h.on_step for h in hooks if hasattr(h, "on_step")]
     scaler = grad_scaler(device, config.precision)
     rank, size = world()  # data-parallel: every rank draws the whole batch and keeps its share (training.parallel)
