@@ -168,7 +168,8 @@ def main() -> None:
         "Training, sampling and attacks ran with torch.set_num_threads(1): the machine's 2 cores were shared with "
         "other engineers' jobs (see the load average above), where torch's two spinning threads slow small ops many-fold.",
     ]
-    write_results("audit-quick" if args.quick else "audit", results, rows, notes)
+    name = "audit" if args.n_train == 100 else f"audit-n{args.n_train}"  # the recorded runs: audit, audit-n300
+    write_results(name + ("-quick" if args.quick else ""), results, rows, notes)
 
 
 if __name__ == "__main__":
