@@ -227,7 +227,8 @@ def main() -> None:
     rows = [("fld_paragon", f"{results['paragon']['fld_mean']:.2f} ± {results['paragon']['fld_std']:.2f}", "FLD, mean ± std over seeds"),
             ("fld_real_half_vs_all", results["fld_real_half_vs_all"], "noise floor: real images vs real images")]
     rows += [(f"fld_composed {key}", f"{v['fld_mean']:.2f} ± {v['fld_std']:.2f}", f"class accuracy {v['class_accuracy']:.3f}") for key, v in comp.items()]
-    rows += [("fld_ratio_best", results["fld_ratio_best"], f"{best_key}; target ≤ 1.10 → {'met' if results['fld_ratio_best'] <= 1.10 else 'NOT met'}"),
+    rows += [("fld_ratio_best", results["fld_ratio_best"], f"{best_key}; NOT a claim: the K compartments get K× the paragon's compute and the reference is the "
+             "training set (the equal-compute ratio is in operating_point.json)"),
              ("class_accuracy paragon", results["paragon"]["class_accuracy"], ""),
              ("sampling_cost_ratio_dense", results["sampling_cost_ratio_dense"], "K=8 classifier router / paragon"),
              ("sampling_cost_ratio_gated", results["sampling_cost_ratio_gated"],
