@@ -1,8 +1,9 @@
 """One honest operating point for compartmentalised diffusion (issue 15): quality against the paragon and
 forgetting cost, at the same budget, from scratch and from a shared base (full fine-tunes and LoRA).
 
-    python bench/operating_point.py [--seeds 0,1,2] [--budgets a,b] [--workers 2] [--quick]
-    make bench-operating-point   (budget a, then budget b, 3 training seeds each)
+    python bench/operating_point.py [--seeds 0,1,2] [--budgets a,b] [--workers 2] [--quick] [--data fashion]
+    make bench-operating-point          (digits: budget a, then budget b, 3 training seeds each)
+    make bench-operating-point-fashion  (Fashion-MNIST with the UNet: budget a, 3 training seeds, 3 workers)
 
 Protocol (fixed before the first run; every row run is reported):
 
@@ -55,6 +56,25 @@ target ≤ 1.10), ``headline.forget_speedup`` (that same row; target ≥ 8), ``h
 (adapter bytes over full-model bytes; target ≤ 0.05), ``headline.noniid_routed_over_uniform`` (FLD of
 the best-routed composition over the uniform one, non-IID split, best compartmentalised non-IID row;
 target < 1).  Every number is measured in this run.
+
+The Fashion-MNIST run (``--data fashion``; ``bench/results/operating_point-fashion.json``), fixed before it
+ran, sized from timing so that three training seeds finish in about an hour on 2 CPU cores (a
+calibration run of one seed at S = 96, batch 32, lr 1e-3, EMA 0.995, gave noise in every row: class
+accuracy 0.10; hence the shorter EMA below; no row's FLD ratio was looked at to choose anything).
+The same rows, budgets, columns and headline keys as above, except:
+- data: H = 1,000 images of the test split (random, data seed 0; the FLD net's only data; MIA non-members:
+  the first 100 of them, against 100 owner images as members); P ∪ owners = 2,400 random images of the
+  training split (P = 600, 8 owners of 225, IID and non-IID as above); a test image identical to one of the 2,400 is dropped from H;
+- model: diffusers ``UNet2DModel`` at 28×28, two levels of 16 and 32 channels, no attention (177k
+  parameters; the ``fashion-28`` preset is 6× slower per step on this CPU), batch 32, lr 2e-3, EMA decay
+  0.99 (half-life 69 steps: with 0.995 a 53-step compartment is 77% its initial weights);
+- early stopping evaluates every 16 steps (``val_every``; the default, 40 evaluations of 1,024 draws over
+  a run, would cost a 30-step fine-tune of this UNet 10× its training);
+- budget (a) only: S = 480 optimizer steps per row (≈ 6 epochs of the 2,400 images; every model is
+  under-trained, so this compares the rows at a small equal budget, not converged models); LoRA rank 4
+  on every linear and conv layer;
+- sampling: 100 class-balanced samples, DDIM with 20 steps; routers: the shard classifier (3 epochs) and
+  the uniform one (the trajectory filter evaluates every member at every early step: left out for cost).
 """
 
 from __future__ import annotations
@@ -80,26 +100,46 @@ from silodiff.audit.frechet import features, frechet_distance  # noqa: E402
 from silodiff.audit.memorization import MemorizationAuditor  # noqa: E402
 from silodiff.audit.mia import LossAttack  # noqa: E402
 from silodiff.composition import compose, final_checkpoint, trained_compartments, train_router  # noqa: E402
-from silodiff.data import SampleSet  # noqa: E402
+from silodiff.data import SampleSet, load_fashion_mnist  # noqa: E402
+from silodiff.jobs.compartments import model_config  # noqa: E402
 from silodiff.jobs import plan_compartments, train_base, train_compartments, train_paragon  # noqa: E402
 from silodiff.jobs.base import active_base  # noqa: E402
 from silodiff.sampling import balanced_labels, generate  # noqa: E402
 from silodiff.training import TrainConfig  # noqa: E402
 from silodiff.unlearning import forget  # noqa: E402
 
-K, N_HELD, PUBLIC_SHARE, BATCH = 8, 357, 0.25, 64
-FULL = dict(total_steps=9000, n_gen=500, sample_steps=50, router_epochs=30, cap=2, mia_members=300, rank=4)
-QUICK = dict(total_steps=240, n_gen=60, sample_steps=10, router_epochs=2, cap=2, mia_members=40, rank=2)
+K, N_HELD, PUBLIC_SHARE = 8, 357, 0.25
+FASHION_POOL, FASHION_HELD = 2400, 1000
 ROUTERS = ("classifier", "trajectory", "uniform")
+DIGITS = dict(dataset="digits", batch=64, lr=2e-3, ema_decay=0.995, unet=None, sampler="ddpm", routers=ROUTERS, mia_nonmembers=None,
+              val_every=0)  # 0: the product's default, about 40 held-out evaluations over a run
+FULL = dict(DIGITS, total_steps=9000, n_gen=500, sample_steps=50, router_epochs=30, cap=2, mia_members=300, rank=4)
+QUICK = dict(DIGITS, total_steps=240, n_gen=60, sample_steps=10, router_epochs=2, cap=2, mia_members=40, rank=2)
+# the UNet of the Fashion-MNIST run: diffusers UNet2DModel, two levels (28 → 14), no attention
+FASHION_UNET = {"block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8,
+                "down_block_types": ["DownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "UpBlock2D"]}
+FASHION = dict(dataset="fashion", batch=32, lr=2e-3, ema_decay=0.99, unet=FASHION_UNET, sampler="ddim",
+               routers=("classifier", "uniform"), total_steps=480, n_gen=100, sample_steps=20, router_epochs=3, cap=2,
+               mia_members=100, mia_nonmembers=100, rank=4, val_every=16)
 
 
 # ----------------------------------------------------------------------------- data
-def split_data() -> dict[str, SampleSet]:
-    """held-out, public and the owners' data (IID and non-IID), one fixed split."""
-    data = sd.load_digits("random:1")
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0)).tolist()
-    ids = [data.sample_ids[i] for i in order]
-    held, pool = ids[:N_HELD], ids[N_HELD:]
+def split_data(dataset: str = "digits") -> dict[str, SampleSet]:
+    """held-out, public and the owners' data (IID and non-IID), one fixed split (data seed 0)."""
+    if dataset == "fashion":  # H from the test split, P ∪ owners a random subset of the training split
+        train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
+        pick = lambda d, n: torch.randperm(len(d), generator=torch.Generator().manual_seed(0))[:n]  # noqa: E731
+        tr, te = pick(train, FASHION_POOL), pick(test, FASHION_HELD)
+        data = SampleSet.from_arrays(torch.cat([train.pixels[tr], test.pixels[te]]).numpy(),
+                                     torch.cat([train.labels[tr], test.labels[te]]).tolist(),
+                                     ["pool"] * len(tr) + ["held"] * len(te))  # a test image equal to a pool one is dropped
+        held = [s for s, src in zip(data.sample_ids, data.sources) if src == "held"]
+        pool = [s for s, src in zip(data.sample_ids, data.sources) if src == "pool"]
+    else:
+        data = sd.load_digits("random:1")
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0)).tolist()
+        ids = [data.sample_ids[i] for i in order]
+        held, pool = ids[:N_HELD], ids[N_HELD:]
     n_public = round(PUBLIC_SHARE * len(pool))
     public, owners = pool[:n_public], pool[n_public:]
     per = len(owners) // K
@@ -118,13 +158,15 @@ def as_sources(data: SampleSet, groups: dict[str, list[str]]) -> SampleSet:
 
 
 # ----------------------------------------------------------------------------- training
-def config_for(n: int, steps: int, seed: int, budget: str, cap: int, *, fine_tune: bool = False) -> TrainConfig:
+def config_for(n: int, steps: int, seed: int, budget: str, p: dict, *, fine_tune: bool = False) -> TrainConfig:
     """A TrainConfig spending ≈ ``steps`` optimizer steps on ``n`` samples (budget a), or up to cap× with early
     stopping (budget b).  A full fine-tune early-stops in both (the product's default)."""
-    per_epoch = -(-n // BATCH)
-    epochs = max(1, round(steps * (cap if budget == "b" else 1) / per_epoch))
+    per_epoch = -(-n // p["batch"])
+    epochs = max(1, round(steps * (p["cap"] if budget == "b" else 1) / per_epoch))
     val = 0.1 if budget == "b" or fine_tune else 0.0
-    return TrainConfig(epochs=epochs, batch_size=BATCH, lr=2e-3, seed=seed, device="cpu", val_fraction=val)
+    return TrainConfig(epochs=epochs, batch_size=p["batch"], lr=p["lr"], ema_decay=p["ema_decay"], seed=seed, device="cpu",
+                       val_fraction=val,
+                       val_every=p["val_every"])
 
 
 class Clock:
@@ -153,9 +195,10 @@ class Judge:
         held = split["data"].subset(split["held"])
         self.store = sd.Store(root / "fld-net")
         if not self.store.source_names():  # the net sees the held-out images only
-            self.store.ingest(as_sources(split["data"], {"held-out": split["held"]}), "digits")
+            self.store.ingest(as_sources(split["data"], {"held-out": split["held"]}), p["dataset"])
         self.net = feature_net(self.store, progress=False, device="cpu")
         self.held = held
+        self.nonmembers = held if p["mia_nonmembers"] is None else held.subset(held.sample_ids[:p["mia_nonmembers"]])
         self.reference = features(self.net, held.x())
         half = len(held) // 2
         self.floor = frechet_distance(self.reference[:half], self.reference[half:2 * half])
@@ -164,7 +207,8 @@ class Judge:
     def images(self, model, seed: int = 1234) -> tuple[torch.Tensor, torch.Tensor, float]:
         labels = balanced_labels(self.p["n_gen"], 10)
         with Clock() as c:
-            images, _ = generate(model, self.p["n_gen"], labels=labels, steps=self.p["sample_steps"], seed=seed,
+            images, _ = generate(model, self.p["n_gen"], labels=labels, sampler=self.p["sampler"],
+                                 steps=self.p["sample_steps"], seed=seed,
                                  device="cpu")
         return images, labels, c.cpu / self.p["n_gen"]
 
@@ -172,7 +216,7 @@ class Judge:
         images, labels, cost = self.images(model)
         auditor = MemorizationAuditor(feature_net=self.net).fit(train_images)
         memo = auditor.summarize(auditor.score(images))
-        mia = LossAttack((10, 50, 100, 200), repeats=2).fit(model).evaluate(members, self.held)
+        mia = LossAttack((10, 50, 100, 200), repeats=2).fit(model).evaluate(members, self.nonmembers)
         return {"fld": frechet_distance(features(self.net, images), self.reference),
                 "class_accuracy": class_accuracy(self.net, images, labels), "sample_cpu_per_image": cost,
                 "nn_memorised": memo["nn_ratio_memorised"], "carlini_below_0.50": memo["carlini_below"].get("0.50"),
@@ -188,19 +232,20 @@ def cell(args: tuple) -> dict:
     seed, budget, p, root = args
     torch.set_num_threads(1)
     root = Path(root) / f"seed{seed}-{budget}"
-    split = split_data()
+    split = split_data(p["dataset"])
     data = split["data"]
     judge = Judge(Path(root).parent, split, p)
-    S, cap = p["total_steps"], p["cap"]
+    S = p["total_steps"]
     owners_all = data.subset(split["owners"])
     members = owners_all.subset(split["owners"][: p["mia_members"]])
     rows: dict[str, dict] = {}
 
     # the base on P, in a template store that every base row copies
     tpl = sd.Store(root / "base-template")
-    tpl.ingest(as_sources(data, {"public": split["public"]}), "digits")
+    tpl.ingest(as_sources(data, {"public": split["public"]}), p["dataset"])
+    arch = model_config(tpl, p["unet"]) if p["unet"] else None  # None: the default denoiser (an MLP for 8×8)
     with Clock() as c_base:
-        train_base(tpl, ["public"], config=config_for(len(split["public"]), S // 2, seed, budget, cap), progress=False)
+        train_base(tpl, ["public"], model=arch, config=config_for(len(split["public"]), S // 2, seed, budget, p), progress=False)
     base_steps = int(final_checkpoint(tpl, "base", "base")["metrics"]["step"])
     base_model = tpl.load(active_base(tpl)["hash"])
     base_bytes = inference_bytes(tpl, active_base(tpl)["hash"])
@@ -213,9 +258,9 @@ def cell(args: tuple) -> dict:
 
     # paragon from scratch on P ∪ owners
     store = sd.Store(root / "paragon-scratch")
-    store.ingest(as_sources(data, {"public": split["public"], "owners": split["owners"]}), "digits")
+    store.ingest(as_sources(data, {"public": split["public"], "owners": split["owners"]}), p["dataset"])
     with Clock() as c:
-        train_paragon(store, config=config_for(len(split["public"]) + len(split["owners"]), S, seed, budget, cap),
+        train_paragon(store, model=arch, config=config_for(len(split["public"]) + len(split["owners"]), S, seed, budget, p),
                       slices=1, progress=False)
     model = store.load(final_checkpoint(store, "paragon", "paragon")["hash"])
     train_images = data.subset(split["public"] + split["owners"]).x()
@@ -225,10 +270,10 @@ def cell(args: tuple) -> dict:
 
     # paragon = the base fine-tuned on all owners' data (one model)
     store = copy_template("paragon-base-ft")
-    store.ingest(as_sources(data, {"owners": split["owners"]}), "digits")
+    store.ingest(as_sources(data, {"owners": split["owners"]}), p["dataset"])
     plan_compartments(store, by="source", slices=1)
     with Clock() as c:
-        train_compartments(store, ["owners"], config=config_for(len(split["owners"]), S // 2, seed, budget, cap,
+        train_compartments(store, ["owners"], config=config_for(len(split["owners"]), S // 2, seed, budget, p,
                                                                  fine_tune=True), from_base=True, progress=False)
     model = store.load(final_checkpoint(store, "compartment", "owners")["hash"])
     rows["paragon-base-ft"] = {**judge.row(model, train_images, members),
@@ -242,19 +287,19 @@ def cell(args: tuple) -> dict:
             name = f"{kind}/{split_name}"
             if kind == "k8-scratch":
                 store = sd.Store(root / name.replace("/", "-"))
-                store.ingest(as_sources(data, {"public": split["public"], **groups}), "digits")
+                store.ingest(as_sources(data, {"public": split["public"], **groups}), p["dataset"])
             else:
                 store = copy_template(name.replace("/", "-"))
-                store.ingest(as_sources(data, groups), "digits")
+                store.ingest(as_sources(data, groups), p["dataset"])
             plan_compartments(store, by="source", slices=1)
             n_owner = len(split[split_name][0])
             with Clock() as c:
                 if kind == "k8-scratch":
                     for comp, n, steps in [("public", len(split["public"]), S // 9)] + [(g, n_owner, S // 9) for g in groups]:
-                        train_compartments(store, [comp], config=config_for(n, steps, seed, budget, cap), progress=False)
+                        train_compartments(store, [comp], model=arch, config=config_for(n, steps, seed, budget, p), progress=False)
                 else:
                     lora = {"rank": p["rank"]} if kind == "k8-lora" else None
-                    train_compartments(store, config=config_for(n_owner, S // (2 * K), seed, budget, cap,
+                    train_compartments(store, config=config_for(n_owner, S // (2 * K), seed, budget, p,
                                                                 fine_tune=kind == "k8-ft"),
                                        from_base=True, adapter="lora" if lora else "none", lora=lora, progress=False)
                 with_base = kind != "k8-scratch"
@@ -263,18 +308,18 @@ def cell(args: tuple) -> dict:
             names = trained_compartments(store)
             finals = [final_checkpoint(store, "compartment", n)["hash"] for n in names]
             row = {"steps": steps_of(store, "compartment", names) + (0 if kind == "k8-scratch" else base_steps),
-                   "router_steps": p["router_epochs"] * -(-(len(split["public"]) + len(split["owners"])) // BATCH),
+                   "router_steps": p["router_epochs"] * -(-(len(split["public"]) + len(split["owners"])) // p["batch"]),
                    "train_cpu": c.cpu + (0 if kind == "k8-scratch" else c_base.cpu),
                    "bytes_per_compartment": statistics.mean(inference_bytes(store, h) for h in finals)}
             flds = {}
-            for router in ROUTERS:
+            for router in p["routers"]:
                 model = compose(store, router=router, with_base=with_base)
                 if router == "classifier":  # the full row of metrics once, with the learned router
                     row.update(judge.row(model, train_images, members))
                     flds[router] = row["fld"]
                 else:
                     flds[router] = judge.fld_only(model)
-            best = min(("classifier", "trajectory"), key=flds.__getitem__)
+            best = min((r for r in p["routers"] if r != "uniform"), key=flds.__getitem__)
             row.update({f"fld_{r}": v for r, v in flds.items()}, best_router=best, fld=flds[best],
                        routed_over_uniform=flds[best] / flds["uniform"])
             # forget one random owner sample, as the product does it (serial backend, this process): first with
@@ -325,16 +370,18 @@ def summarise(cells: list[dict], budget: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--budgets", default="a,b")
+    ap.add_argument("--budgets", default=None, help="a,b (default; a for --data fashion)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--data", choices=("digits", "fashion"), default="digits",
+                    help="fashion: the Fashion-MNIST run (UNet, 28×28; budget a by default)")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
-    p = dict(QUICK if args.quick else FULL)
+    p = dict(FASHION if args.data == "fashion" else QUICK if args.quick else FULL)
     seeds = [int(s) for s in args.seeds.split(",")]
-    budgets = args.budgets.split(",")
-    root = scratch_dir("operating-point", keep=args.keep)
-    Judge(root, split_data(), p)  # trains the FLD net once, before the workers read it
+    budgets = (args.budgets or ("a" if args.data == "fashion" else "a,b")).split(",")
+    root = scratch_dir("operating-point" + ("-fashion" if args.data == "fashion" else ""), keep=args.keep)
+    Judge(root, split_data(p["dataset"]), p)  # trains the FLD net once, before the workers read it
     jobs = [(s, b, p, str(root)) for b in budgets for s in seeds]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
@@ -374,7 +421,7 @@ def main() -> None:
              f"non-IID ({best_noniid}) routed / uniform FLD: {headline['noniid_routed_over_uniform']:.3f} "
              f"(target < 1: {'met' if targets['noniid_routed_over_uniform'] else 'NOT met'})",
              f"real-vs-real floor (two halves of the held-out set): {summary[budgets[0]]['floor']['mean']:.1f}"]
-    name = "operating_point" if budgets[0] == "a" else "operating_point-converged"
+    name = "operating_point" + ("-fashion" if args.data == "fashion" else "") + ("-converged" if budgets[0] == "b" else "")
     write_results(name + ("-quick" if args.quick else ""), results, table, notes)
 
 
