@@ -48,7 +48,7 @@ def benchmarks_markdown(results: Path = RESULTS) -> str:
     payloads = [(f, json.loads(f.read_text())) for f in files]
     for f, p in payloads:
         m = p.get("machine", {})
-        out.append(f"| [{p.get('benchmark', f.stem)}](#{_anchor(f.stem)}) | `{_target(p)}` | {m.get('date', '?')} | "
+        out.append(f"| [{p.get('benchmark', f.stem)}](#{_anchor(f.stem)}) | `{_target(p, f.stem)}` | {m.get('date', '?')} | "
                    f"{m.get('cpu_count', '?')} CPUs, load {m.get('load_average_1min_at_start', '?')} |")
     for f, p in payloads:
         m = p.get("machine", {})
@@ -87,7 +87,13 @@ def _anchor(stem: str) -> str:
     return stem.lower().replace("_", "-")
 
 
-def _target(payload: dict) -> str:
+def _target(payload: dict, stem: str = "") -> str:
+    """The Makefile target that makes this result: ``bench-<file stem>`` when the Makefile has one (a variant
+    such as ``operating_point-fashion``), else the one named for the script."""
+    makefile = ROOT / "Makefile"
+    variant = "bench-" + stem.replace("_", "-")
+    if stem and makefile.exists() and f"\n{variant}:" in makefile.read_text():
+        return f"make {variant}"
     script = payload.get("command", "").split()[1] if len(payload.get("command", "").split()) > 1 else ""
     name = Path(script).stem.replace("_bench", "").replace("_", "-")
     return f"make bench-{name}" if name else "?"

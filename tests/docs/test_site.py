@@ -35,6 +35,13 @@ def test_benchmarks_page_is_generated_from_the_result_files(tmp_path):
     assert "| speed ratio | 1.235 | ≥ 1 — met |" in page and "| `speed.ratio` | 1.235 |" in page and "- a note" in page
 
 
+def test_a_result_variant_names_its_own_make_target_when_the_makefile_has_one():
+    fashion = {"command": "python bench/operating_point.py --data fashion --workers 3"}
+    assert docs_pages._target(fashion, "operating_point-fashion") == "make bench-operating-point-fashion"
+    # no bench-audit-n300 target: the script's own target runs it (with its options, given in the command)
+    assert docs_pages._target({"command": "python bench/audit.py --n-train 300"}, "audit-n300") == "make bench-audit"
+
+
 def test_benchmarks_page_has_a_section_per_recorded_benchmark():
     page = docs_pages.benchmarks_markdown()
     for f in (ROOT / "bench" / "results").glob("*.json"):
