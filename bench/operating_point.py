@@ -64,7 +64,8 @@ accuracy 0.10; hence the shorter EMA below; no row's FLD ratio was looked at to 
 The same rows, budgets, columns and headline keys as above, except:
 - data: H = 1,000 images of the test split (random, data seed 0; the FLD net's only data; MIA non-members:
   the first 100 of them, against 100 owner images as members); P ∪ owners = 2,400 random images of the
-  training split (P = 600, 8 owners of 225, IID and non-IID as above); a test image identical to one of the 2,400 is dropped from H;
+  training split (P = 600, 8 owners of 225, IID and non-IID as above); a test image identical to one of
+  the 2,400 is dropped from H;
 - model: diffusers ``UNet2DModel`` at 28×28, two levels of 16 and 32 channels, no attention (177k
   parameters; the ``fashion-28`` preset is 6× slower per step on this CPU), batch 32, lr 2e-3, EMA decay
   0.99 (half-life 69 steps: with 0.995 a 53-step compartment is 77% its initial weights);
@@ -111,8 +112,8 @@ from silodiff.unlearning import forget  # noqa: E402
 K, N_HELD, PUBLIC_SHARE = 8, 357, 0.25
 FASHION_POOL, FASHION_HELD = 2400, 1000
 ROUTERS = ("classifier", "trajectory", "uniform")
-DIGITS = dict(dataset="digits", batch=64, lr=2e-3, ema_decay=0.995, unet=None, sampler="ddpm", routers=ROUTERS, mia_nonmembers=None,
-              val_every=0)  # 0: the product's default, about 40 held-out evaluations over a run
+DIGITS = dict(dataset="digits", batch=64, lr=2e-3, ema_decay=0.995, unet=None, sampler="ddpm", routers=ROUTERS,
+              mia_nonmembers=None, val_every=0)  # val_every 0: the product's default, ~40 held-out evaluations a run
 FULL = dict(DIGITS, total_steps=9000, n_gen=500, sample_steps=50, router_epochs=30, cap=2, mia_members=300, rank=4)
 QUICK = dict(DIGITS, total_steps=240, n_gen=60, sample_steps=10, router_epochs=2, cap=2, mia_members=40, rank=2)
 # the UNet of the Fashion-MNIST run: diffusers UNet2DModel, two levels (28 → 14), no attention
@@ -132,7 +133,7 @@ def split_data(dataset: str = "digits") -> dict[str, SampleSet]:
         tr, te = pick(train, FASHION_POOL), pick(test, FASHION_HELD)
         data = SampleSet.from_arrays(torch.cat([train.pixels[tr], test.pixels[te]]).numpy(),
                                      torch.cat([train.labels[tr], test.labels[te]]).tolist(),
-                                     ["pool"] * len(tr) + ["held"] * len(te))  # a test image equal to a pool one is dropped
+                                     ["pool"] * len(tr) + ["held"] * len(te))  # drops a test image equal to a pool one
         held = [s for s, src in zip(data.sample_ids, data.sources) if src == "held"]
         pool = [s for s, src in zip(data.sample_ids, data.sources) if src == "pool"]
     else:
@@ -164,9 +165,8 @@ def config_for(n: int, steps: int, seed: int, budget: str, p: dict, *, fine_tune
     per_epoch = -(-n // p["batch"])
     epochs = max(1, round(steps * (p["cap"] if budget == "b" else 1) / per_epoch))
     val = 0.1 if budget == "b" or fine_tune else 0.0
-    return TrainConfig(epochs=epochs, batch_size=p["batch"], lr=p["lr"], ema_decay=p["ema_decay"], seed=seed, device="cpu",
-                       val_fraction=val,
-                       val_every=p["val_every"])
+    return TrainConfig(epochs=epochs, batch_size=p["batch"], lr=p["lr"], ema_decay=p["ema_decay"], seed=seed,
+                       device="cpu", val_fraction=val, val_every=p["val_every"])
 
 
 class Clock:
@@ -208,8 +208,7 @@ class Judge:
         labels = balanced_labels(self.p["n_gen"], 10)
         with Clock() as c:
             images, _ = generate(model, self.p["n_gen"], labels=labels, sampler=self.p["sampler"],
-                                 steps=self.p["sample_steps"], seed=seed,
-                                 device="cpu")
+                                 steps=self.p["sample_steps"], seed=seed, device="cpu")
         return images, labels, c.cpu / self.p["n_gen"]
 
     def row(self, model, train_images: torch.Tensor, members: SampleSet) -> dict:
@@ -245,7 +244,8 @@ def cell(args: tuple) -> dict:
     tpl.ingest(as_sources(data, {"public": split["public"]}), p["dataset"])
     arch = model_config(tpl, p["unet"]) if p["unet"] else None  # None: the default denoiser (an MLP for 8×8)
     with Clock() as c_base:
-        train_base(tpl, ["public"], model=arch, config=config_for(len(split["public"]), S // 2, seed, budget, p), progress=False)
+        train_base(tpl, ["public"], model=arch, config=config_for(len(split["public"]), S // 2, seed, budget, p),
+                   progress=False)
     base_steps = int(final_checkpoint(tpl, "base", "base")["metrics"]["step"])
     base_model = tpl.load(active_base(tpl)["hash"])
     base_bytes = inference_bytes(tpl, active_base(tpl)["hash"])
@@ -260,8 +260,8 @@ def cell(args: tuple) -> dict:
     store = sd.Store(root / "paragon-scratch")
     store.ingest(as_sources(data, {"public": split["public"], "owners": split["owners"]}), p["dataset"])
     with Clock() as c:
-        train_paragon(store, model=arch, config=config_for(len(split["public"]) + len(split["owners"]), S, seed, budget, p),
-                      slices=1, progress=False)
+        n_all = len(split["public"]) + len(split["owners"])
+        train_paragon(store, model=arch, config=config_for(n_all, S, seed, budget, p), slices=1, progress=False)
     model = store.load(final_checkpoint(store, "paragon", "paragon")["hash"])
     train_images = data.subset(split["public"] + split["owners"]).x()
     rows["paragon-scratch"] = {**judge.row(model, train_images, members), "steps": steps_of(store, "paragon", ["paragon"]),
@@ -296,19 +296,22 @@ def cell(args: tuple) -> dict:
             with Clock() as c:
                 if kind == "k8-scratch":
                     for comp, n, steps in [("public", len(split["public"]), S // 9)] + [(g, n_owner, S // 9) for g in groups]:
-                        train_compartments(store, [comp], model=arch, config=config_for(n, steps, seed, budget, p), progress=False)
+                        train_compartments(store, [comp], model=arch, config=config_for(n, steps, seed, budget, p),
+                                           progress=False)
                 else:
                     lora = {"rank": p["rank"]} if kind == "k8-lora" else None
                     train_compartments(store, config=config_for(n_owner, S // (2 * K), seed, budget, p,
                                                                 fine_tune=kind == "k8-ft"),
                                        from_base=True, adapter="lora" if lora else "none", lora=lora, progress=False)
                 with_base = kind != "k8-scratch"
-                train_router(store, config=TrainConfig(epochs=p["router_epochs"], seed=seed, device="cpu"),
+                router_config = TrainConfig(epochs=p["router_epochs"], seed=seed, device="cpu")
+                train_router(store, config=router_config,
                              progress=False, with_base=with_base)
             names = trained_compartments(store)
             finals = [final_checkpoint(store, "compartment", n)["hash"] for n in names]
             row = {"steps": steps_of(store, "compartment", names) + (0 if kind == "k8-scratch" else base_steps),
-                   "router_steps": p["router_epochs"] * -(-(len(split["public"]) + len(split["owners"])) // p["batch"]),
+                   "router_steps": router_config.epochs * -(-(len(split["public"]) + len(split["owners"]))
+                                                            // router_config.batch_size),
                    "train_cpu": c.cpu + (0 if kind == "k8-scratch" else c_base.cpu),
                    "bytes_per_compartment": statistics.mean(inference_bytes(store, h) for h in finals)}
             flds = {}
@@ -421,7 +424,8 @@ def main() -> None:
              f"non-IID ({best_noniid}) routed / uniform FLD: {headline['noniid_routed_over_uniform']:.3f} "
              f"(target < 1: {'met' if targets['noniid_routed_over_uniform'] else 'NOT met'})",
              f"real-vs-real floor (two halves of the held-out set): {summary[budgets[0]]['floor']['mean']:.1f}"]
-    name = "operating_point" + ("-fashion" if args.data == "fashion" else "") + ("-converged" if budgets[0] == "b" else "")
+    name = "operating_point" + ("-fashion" if args.data == "fashion" else "")
+    name += "-converged" if budgets[0] == "b" else ""
     write_results(name + ("-quick" if args.quick else ""), results, table, notes)
 
 
