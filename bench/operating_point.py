@@ -198,7 +198,7 @@ class Judge:
             self.store.ingest(as_sources(split["data"], {"held-out": split["held"]}), p["dataset"])
         self.net = feature_net(self.store, progress=False, device="cpu")
         self.held = held
-        self.nonmembers = held if p["mia_nonmembers"] is None else held.subset(held.sample_ids[:p["mia_nonmembers"]])
+        self.nonmembers = held.subset(held.sample_ids[:p["mia_nonmembers"]])  # None: all of H
         self.reference = features(self.net, held.x())
         half = len(held) // 2
         self.floor = frechet_distance(self.reference[:half], self.reference[half:2 * half])

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -87,12 +88,17 @@ def _anchor(stem: str) -> str:
     return stem.lower().replace("_", "-")
 
 
+@functools.cache
+def _makefile() -> str:
+    path = ROOT / "Makefile"
+    return path.read_text() if path.exists() else ""
+
+
 def _target(payload: dict, stem: str = "") -> str:
     """The Makefile target that makes this result: ``bench-<file stem>`` when the Makefile has one (a variant
     such as ``operating_point-fashion``), else the one named for the script."""
-    makefile = ROOT / "Makefile"
     variant = "bench-" + stem.replace("_", "-")
-    if stem and makefile.exists() and f"\n{variant}:" in makefile.read_text():
+    if stem and f"\n{variant}:" in _makefile():
         return f"make {variant}"
     script = payload.get("command", "").split()[1] if len(payload.get("command", "").split()) > 1 else ""
     name = Path(script).stem.replace("_bench", "").replace("_", "-")
