@@ -17,6 +17,7 @@ import importlib
 import json
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,8 @@ def run_demo(
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     store = Store(out / "store")
-    epochs, n_eval, steps = (20, 200, 50) if quick else (200, 1000, 100)
+    epochs, n_eval = (20, 200) if quick else (200, 1000)
+    steps = 50  # ancestral DDPM steps per sample, as bench/operating_point.py samples digits
     timings: dict[str, float] = {}
 
     def timed(name: str, fn, *args, **kwargs) -> Any:
@@ -90,11 +92,14 @@ def run_demo(
     sources = store.catalog.sources()
     _log(f"ingested {len(data)} digits from {len(sources)} sources")
 
-    # 2. compartments (2 slices each) on a process pool, the paragon, the router
+    # 2. compartments (2 slices each) on a process pool, the paragon in a process of its own beside them (single-
+    # threaded trainers use the cores better than one trainer with two threads), then the router
     plan_compartments(store, by="source", slices=2)
     config = TrainConfig(epochs=epochs)
-    timed("train compartments", train_compartments, store, config=config, backend=backend, progress=False)
-    timed("train paragon", train_paragon, store, config=config, slices=2, progress=False)
+    with ThreadPoolExecutor(1) as side:  # the side thread only waits on its worker, through a catalog connection of its own
+        paragon = side.submit(train_paragon, Store(store.root), config=config, slices=2, progress=False, backend=backend)
+        timed("train compartments", train_compartments, store, config=config, backend=backend, progress=False)
+        timed("train paragon (beside the compartments; the wait after them)", paragon.result)
     # each router epoch trains every sample twice (its label and the null label): a quarter of the epochs
     timed("train router", train_router, store, config=TrainConfig(epochs=max(10, epochs // 4)), progress=False)
     net = timed("train FLD network", feature_net, store, progress=False)

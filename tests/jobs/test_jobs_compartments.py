@@ -3,6 +3,8 @@ lost checkpoint, and backend equivalence (process pool == serial)."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from silodiff.data import load_digits
@@ -98,3 +100,18 @@ def test_paragon_and_errors(tmp_path, tiny_model_config):
         train_compartments(empty, config=CONFIG, progress=False)
     with pytest.raises(SilodiffError, match="no samples"):
         plan_compartments(empty)
+
+
+def test_paragon_on_the_process_backend_matches_serial_beside_the_compartments(tmp_path, tiny_model_config):
+    """The paragon's one job in a worker process of its own, while the compartments train (as the demo does):
+    the same checkpoints as in this process, bit for bit, and both sets of checkpoints in the catalog."""
+    serial, pooled = _planned_store(tmp_path / "serial"), _planned_store(tmp_path / "process")
+    expected = train_paragon(serial, config=CONFIG, model=tiny_model_config, slices=2, progress=False).artifacts
+    with ThreadPoolExecutor(1) as side:
+        paragon = side.submit(train_paragon, Store(pooled.root), config=CONFIG, model=tiny_model_config, slices=2,
+                              progress=False, backend="process")
+        train_compartments(pooled, config=CONFIG, model=tiny_model_config, backend="process", workers=1, progress=False)
+        assert paragon.result().artifacts == expected
+    assert set(expected) | set(_finals(pooled).values()) <= {a["hash"] for a in pooled.catalog.artifacts()}
+    with pytest.raises(SilodiffError, match="serial backend"):
+        train_paragon(serial, config=CONFIG, model=tiny_model_config, backend="process", data_parallel=2, progress=False)

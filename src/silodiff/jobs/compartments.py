@@ -159,17 +159,21 @@ def _record_trained(store: Store, results: list[JobResult], backend: str, failed
 def train_paragon(
     store: Store, *, config: TrainConfig | None = None, model: dict | None = None, slices: int = 1, seed: int = 0,
     progress: bool = True, hooks: Sequence[dict] | None = None, data_parallel: int = 1,
-    init_from: str | None = None, provenance: str | None = None,
+    init_from: str | None = None, provenance: str | None = None, backend: str = "serial", **backend_options: Any,
 ) -> JobResult:
     """The monolithic baseline: all live samples, same loop and slice schedule (``hooks`` as for compartments).
 
     ``data_parallel = N`` trains it in N processes, one per GPU (gloo processes on a CPU-only machine),
-    with the gradients summed across them (``silodiff.training.parallel``).
+    with the gradients summed across them (``silodiff.training.parallel``; serial backend only).
+    ``backend``: where its one job runs, as for compartments (``process``: a worker process of its own, so it can
+    train beside another job on the machine's other cores; ``ray``: a Ray task).
     ``init_from``/``provenance``: start from a local diffusers ``UNet2DModel`` folder (as ``train_compartments``).
     """
     config = (config or TrainConfig()).check()
     if data_parallel < 1:
         raise SilodiffError(f"data_parallel must be ≥ 1, got {data_parallel}")
+    if data_parallel > 1 and backend != "serial":
+        raise SilodiffError(f"data_parallel starts its own processes: use the serial backend, not {backend!r}")
     ids = [r["sample_id"] for r in store.catalog.sample_rows()]
     from .pretrained import init_model
 
@@ -179,6 +183,6 @@ def train_paragon(
         jobs[0].extra["init_from"] = external
     if data_parallel > 1:
         jobs[0].extra["data_parallel"] = data_parallel
-    (result,) = run_jobs(jobs, "serial")
-    store.catalog.log_event("train", {"kind": "paragon", "seconds": round(result.seconds, 2)})
+    (result,) = run_jobs(jobs, backend, **backend_options)
+    store.catalog.log_event("train", {"kind": "paragon", "seconds": round(result.seconds, 2), "backend": backend})
     return result
