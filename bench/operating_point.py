@@ -32,7 +32,10 @@ Budgets.
 - (a) equal total compute: every row spends S = 9,000 optimizer steps of batch 64 in total (the
   paragon ≈ 400 epochs).  A base row spends S/2 on the base and S/2 on its fine-tunes (S/16 per owner);
   k8-scratch spends S/9 per compartment.  Full fine-tunes stop early on their held-out 10% (the
-  product's default), so they may spend less; the steps actually run are reported.  The router's
+  product's default), so they may spend less; the steps actually run are reported.  (Added after the first
+  runs: the product's default evaluation schedule changed once, from 40 held-out evaluations per run to 40
+  or fewer, never under 10, so that they cost at most a tenth of the training (``early_stop.auto_every``);
+  a 562-step fine-tune now evaluates 10 times instead of 40.  The digits results were re-run after it.)  The router's
   steps (a classifier, 30 epochs) come on top and are reported.
 - (b) trained to convergence: every model holds out 10% of its samples and stops after 8 held-out
   evaluations without a new best (``TrainConfig.val_fraction``), capped at 2× its budget-(a) steps
@@ -69,8 +72,8 @@ The same rows, budgets, columns and headline keys as above, except:
 - model: diffusers ``UNet2DModel`` at 28×28, two levels of 16 and 32 channels, no attention (177k
   parameters; the ``fashion-28`` preset is 6× slower per step on this CPU), batch 32, lr 2e-3, EMA decay
   0.99 (half-life 69 steps: with 0.995 a 53-step compartment is 77% its initial weights);
-- early stopping evaluates every 16 steps (``val_every``; the default, 40 evaluations of 1,024 draws over
-  a run, would cost a 30-step fine-tune of this UNet 10× its training);
+- early stopping evaluates every 16 steps (``val_every``; the default of that time, 40 evaluations of 1,024
+  draws over a run, would cost a 30-step fine-tune of this UNet 10× its training);
 - budget (a) only: S = 480 optimizer steps per row (≈ 6 epochs of the 2,400 images; every model is
   under-trained, so this compares the rows at a small equal budget, not converged models); LoRA rank 4
   on every linear and conv layer;

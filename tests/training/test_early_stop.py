@@ -8,7 +8,8 @@ import torch
 
 from silodiff.errors import SilodiffError
 from silodiff.training import TrainConfig, new_state, train
-from silodiff.training.early_stop import EarlyStopping, split_validation
+from silodiff.training.early_stop import (DRAWS, EVAL_SHARE, EVALUATIONS, MIN_EVALUATIONS, EarlyStopping, auto_every,
+                                          draws, split_validation)
 
 
 def test_the_split_is_stable_when_another_sample_goes():
@@ -38,6 +39,30 @@ def test_a_run_stops_when_held_out_loss_stalls_and_keeps_the_best_ema(digits32, 
     # the EMA put back is the best one: its held-out loss is the best recorded, below the last evaluation's
     assert stopper.loss(state.ema.model) == pytest.approx(report["val_loss"], abs=1e-5)
     assert report["val_loss"] < report["history"][-1][1]
+
+
+def test_the_automatic_schedule_bounds_what_evaluations_cost():
+    """40 evaluations where they are cheap; fewer where they would cost over a tenth of the training (a step is
+    about 3 forward passes per sample), never fewer than 10."""
+    assert draws(14) == 14 * 74 and draws(2000) == 2000 and draws(1) == DRAWS
+    assert auto_every(100_000, 64, 100) == 100_000 // EVALUATIONS  # a long run: the 40 evaluations are cheap
+    for budget, batch, n_val in [(562, 64, 14), (2_000, 32, 100), (5_000, 16, 300)]:
+        every = auto_every(budget, batch, n_val)
+        evaluations = budget // every
+        assert MIN_EVALUATIONS <= evaluations < EVALUATIONS
+        assert evaluations * draws(n_val) <= EVAL_SHARE * 3 * batch * budget + every * 3 * batch  # within one step's slack
+    assert auto_every(30, 32, 22) == 3  # a 30-step fine-tune: 10 evaluations, not 40 (nor one every step)
+    assert auto_every(5, 8, 4) == 1
+
+
+def test_a_job_without_val_every_evaluates_on_the_automatic_schedule(tmp_store, tiny_model_config):
+    from silodiff.jobs import train_paragon
+
+    config = TrainConfig(epochs=40, batch_size=8, val_fraction=0.25, patience=1000)  # never stops: count them
+    result = train_paragon(tmp_store, config=config, model=tiny_model_config, slices=1, progress=False)
+    stop = tmp_store.artifacts.get(result.artifacts[-1])[1]["info"]["early_stop"]
+    assert stop["every"] == auto_every(result.steps, 8, stop["val_n"])
+    assert len(stop["history"]) == pytest.approx(result.steps // stop["every"], abs=1)
 
 
 def test_a_bad_early_stopping_setting_is_refused():

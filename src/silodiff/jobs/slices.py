@@ -26,7 +26,7 @@ from ..config import build
 from ..store import Store, ids_hash
 from ..training import TrainConfig, new_state, steps_for, train
 from ..data import SampleSet
-from ..training.early_stop import EVALUATIONS, MAX_HELD_OUT, EarlyStopping, split_validation
+from ..training.early_stop import MAX_HELD_OUT, EarlyStopping, auto_every, split_validation
 from ..training.hooks import build_hooks, hook_reports
 from ..training.plan import derive_seed
 from ..training.state import TrainState, model_tensors
@@ -88,7 +88,7 @@ def _early_stopping(stage: SampleSet, config: TrainConfig, budget: int) -> tuple
     fit, held = split_validation(ids, fraction, config.seed)
     if not held:
         return stage, None
-    every = config.val_every or max(1, budget // EVALUATIONS)
+    every = config.val_every or auto_every(budget, config.batch_size * config.grad_accum, len(held))
     stopper = EarlyStopping(stage.subset(held).load(), every=every, patience=config.patience, seed=config.seed,
                             num_train_timesteps=config.num_train_timesteps)
     return stage.subset(fit), stopper

@@ -72,7 +72,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (see docs/guides/gpu.md for when it pays)
     val_fraction: float | None = None  # hold out this share of a job's samples, stop early on it (training.early_stop);
     # None: 0.1 for a full fine-tune from a base (jobs.base), else 0 (off)
-    val_every: int = 0  # steps between held-out evaluations (0: about 40 over the budget)
+    val_every: int = 0  # steps between held-out evaluations (0: early_stop.auto_every, 10 to 40 over the budget)
     patience: int = 8  # evaluations without a new best before stopping
 
     def to_dict(self) -> dict[str, Any]:
