@@ -3,6 +3,7 @@ forgetting cost, at the same budget, from scratch and from a shared base (full f
 
     python bench/operating_point.py [--seeds 0,1,2] [--budgets a,b] [--workers 2] [--quick] [--data fashion]
     make bench-operating-point          (digits: budget a, then budget b, 3 training seeds each)
+    python bench/operating_point.py --budgets a --seeds 3,4,5   (fresh training seeds: operating_point-seeds3-4-5)
     make bench-operating-point-fashion  (Fashion-MNIST with the UNet: budget a, 3 training seeds, 3 workers)
 
 Protocol (fixed before the first run; every row run is reported):
@@ -429,6 +430,7 @@ def main() -> None:
              f"real-vs-real floor (two halves of the held-out set): {summary[budgets[0]]['floor']['mean']:.1f}"]
     name = "operating_point" + ("-fashion" if args.data == "fashion" else "")
     name += "-converged" if budgets[0] == "b" else ""
+    name += "" if seeds == [0, 1, 2] else "-seeds" + "-".join(map(str, seeds))  # a fresh-seed confirmation run
     write_results(name + ("-quick" if args.quick else ""), results, table, notes)
 
 
