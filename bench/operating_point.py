@@ -430,7 +430,8 @@ def main() -> None:
              f"real-vs-real floor (two halves of the held-out set): {summary[budgets[0]]['floor']['mean']:.1f}"]
     name = "operating_point" + ("-fashion" if args.data == "fashion" else "")
     name += "-converged" if budgets[0] == "b" else ""
-    name += "" if seeds == [int(s) for s in SEEDS.split(",")] else "-seeds" + "-".join(map(str, seeds))  # a fresh-seed confirmation run
+    if seeds != [int(s) for s in SEEDS.split(",")]:  # a fresh-seed confirmation run
+        name += "-seeds" + "-".join(map(str, seeds))
     write_results(name + ("-quick" if args.quick else ""), results, table, notes)
 
 

@@ -96,8 +96,9 @@ def run_demo(
     # threaded trainers use the cores better than one trainer with two threads), then the router
     plan_compartments(store, by="source", slices=2)
     config = TrainConfig(epochs=epochs)
-    with ThreadPoolExecutor(1) as side:  # the side thread only waits on its worker, through a catalog connection of its own
-        paragon = side.submit(train_paragon, Store(store.root), config=config, slices=2, progress=False, backend=backend)
+    with ThreadPoolExecutor(1) as side:  # the side thread only waits on its worker, with a catalog connection of its own
+        paragon = side.submit(train_paragon, Store(store.root), config=config, slices=2, progress=False,
+                              backend=backend)
         timed("train compartments", train_compartments, store, config=config, backend=backend, progress=False)
         timed("train paragon (beside the compartments; the wait after them)", paragon.result)
     # each router epoch trains every sample twice (its label and the null label): a quarter of the epochs

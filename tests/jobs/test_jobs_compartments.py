@@ -110,7 +110,8 @@ def test_paragon_on_the_process_backend_matches_serial_beside_the_compartments(t
     with ThreadPoolExecutor(1) as side:
         paragon = side.submit(train_paragon, Store(pooled.root), config=CONFIG, model=tiny_model_config, slices=2,
                               progress=False, backend="process")
-        train_compartments(pooled, config=CONFIG, model=tiny_model_config, backend="process", workers=1, progress=False)
+        train_compartments(pooled, config=CONFIG, model=tiny_model_config, backend="process", workers=1,
+                           progress=False)
         assert paragon.result().artifacts == expected
     assert set(expected) | set(_finals(pooled).values()) <= {a["hash"] for a in pooled.catalog.artifacts()}
     with pytest.raises(SilodiffError, match="serial backend"):

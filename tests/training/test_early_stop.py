@@ -50,7 +50,8 @@ def test_the_automatic_schedule_bounds_what_evaluations_cost():
         every = auto_every(budget, batch, n_val)
         evaluations = budget // every
         assert MIN_EVALUATIONS <= evaluations < EVALUATIONS
-        assert evaluations * draws(n_val) <= EVAL_SHARE * 3 * batch * budget + every * 3 * batch  # within one step's slack
+        # within one step's slack
+        assert evaluations * draws(n_val) <= EVAL_SHARE * 3 * batch * budget + every * 3 * batch
     assert auto_every(30, 32, 22) == 3  # a 30-step fine-tune: 10 evaluations, not 40 (nor one every step)
     assert auto_every(5, 8, 4) == 1
 
