@@ -96,7 +96,7 @@ def run_demo(
     # threaded trainers use the cores better than one trainer with two threads), then the router
     plan_compartments(store, by="source", slices=2)
     config = TrainConfig(epochs=epochs)
-    with ThreadPoolExecutor(1) as side:  # the side thread only waits on its worker, with a catalog connection of its own
+    with ThreadPoolExecutor(1) as side:  # the side thread waits on its worker, with a catalog connection of its own
         paragon = side.submit(train_paragon, Store(store.root), config=config, slices=2, progress=False,
                               backend=backend)
         timed("train compartments", train_compartments, store, config=config, backend=backend, progress=False)
