@@ -80,8 +80,13 @@ def active_base(store: Store) -> dict[str, Any]:
     if not rows:
         raise SilodiffError("no base model: train one first (`silodiff train base --sources public`)")
     last = max(rows, key=lambda a: a["slice"] or 0)
-    return {"hash": last["hash"], "model": last["config"], "sets": sorted(store.catalog.lineage_sets(last["hash"])),
-            "ids": store.catalog.lineage(last["hash"])}
+    return {"model": last["config"], **base_ref(store, last["hash"])}
+
+
+def base_ref(store: Store, digest: str) -> dict[str, Any]:
+    """What a job built on base checkpoint ``digest`` carries (``job.extra["base"]``): its hash, lineage sets
+    (part of the job's effective lineage) and sample ids (resume matching, replay)."""
+    return {"hash": digest, "sets": sorted(store.catalog.lineage_sets(digest)), "ids": store.catalog.lineage(digest)}
 
 
 def base_of(store: Store, digest: str) -> str | None:

@@ -27,7 +27,7 @@ from typing import Any
 from ..composition import ROUTER_NAME
 from ..errors import SilodiffError
 from ..jobs import SliceJob, stage_steps
-from ..jobs.base import BASE
+from ..jobs.base import BASE, base_ref
 from ..jobs.compartments import PARAGON
 from ..store import Store, ids_hash
 from ..training import TrainConfig, steps_for
@@ -99,6 +99,8 @@ def _compartment_plan(store: Store, comp: dict[str, Any], forget: set[str], reba
     extra = {"hooks": info["hook_specs"]} if info.get("hook_specs") else {}  # e.g. AGC: retrain with the same hooks
     if info.get("init_from"):
         extra["init_from"] = info["init_from"]  # a retrain from slice 0 starts from the same pretrained UNet
+    if info.get("base") and not rebase:  # the same base: its weights to start from, its lineage to keep
+        extra["base"] = base_ref(store, info["base"])
     if train is None:
         raise SilodiffError(f"compartment {comp['name']!r}: checkpoint {latest['hash'][:12]} records no training config")
     init = active.get(entry["first_slice"] - 1)
