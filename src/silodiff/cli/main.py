@@ -130,6 +130,8 @@ def train_compartments_cmd(
     rank: Annotated[int, typer.Option(help="LoRA rank r.")] = 4,
     lora_alpha: Annotated[float | None, typer.Option(help="LoRA α (scale α/r; default r).")] = None,
     target_modules: Annotated[list[str] | None, typer.Option(help="LoRA: regexes of layer names, comma-separated (default: every linear, conv and embedding layer).")] = None,
+    replay: Annotated[float, typer.Option(help="With --from-base: share of each batch drawn from the base's samples, "
+                                                "in [0, 1) (keeps what the base knows; same steps).")] = 0.0,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
     device: DeviceOpt = "auto",
@@ -154,8 +156,8 @@ def train_compartments_cmd(
     if ray and backend != "ray":
         raise SilodiffError("--ray-address, --num-cpus, --num-gpus, --max-retries and --ray-timeout need --backend ray")
     lora = {"rank": rank, "alpha": lora_alpha, "targets": _names(target_modules, "--target-modules")} if adapter == "lora" else None
-    if not from_base and (adapter != "none" or rank != 4 or lora_alpha is not None or target_modules):
-        raise SilodiffError("--adapter, --rank, --lora-alpha and --target-modules need --from-base")
+    if not from_base and (adapter != "none" or rank != 4 or lora_alpha is not None or target_modules or replay):
+        raise SilodiffError("--adapter, --rank, --lora-alpha, --target-modules and --replay need --from-base")
     if from_base and unet_config:
         raise SilodiffError("--unet-config and --from-base: a compartment on a base has the base's architecture")
     if init_from is not None and (from_base or unet_config):
@@ -164,7 +166,7 @@ def train_compartments_cmd(
         raise SilodiffError("--provenance describes --init-from: give both")
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,
                          grad_accum=grad_accum, num_workers=num_workers, hflip=hflip, compile=compile_,
-                         val_fraction=val_fraction, patience=patience)
+                         val_fraction=val_fraction, patience=patience, replay=replay)
     if not num_gpus:  # with --num-gpus the device is checked in each Ray task, on the GPU Ray assigns it
         config.check()
     st = _open(store)

@@ -46,6 +46,8 @@ def train_base(
     from .compartments import _jobs
 
     config = (config or TrainConfig()).check()
+    if config.replay:
+        raise SilodiffError("replay is for a compartment fine-tuned from a base, not the base itself")
     if data_parallel < 1:
         raise SilodiffError(f"data_parallel must be ≥ 1, got {data_parallel}")
     sources = sorted(set(sources))

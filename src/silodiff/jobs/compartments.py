@@ -112,6 +112,8 @@ def train_compartments(
             config = dataclasses.replace(config, val_fraction=FINE_TUNE_VAL_FRACTION)
     elif adapter != "none" or lora:
         raise SilodiffError("--adapter and the LoRA options need --from-base")
+    elif config.replay:
+        raise SilodiffError("--replay needs --from-base: it replays the base's samples")
     planned = {c["name"] for c in store.catalog.compartments()} - {c["name"] for c in store.catalog.compartments("dropped")}
     if not planned:
         raise SilodiffError("no compartments planned: run `silodiff train compartments` with a plan, or plan_compartments()")
@@ -170,6 +172,8 @@ def train_paragon(
     ``init_from``/``provenance``: start from a local diffusers ``UNet2DModel`` folder (as ``train_compartments``).
     """
     config = (config or TrainConfig()).check()
+    if config.replay:
+        raise SilodiffError("replay is for a compartment fine-tuned from a base (--from-base), not the paragon")
     if data_parallel < 1:
         raise SilodiffError(f"data_parallel must be ≥ 1, got {data_parallel}")
     if data_parallel > 1 and backend != "serial":

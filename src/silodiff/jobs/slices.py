@@ -237,6 +237,8 @@ def _run(job: SliceJob, rank: int = 0) -> JobResult:
         tensors, _ = store.artifacts.get(init)
         state.load_tensors(tensors)
     data = store.training_set(sorted({sid for s in job.slices for sid in s}))  # streamed when large
+    base_ids = job.extra.get("base", {}).get("ids", [])
+    replay = store.training_set(sorted(base_ids)) if config.replay and base_ids else None  # the base's samples
     budget = stage_steps(job, config)
     written, t0, steps0 = [], time.perf_counter(), state.step
     for r in range(start, len(job.slices)):
@@ -245,7 +247,8 @@ def _run(job: SliceJob, rank: int = 0) -> JobResult:
         label = f"{job.name} slice {r + 1}/{len(job.slices)}" if job.progress else False
         stage_t0 = time.perf_counter()
         stage, stopper = _early_stopping(stage, config, budget[r])
-        train(state, stage, config, steps=budget[r], progress=label, hooks=[*hooks, *([stopper] if stopper else [])])
+        train(state, stage, config, steps=budget[r], progress=label, hooks=[*hooks, *([stopper] if stopper else [])],
+              replay=replay)
         if stopper:
             stopper.finish(state)
         if lead:

@@ -16,6 +16,9 @@ Batches: the sampler draws one permutation per epoch from the run's generator
 (lazily, so with ``num_workers = 0`` the draw order is permutation, then per
 batch label dropout, t, ε), and the dataset gathers a whole batch of rows at
 once (no per-item Python).  Converting uint8 → [-1, 1] happens on the device.
+A compartment fine-tuned from a base may replay the base's samples: a fixed
+``replay`` share of every batch comes from them (``replay_batches``, a second
+loader), so the adapter keeps what the base knows while it learns its owner's data.
 
 The objective is pluggable (``loss_fn(model, batch, scheduler) -> (b,)``); the
 default is the denoiser's own ``loss``; classifiers on noisy inputs pass
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -41,6 +44,8 @@ from ..devices import autocast, check_precision, device_of, grad_scaler, resolve
 from ..errors import SilodiffError
 from .parallel import all_reduce_grads, all_sum, shard, world
 from .state import EMA, TrainState
+
+REPLAY_SEED_OFFSET = 7919  # the replay loader's shuffle seed is the run's plus this (its own stream)
 
 # fields that change where and how fast a run goes, not what it learns (left out of recipes)
 EXECUTION_FIELDS = ("device", "num_workers", "compile")
@@ -74,6 +79,8 @@ class TrainConfig:
     # None: 0.1 for a full fine-tune from a base (jobs.base), else 0 (off)
     val_every: int = 0  # steps between held-out evaluations (0: early_stop.auto_every, 10 to 40 over the budget)
     patience: int = 8  # evaluations without a new best before stopping
+    replay: float = 0.0  # share of each batch drawn from the base's samples (a compartment fine-tuned from a base);
+    # the step count is unchanged: the compartment's own samples fill the rest of each batch
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,7 +89,7 @@ class TrainConfig:
         """The fields that decide what is learned (``EXECUTION_FIELDS`` and options at their defaults left out,
         so adding an execution option never changes an existing recipe)."""
         defaults = TrainConfig()
-        new = ("precision", "grad_accum", "hflip", "val_fraction", "val_every", "patience")
+        new = ("precision", "grad_accum", "hflip", "val_fraction", "val_every", "patience", "replay")
         return {k: v for k, v in asdict(self).items()
                 if k not in EXECUTION_FIELDS and not (k in new and v == getattr(defaults, k))}
 
@@ -100,6 +107,8 @@ class TrainConfig:
             raise SilodiffError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.val_every < 0 or self.patience < 1:
             raise SilodiffError(f"val_every must be ≥ 0 and patience ≥ 1, got {self.val_every} and {self.patience}")
+        if not 0 <= self.replay < 1:
+            raise SilodiffError(f"replay must be in [0, 1), got {self.replay}")
         if self.num_workers < 0:
             raise SilodiffError(f"num_workers must be ≥ 0, got {self.num_workers}")
         check_precision(self.precision, resolve_device(self.device))
@@ -226,6 +235,23 @@ def batch_loader(data: SampleSet | ChunkedSamples, config: TrainConfig, generato
     )
 
 
+def replay_batches(data: SampleSet | ChunkedSamples, replay: SampleSet | ChunkedSamples, config: TrainConfig,
+                   generator: torch.Generator, device: torch.device) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Endless batches of ``batch_size`` rows, ``round(replay · batch_size)`` of them (at least one, at most all
+    but one) from ``replay``, the rest from ``data``: two loaders, each with its own shuffle, concatenated.
+
+    Replayed rows are numbered after ``data``'s (``len(data) + i``), so the batch's ``rows`` index one id list.
+    The replay loader shuffles with a generator of its own, seeded from the run's seed (deterministic, and
+    independent of how many draws the run's generator has made).
+    """
+    n_replay = min(config.batch_size - 1, max(1, round(config.replay * config.batch_size)))
+    own = batch_loader(data, replace(config, batch_size=config.batch_size - n_replay), generator, device)
+    base_gen = seeded(config.seed + REPLAY_SEED_OFFSET, generator.device)
+    other = batch_loader(replay, replace(config, batch_size=n_replay), base_gen, device)
+    for (p_own, y_own, r_own), (p_rep, y_rep, r_rep) in zip(own, other):
+        yield torch.cat([p_own, p_rep]), torch.cat([y_own, y_rep]), torch.cat([r_own, r_rep + len(data)])
+
+
 def train(
     state: TrainState,
     data: SampleSet | ChunkedSamples,
@@ -237,11 +263,14 @@ def train(
     progress: bool | str = True,
     on_checkpoint: Callable[[TrainState], None] | None = None,
     checkpoint_every: int = 0,
+    replay: SampleSet | ChunkedSamples | None = None,
 ) -> TrainState:
     """Train ``state.model`` on ``data`` for ``steps`` optimizer steps (default: ``config.epochs`` epochs).
 
     ``data`` in memory (``SampleSet``) or streamed from a store's chunks (``ChunkedSamples``,
-    e.g. ``Store.training_set``): the loop is the same, only the batch order differs."""
+    e.g. ``Store.training_set``): the loop is the same, only the batch order differs.
+    ``replay``: a base's samples, a ``config.replay`` share of every batch (``replay_batches``); the steps
+    are counted on ``data`` alone, and hooks see a replayed row's id like any other."""
     config.check()
     if len(data) == 0:
         raise SilodiffError("cannot train on an empty set of samples")
@@ -255,12 +284,18 @@ def train(
     null = getattr(model, "num_classes", 0)  # index of the "no label" class
     steps = steps_for(len(data), config) if steps is None else steps
     on_batch = [h.on_batch for h in hooks if hasattr(h, "on_batch")]
-    ids = data.sample_ids if on_batch else None  # batch hooks see the batch's ids (a streamed set decodes them once)
+    if config.replay and not (replay is not None and len(replay)):
+        raise SilodiffError("replay > 0 needs the base's samples to replay (a compartment trained from a base)")
+    replay = replay if config.replay else None
+    ids = None
+    if on_batch:  # batch hooks see the batch's ids (a streamed set decodes them once); replayed rows come after data's
+        ids = list(data.sample_ids) + (list(replay.sample_ids) if replay is not None else [])
     on_step = [h.on_step for h in hooks if hasattr(h, "on_step")]
     scaler = grad_scaler(device, config.precision)
     rank, size = world()  # data-parallel: every rank draws the whole batch and keeps its share (training.parallel)
     bar = tqdm(total=steps, desc=progress if isinstance(progress, str) else "train", disable=not progress, leave=False)
-    batches = iter(batch_loader(data, config, gen, device))
+    batches = replay_batches(data, replay, config, gen, device) if replay is not None else iter(
+        batch_loader(data, config, gen, device))
     done, state.stop = 0, False
     while done < steps and not state.stop:
         opt.zero_grad(set_to_none=True)
