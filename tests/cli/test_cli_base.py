@@ -40,6 +40,7 @@ def test_bad_from_base_input_is_one_line_and_registers_nothing(store):
     s = ["--store", store, "--epochs", "1", "--batch-size", "16"]
     one_line_error(run("train", "compartments", *s, "--from-base"), "no base model")
     one_line_error(run("train", "compartments", *s, "--adapter", "lora"), "need --from-base")
+    one_line_error(run("train", "compartments", *s, "--replay", "0.5"), "need --from-base")
     one_line_error(run("train", "base", *s, "--sources", "nobody"), "unknown source")
     assert Store(store).catalog.artifacts(active=None) == []
     assert ok_json("train", "base", *s, "--sources", "source-0")["public_sources"] == ["source-0"]
@@ -47,6 +48,7 @@ def test_bad_from_base_input_is_one_line_and_registers_nothing(store):
     one_line_error(run("train", "compartments", *s, "--from-base", "--adapter", "lora", "--rank", "0"), "rank must be ≥ 1")
     one_line_error(run("train", "compartments", *s, "--from-base", "--adapter", "lora", "--target-modules", "nothing"),
                    "match no linear")
+    one_line_error(run("train", "compartments", *s, "--from-base", "--replay", "1"), "replay must be in [0, 1)")
     assert {a["hash"] for a in Store(store).catalog.artifacts(active=None)} == before
 
 
@@ -65,3 +67,16 @@ def test_lora_compartments_from_the_base(store):
     # the catalog reports the bytes a sampler reads: an adapter is a small fraction of its base
     sizes = {(a["kind"], a["name"]): a["bytes"] for a in ok_json("catalog", "artifacts", "--store", store)}
     assert 0 < sizes[("compartment", "source-1")] < 0.2 * sizes[("base", "base")]
+
+
+def test_replay_trains_another_adapter_with_the_same_lineage(store):
+    s = ["--store", store, "--epochs", "1", "--batch-size", "16", "--slices", "1", "--from-base", "--adapter", "lora",
+         "--rank", "2", "--only", "source-1", "--seed", "5"]  # a seed of its own: trained here, not resumed
+    if not Store(store).catalog.public_sources():
+        ok_json("train", "base", "--store", store, "--epochs", "1", "--batch-size", "16", "--sources", "source-0")
+    (plain,) = ok_json("train", "compartments", *s)
+    (replayed,) = ok_json("train", "compartments", *s, "--replay", "0.5")
+    assert replayed["final"] != plain["final"]  # another recipe: trained anew, not resumed from the plain adapter
+    st = Store(store)
+    assert st.catalog.lineage(replayed["final"]) == st.catalog.lineage(plain["final"])  # own ids ∪ the base's
+    assert st.artifacts.get(replayed["final"])[1]["info"]["train"]["replay"] == 0.5

@@ -110,8 +110,58 @@ def test_forgetting_a_compartment_sample_retrains_only_its_adapter(based):
     final = max(store.catalog.artifacts("compartment", name="source-1"), key=lambda a: a["slice"])
     assert victim not in store.catalog.lineage(final["hash"])
     assert store.load(final["hash"]).base_hash == base_before
+    # the retrained adapter keeps its effective lineage: it still saw every base sample (rights, `saw`, audits)
+    assert set(store.catalog.lineage(base_before)) <= set(store.catalog.lineage(final["hash"]))
     ok, problems = verify_certificate(store, cert)
     assert ok, problems
+
+
+@pytest.mark.parametrize("adapter", ["none", "lora"])
+def test_a_retrain_after_forgetting_an_own_sample_starts_from_the_same_base(based, adapter):
+    from silodiff.unlearning import forget, plan_forget
+
+    train_compartments(based, ["source-1"], config=CONFIG, from_base=True, adapter=adapter, progress=False)
+    base = active_base(based)
+    victim = sorted(based.catalog.slices("source-1")[0])[0]  # in slice 0: the retrain starts before any slice
+    (entry,) = [c for c in plan_forget(based, [victim])["compartments"] if c["name"] == "source-1"]
+    assert entry["first_slice"] == 0 and not entry["rebase"]
+    assert entry["extra"]["base"]["hash"] == base["hash"] and entry["extra"]["base"]["ids"] == base["ids"]
+    forget(based, sample_ids=[victim], progress=False)
+    final = max(based.catalog.artifacts("compartment", name="source-1"), key=lambda a: a["slice"])
+    assert set(based.catalog.lineage(final["hash"])) == (_ids(based, "source-1") - {victim}) | _ids(based, "source-0")
+
+
+def test_replay_trains_on_the_base_samples_and_forgetting_keeps_it(based):
+    from silodiff.unlearning import forget, verify_certificate
+
+    replayed = TrainConfig(epochs=2, batch_size=16, replay=0.5)
+    train_compartments(based, ["source-1"], config=CONFIG, from_base=True, adapter="lora", progress=False)
+    plain = max(based.catalog.artifacts("compartment", name="source-1"), key=lambda a: a["slice"])
+    train_compartments(based, ["source-1"], config=replayed, from_base=True, adapter="lora", progress=False)
+    final = max(based.catalog.artifacts("compartment", name="source-1"), key=lambda a: a["slice"])
+    assert final["hash"] != plain["hash"]  # another recipe: trained anew, not resumed from the plain adapter
+    assert based.catalog.lineage(final["hash"]) == based.catalog.lineage(plain["hash"])  # own ∪ base, as before
+    victim = sorted(_ids(based, "source-1"))[0]
+    cert = forget(based, sample_ids=[victim], progress=False)  # the retrain replays the same base samples
+    final = max(based.catalog.artifacts("compartment", name="source-1"), key=lambda a: a["slice"])
+    assert based.artifacts.get(final["hash"])[1]["info"]["train"]["replay"] == 0.5
+    assert set(based.catalog.lineage(final["hash"])) == (_ids(based, "source-1") - {victim}) | _ids(based, "source-0")
+    ok, problems = verify_certificate(based, cert)
+    assert ok, problems
+
+
+def test_replay_is_refused_where_there_is_no_base_to_replay(based):
+    from silodiff.jobs import train_paragon
+
+    replayed = TrainConfig(epochs=1, batch_size=16, replay=0.5)
+    before = {a["hash"] for a in based.catalog.artifacts(active=None)}
+    with pytest.raises(SilodiffError, match="--replay needs --from-base"):
+        train_compartments(based, ["source-1"], config=replayed, progress=False)
+    with pytest.raises(SilodiffError, match="not the paragon"):
+        train_paragon(based, config=replayed, progress=False)
+    with pytest.raises(SilodiffError, match="not the base itself"):
+        train_base(based, ["source-0"], config=replayed, progress=False)
+    assert {a["hash"] for a in based.catalog.artifacts(active=None)} == before
 
 
 def test_forgetting_a_base_sample_retrains_the_base_and_every_compartment_on_it(based):

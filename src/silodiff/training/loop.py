@@ -241,6 +241,7 @@ def replay_batches(data: SampleSet | ChunkedSamples, replay: SampleSet | Chunked
     but one) from ``replay``, the rest from ``data``: two loaders, each with its own shuffle, concatenated.
 
     Replayed rows are numbered after ``data``'s (``len(data) + i``), so the batch's ``rows`` index one id list.
+    Each loader's last batch of an epoch may be short, as in a run without replay.
     The replay loader shuffles with a generator of its own, seeded from the run's seed (deterministic, and
     independent of how many draws the run's generator has made).
     """
