@@ -97,7 +97,8 @@ def train_compartments(
     ``from_base``: start each compartment from the active base model (``silodiff.jobs.base``), as a full
     fine-tune (``adapter="none"``; early-stopped on a held-out ``FINE_TUNE_VAL_FRACTION`` of each compartment's
     samples unless ``config.val_fraction`` says otherwise, 0 turning it off) or LoRA adapters (``adapter="lora"``,
-    ``lora=dict(rank=, alpha=, targets=)``).
+    ``lora=dict(rank=, alpha=, targets=)``).  ``config.replay`` (with ``from_base`` only): that share of every
+    batch comes from the base's samples (``training.loop.replay_batches``), the steps unchanged.
     ``init_from``: a local diffusers ``UNet2DModel`` folder every compartment starts from, registered as an external
     artifact with the ``provenance`` the caller declares (``silodiff.jobs.pretrained``).
     """
