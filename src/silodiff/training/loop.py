@@ -290,7 +290,7 @@ def train(
     replay = replay if config.replay else None
     ids = None
     if on_batch:  # batch hooks see the batch's ids (a streamed set decodes them once); replayed rows come after data's
-        ids = list(data.sample_ids) + (list(replay.sample_ids) if replay is not None else [])
+        ids = data.sample_ids if replay is None else list(data.sample_ids) + list(replay.sample_ids)
     on_step = [h.on_step for h in hooks if hasattr(h, "on_step")]
     scaler = grad_scaler(device, config.precision)
     rank, size = world()  # data-parallel: every rank draws the whole batch and keeps its share (training.parallel)

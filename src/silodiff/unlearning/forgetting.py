@@ -34,7 +34,7 @@ from typing import Any
 from ..composition import final_checkpoint, train_router
 from ..errors import SilodiffError
 from ..jobs import BASE, SliceJob, run_jobs
-from ..jobs.base import active_base
+from ..jobs.base import active_base, base_ref
 from ..store import Store, ids_hash
 from ..store.artifacts import _fsync_write
 from ..store.catalog import now
@@ -167,9 +167,7 @@ def _retrain_base(store: Store, plan: dict[str, Any], progress: bool, device: st
                           **({"init_from": base["init_from"]} if base.get("init_from") else {})})
     run_jobs([job], "serial")
     hashes = [_staged(store, BASE, base["slices"], r, kind=BASE) for r in range(len(base["slices"]))]
-    final = hashes[-1]
-    return {"hash": final, "hashes": hashes, "sets": sorted(store.catalog.lineage_sets(final)),
-            "ids": store.catalog.lineage(final)}
+    return {"hashes": hashes, **base_ref(store, hashes[-1])}
 
 
 def _rebased(c: dict[str, Any], base: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -178,7 +176,7 @@ def _rebased(c: dict[str, Any], base: dict[str, Any] | None) -> tuple[dict[str, 
     if c.get("rebase") and base is not None:
         if "base_hash" in model:  # an adapter names its base
             model["base_hash"] = base["hash"]
-        extra["base"] = {"hash": base["hash"], "sets": base["sets"], "ids": base["ids"]}
+        extra["base"] = {k: base[k] for k in ("hash", "sets", "ids")}
     return model, extra
 
 
