@@ -44,7 +44,10 @@ Budgets.
   runs: the product's default evaluation schedule changed once, from 40 held-out evaluations per run to 40
   or fewer, never under 10, so that they cost at most a tenth of the training (``early_stop.auto_every``);
   a 562-step fine-tune now evaluates 10 times instead of 40.  The digits results were re-run after it.)  The router's
-  steps (a classifier, 30 epochs) come on top and are reported.
+  steps (a classifier, 30 epochs) come on top and are reported.  (Corrected at the runs after 77cfa9e: the
+  epochs were set from ⌈n / batch⌉ batches per epoch, but the loop runs ⌈epochs · n / batch⌉ steps, so the rows
+  spent less than S: the paragon 8,798, the base rows 7,379 (each owner 395 of its 562), k8-scratch 6,564.  The
+  epochs now come from n / batch, and every row spends S up to the rounding of whole epochs.)
 - (b) trained to convergence: every model holds out 10% of its samples and stops after 8 held-out
   evaluations without a new best (``TrainConfig.val_fraction``), capped at 2× its budget-(a) steps
   (``bench/results/operating_point-converged.json`` when run alone: ``--budgets b``).
@@ -57,9 +60,12 @@ loss-MIA AUC (members: 300 owner training images; non-members: H), and the forge
 ``silodiff.forget`` of one random owner sample in the row's store (CPU seconds of this process, serial
 backend), measured twice: with the shard-classifier router in the store (retrained too, since it saw every
 sample), then for another owner's sample with that router retired (the store that serves the trajectory
-filter); the row's cost is the one of the configuration its best router needs.  It is set against retraining the best paragon at the same budget without it (its measured training CPU
-seconds: the whole paragon from scratch, or only the fine-tune for the base-fine-tuned paragon, whose base
-never saw an owner's sample).  CPU seconds, not wall time, because the machine is shared.
+filter); the row's cost is the one of the configuration its best router needs.  It is set against retraining
+the best paragon at the same budget without it (its measured training CPU seconds: the whole paragon from
+scratch, or only the fine-tune for the base-fine-tuned paragon, whose base never saw an owner's sample).  CPU
+seconds, not wall time, because the machine is shared.  (Corrected at the runs after 77cfa9e: until then the
+script retired a router named "router", which does not exist, so the second forget retrained the router too
+and both columns measured the cost with it; the headline was the cost with the router in every earlier run.)
 
 Headline keys (``bench/results/operating_point.json``), budget (a) unless stated, mean over seeds:
 ``headline.fld_ratio`` (best compartmentalised IID row with its best router, over the best paragon;
@@ -112,7 +118,8 @@ from silodiff.audit import class_accuracy, feature_net, fld  # noqa: E402
 from silodiff.audit.frechet import features, frechet_distance  # noqa: E402
 from silodiff.audit.memorization import MemorizationAuditor  # noqa: E402
 from silodiff.audit.mia import LossAttack  # noqa: E402
-from silodiff.composition import compose, final_checkpoint, trained_compartments, train_router  # noqa: E402
+from silodiff.composition import (  # noqa: E402
+    ROUTER_NAME, compose, final_checkpoint, trained_compartments, train_router)
 from silodiff.data import SampleSet, load_fashion_mnist  # noqa: E402
 from silodiff.jobs.compartments import model_config  # noqa: E402
 from silodiff.jobs import plan_compartments, train_base, train_compartments, train_paragon  # noqa: E402
@@ -178,8 +185,8 @@ def config_for(n: int, steps: int, seed: int, budget: str, p: dict, *, fine_tune
     """A TrainConfig spending ≈ ``steps`` optimizer steps on ``n`` samples (budget a), or up to cap× with early
     stopping (budget b).  A full fine-tune early-stops in both (the product's default); a model trained from
     the base replays the base's data at the run's share (``replay``; the steps are counted on ``n`` alone)."""
-    per_epoch = -(-n // p["batch"])
-    epochs = max(1, round(steps * (p["cap"] if budget == "b" else 1) / per_epoch))
+    steps *= p["cap"] if budget == "b" else 1
+    epochs = max(1, round(steps * p["batch"] / n))  # the loop runs ceil(epochs · n / batch) steps (steps_for)
     val = 0.1 if budget == "b" or fine_tune else 0.0
     return TrainConfig(epochs=epochs, batch_size=p["batch"], lr=p["lr"], ema_decay=p["ema_decay"], seed=seed,
                        device="cpu", val_fraction=val, val_every=p["val_every"],
@@ -348,7 +355,7 @@ def cell(args: tuple) -> dict:
             owner = sorted(split[split_name][seed % K])
             with Clock() as cf:
                 forget(store, sample_ids=[owner[seed]])
-            store.catalog.set_active([r["hash"] for r in store.active("router", "router")], False)
+            store.catalog.set_active([r["hash"] for r in store.active("router", ROUTER_NAME)], False)
             other = sorted(split[split_name][(seed + 1) % K])
             with Clock() as cg:
                 forget(store, sample_ids=[other[seed]])
