@@ -33,8 +33,21 @@ share was chosen in a one-seed probe outside this script (training seed 0, FLD a
 fixed prior weights: shares 0, ≈ 0.5 and ≈ 0.73 gave 42.2, 38.4 and 36.7, the scratch paragon 37.3), so it was
 tuned on the reference set; seeds 3–5, which that probe never used, confirm it.  The results without replay are
 in git: ``git show 4e7d938:bench/results/operating_point.json``.)
-Each composition is sampled with the shard-classifier router, the trajectory filter and the uniform
-router; "best" is the lower FLD of the first two (reported beside both and the uniform one).
+Each composition is sampled with the heads router, the trajectory filter and the uniform router; "best" is
+the lower FLD of the first two (reported beside both and the uniform one).
+
+Router (changed after the runs at f457cc6, and fixed here before any run with it).  Every composition's learned
+router is the heads router (``train_router(heads=True)``, ``composition.heads``): one binary head per owner,
+trained on that owner's own samples against P (the reference: the base in the base rows; in the k8-scratch rows
+the public compartment, declared public), 30 epochs per head.  Until then it was the shard classifier, one
+network over every compartment's samples (30 epochs): it saw every sample, so each forget retrained it whole,
+7.5 of the 13.0 CPU s of an adapter's forget (profiled at f457cc6: digits, training seed 0, k8-lora/iid).  A
+forget now retrains the one head whose owner lost the sample.  Seeds 0–5 were looked at when this was chosen;
+its fresh training seeds are 6, 7, 8 (``--seeds 6,7,8``), and a headline target counts as met only if it holds
+on seeds 0–2 and on 6–8.  The results with the shard classifier are in git
+(``git show 230bc90:bench/results/operating_point.json``, and ``operating_point-seeds3-4-5.json``); the
+budget-(b) and Fashion-MNIST results on record predate this change (the Fashion run keeps the shard classifier:
+``heads`` is off in its parameters).
 
 Budgets.
 - (a) equal total compute: every row spends S = 9,000 optimizer steps of batch 64 in total (the
@@ -44,7 +57,7 @@ Budgets.
   runs: the product's default evaluation schedule changed once, from 40 held-out evaluations per run to 40
   or fewer, never under 10, so that they cost at most a tenth of the training (``early_stop.auto_every``);
   a 562-step fine-tune now evaluates 10 times instead of 40.  The digits results were re-run after it.)  The router's
-  steps (a classifier, 30 epochs) come on top and are reported.  (Corrected at the runs after 77cfa9e: the
+  steps (30 epochs of each head) come on top and are reported.  (Corrected at the runs after 77cfa9e: the
   epochs were set from ⌈n / batch⌉ batches per epoch, but the loop runs ⌈epochs · n / batch⌉ steps, so the rows
   spent less than S: the paragon 8,798, the base rows 7,379 (each owner 395 of its 562), k8-scratch 6,564.  The
   epochs now come from n / batch, and every row spends S up to the rounding of whole epochs.)
@@ -58,8 +71,8 @@ optimizer steps, bytes per compartment (inference tensors only), sampling second
 paragon's, NN-ratio memorised fraction and Carlini fraction (< 0.5) against the row's training images,
 loss-MIA AUC (members: 300 owner training images; non-members: H), and the forget-one-sample cost:
 ``silodiff.forget`` of one random owner sample in the row's store (CPU seconds of this process, serial
-backend), measured twice: with the shard-classifier router in the store (retrained too, since it saw every
-sample), then for another owner's sample with that router retired (the store that serves the trajectory
+backend), measured twice: with the heads router in the store (the owner's head retrained too, since it saw
+the sample), then for another owner's sample with that router retired (the store that serves the trajectory
 filter); the row's cost is the one of the configuration its best router needs.  It is set against retraining
 the best paragon at the same budget without it (its measured training CPU seconds: the whole paragon from
 scratch, or only the fine-tune for the base-fine-tuned paragon, whose base never saw an owner's sample).  CPU
@@ -125,16 +138,17 @@ from silodiff.jobs.compartments import model_config  # noqa: E402
 from silodiff.jobs import plan_compartments, train_base, train_compartments, train_paragon  # noqa: E402
 from silodiff.jobs.base import active_base  # noqa: E402
 from silodiff.sampling import balanced_labels, generate  # noqa: E402
-from silodiff.training import TrainConfig  # noqa: E402
+from silodiff.training import TrainConfig, steps_for  # noqa: E402
 from silodiff.unlearning import forget  # noqa: E402
 
 K, N_HELD, PUBLIC_SHARE = 8, 357, 0.25
 FASHION_POOL, FASHION_HELD = 2400, 1000
-ROUTERS = ("classifier", "trajectory", "uniform")
+ROUTERS = ("heads", "trajectory", "uniform")  # "heads": the heads router, sampled as compose(router="classifier")
 SEEDS = "0,1,2"  # the training seeds of the runs of record; other seeds write a results file of their own
 DIGITS = dict(dataset="digits", batch=64, lr=2e-3, ema_decay=0.995, unet=None, sampler="ddpm", routers=ROUTERS,
               mia_nonmembers=None, val_every=0,  # val_every 0: the product's default (early_stop.auto_every)
-              replay=0.75)  # the share of each batch a model trained from the base draws from P (see the protocol)
+              replay=0.75,  # the share of each batch a model trained from the base draws from P (see the protocol)
+              heads=True)  # the learned router: the heads router (see the protocol)
 FULL = dict(DIGITS, total_steps=9000, n_gen=500, sample_steps=50, router_epochs=30, cap=2, mia_members=300, rank=4)
 QUICK = dict(DIGITS, total_steps=240, n_gen=60, sample_steps=10, router_epochs=2, cap=2, mia_members=40, rank=2)
 # the UNet of the Fashion-MNIST run: diffusers UNet2DModel, two levels (28 → 14), no attention
@@ -142,7 +156,7 @@ FASHION_UNET = {"block_out_channels": [16, 32], "layers_per_block": 1, "norm_num
                 "down_block_types": ["DownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "UpBlock2D"]}
 FASHION = dict(dataset="fashion", batch=32, lr=2e-3, ema_decay=0.99, unet=FASHION_UNET, sampler="ddim",
                routers=("classifier", "uniform"), total_steps=480, n_gen=100, sample_steps=20, router_epochs=3, cap=2,
-               mia_members=100, mia_nonmembers=100, rank=4, val_every=16, replay=0.0)
+               mia_members=100, mia_nonmembers=100, rank=4, val_every=16, replay=0.0, heads=False)
 
 
 # ----------------------------------------------------------------------------- data
@@ -206,6 +220,13 @@ class Clock:
 
 def steps_of(store: sd.Store, kind: str, names: list[str]) -> int:
     return sum(int(final_checkpoint(store, kind, n)["metrics"]["step"]) for n in names)
+
+
+def router_steps(store: sd.Store, digest: str, config: TrainConfig, n_all: int) -> int:
+    """Optimizer steps of the router: the shard classifier's over every sample, or the sum of its heads'."""
+    heads = store.load(digest).info.get("heads")
+    sizes = [h["samples"] for h in heads.values() if h != "reference"] if heads else [n_all]
+    return sum(steps_for(n, config) for n in sizes)
 
 
 def inference_bytes(store: sd.Store, digest: str) -> int:
@@ -313,6 +334,7 @@ def cell(args: tuple) -> dict:
             if kind == "k8-scratch":
                 store = sd.Store(root / name.replace("/", "-"))
                 store.ingest(as_sources(data, {"public": split["public"], **groups}), p["dataset"])
+                store.catalog.declare_public(["public"])  # every key may use it: the heads router's reference
             else:
                 store = copy_template(name.replace("/", "-"))
                 store.ingest(as_sources(data, groups), p["dataset"])
@@ -330,18 +352,19 @@ def cell(args: tuple) -> dict:
                                        from_base=True, adapter="lora" if lora else "none", lora=lora, progress=False)
                 with_base = kind != "k8-scratch"
                 router_config = TrainConfig(epochs=p["router_epochs"], seed=seed, device="cpu")
-                train_router(store, config=router_config, progress=False, with_base=with_base)
+                router_hash = train_router(store, config=router_config, progress=False, with_base=with_base,
+                                           heads=p["heads"])
             names = trained_compartments(store)
             finals = [final_checkpoint(store, "compartment", n)["hash"] for n in names]
             row = {"steps": steps_of(store, "compartment", names) + (0 if kind == "k8-scratch" else base_steps),
-                   "router_steps": router_config.epochs * -(-(len(split["public"]) + len(split["owners"]))
-                                                            // router_config.batch_size),
+                   "router_steps": router_steps(store, router_hash, router_config, len(split["public"]) + len(
+                       split["owners"])),
                    "train_cpu": c.cpu + (0 if kind == "k8-scratch" else c_base.cpu),
                    "bytes_per_compartment": statistics.mean(inference_bytes(store, h) for h in finals)}
             flds = {}
             for router in p["routers"]:
-                model = compose(store, router=router, with_base=with_base)
-                if router == "classifier":  # the full row of metrics once, with the learned router
+                model = compose(store, router="classifier" if router == "heads" else router, with_base=with_base)
+                if router in ("heads", "classifier"):  # the full row of metrics once, with the learned router
                     row.update(judge.row(model, train_images, members))
                     flds[router] = row["fld"]
                 else:
@@ -350,8 +373,8 @@ def cell(args: tuple) -> dict:
             row.update({f"fld_{r}": v for r, v in flds.items()}, best_router=best, fld=flds[best],
                        routed_over_uniform=flds[best] / flds["uniform"])
             # forget one random owner sample, as the product does it (serial backend, this process): first with
-            # the shard-classifier router in the store (it saw every sample, so it is retrained too), then, for
-            # another owner's sample, with it retired (what a store serving the trajectory filter holds)
+            # the learned router in the store (the owner's head, or the whole shard classifier, is retrained too),
+            # then, for another owner's sample, with it retired (what a store serving the trajectory filter holds)
             owner = sorted(split[split_name][seed % K])
             with Clock() as cf:
                 forget(store, sample_ids=[owner[seed]])
@@ -359,7 +382,7 @@ def cell(args: tuple) -> dict:
             other = sorted(split[split_name][(seed + 1) % K])
             with Clock() as cg:
                 forget(store, sample_ids=[other[seed]])
-            served = "forget_cpu_with_router" if best == "classifier" else "forget_cpu_without_router"
+            served = "forget_cpu_with_router" if best in ("heads", "classifier") else "forget_cpu_without_router"
             row.update(forget_cpu_with_router=cf.cpu, forget_cpu_without_router=cg.cpu, forget_wall=cf.wall)
             row["forget_cpu"] = row[served]
             rows[name] = row

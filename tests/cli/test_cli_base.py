@@ -80,3 +80,17 @@ def test_replay_trains_another_adapter_with_the_same_lineage(store):
     st = Store(store)
     assert st.catalog.lineage(replayed["final"]) == st.catalog.lineage(plain["final"])  # own ids ∪ the base's
     assert st.artifacts.get(replayed["final"])[1]["info"]["train"]["replay"] == 0.5
+
+
+def test_the_heads_router_from_the_cli(tmp_path):
+    root = tmp_path / "st"
+    s = ["--store", root, "--epochs", "1", "--batch-size", "16"]
+    ok_json("data", "ingest", "--store", root, "--limit", "150", "--assign", "random:3")
+    ok_json("train", "base", *s, "--sources", "source-0")
+    ok_json("train", "compartments", *s, "--slices", "1", "--from-base", "--adapter", "lora", "--rank", "2")
+    one_line_error(run("train", "router", *s, "--heads"), "needs a public reference")  # the base is not a class
+    assert Store(root).catalog.artifacts("router", active=None) == []
+    router = ok_json("train", "router", *s, "--heads", "--with-base")["router"]
+    info = Store(root).load(router).info
+    assert info["router"] == "heads" and info["compartments"] == ["base", "source-1", "source-2"]
+    assert info["heads"]["base"] == "reference" and info["heads"]["source-1"]["samples"] > 50

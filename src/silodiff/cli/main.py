@@ -237,13 +237,19 @@ def _agc(on: bool, lam: float) -> list[dict] | None:
 @cli_errors
 def train_router_cmd(store: StoreOpt, epochs: EpochsOpt = 100, batch_size: BatchSizeOpt = 64, lr: LrOpt = 2e-3,
                      seed: SeedOpt = 0, as_json: JsonOpt = False,
-                     device: DeviceOpt = "auto") -> None:
-    """Train the shard-classifier router over all trained compartments."""
+                     device: DeviceOpt = "auto",
+                     heads: Annotated[bool, typer.Option(
+                         "--heads", help="one head per compartment against the public data: a forget retrains "
+                                         "only the heads that saw it")] = False,
+                     with_base: Annotated[bool, typer.Option(
+                         "--with-base", help="the base is one more class (its public data the heads' reference)")]
+                     = False) -> None:
+    """Train the router over all trained compartments: a shard classifier, or one head per compartment."""
     from ..composition import train_router
     from ..training import TrainConfig
 
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device_arg(device))
-    emit({"router": train_router(_open(store), config=config)}, as_json)
+    emit({"router": train_router(_open(store), config=config, heads=heads, with_base=with_base)}, as_json)
 
 
 # ----------------------------------------------------------------------------- sample

@@ -22,6 +22,7 @@ from ..nn.lora import share_bases
 from ..store import Store
 from ..training import TrainConfig, new_state, train
 from .composed import ComposedDenoiser
+from .heads import train_heads
 from .routers import ClassifierRouter, TrajectoryFilter, UniformRouter, check_router, log_label_prior, router_loss
 
 ROUTER_NAME = "shard-classifier"
@@ -60,14 +61,17 @@ def _own_sets(store: Store, digest: str) -> set[str]:
 
 def train_router(
     store: Store, *, config: TrainConfig | None = None, progress: bool = True, members: dict[str, str] | None = None,
-    activate: bool = True, with_base: bool = False,
+    activate: bool = True, with_base: bool = False, heads: bool = False, previous: str | None = None,
 ) -> str:
-    """Train the shard classifier f(x_t, t, y) → compartment over all trained compartments.
+    """Train the router f(x_t, t, y) → compartment over all trained compartments.
 
     ``members`` (compartment → checkpoint hash) trains over exactly those checkpoints
     instead of the active final ones (a forget stages new ones first);
     ``activate=False`` registers the router inactive, for an atomic switch later; ``with_base``: the
     active base is one more class (for compositions that include it, ``compose(..., with_base=True)``).
+    ``heads``: one head per compartment against the public reference (``composition.heads``) instead of one
+    shard classifier over all, so a forget retrains only the heads that saw the forgotten samples;
+    ``previous`` (a heads router's hash) keeps its heads whose data is unchanged.
     """
     config = (config or TrainConfig(epochs=100)).check()
     members = dict(members) if members is not None else {
@@ -79,27 +83,48 @@ def train_router(
         raise SilodiffError("a router needs at least two trained compartments")
     finals = [store.catalog.artifact(members[n]) for n in names]
     set_ids = sorted({s for f in finals for s in _own_sets(store, f["hash"])})
-    ids, targets = [], []
-    for k, f in enumerate(finals):
-        lineage = own_ids(store, f["hash"])  # a compartment on a base is told apart by its own data, not the base's
-        ids += lineage
-        targets += [k] * len(lineage)
-    data = store.training_set(ids)  # streamed from the chunks when large
-    targets = torch.as_tensor(targets)
+    # a compartment on a base is told apart by its own data, not the base's
+    data_of = {n: own_ids(store, f["hash"]) for n, f in zip(names, finals)}
     n_classes = num_classes(store)
-    counts = torch.zeros(len(names), n_classes)
-    counts.index_put_((targets, data.labels), torch.ones(len(targets)), accumulate=True)  # (K, C)
-    torch.manual_seed(config.seed)
-    classifier = NoisyClassifier(image_shape=data.image_shape, num_outputs=len(names), num_classes=n_classes)
-    state = new_state(classifier, config)
-    loss_fn = router_loss(targets, log_label_prior(counts), null_label=n_classes)
-    train(state, data, config, loss_fn=loss_fn, progress="router" if progress else False)
+    if heads:
+        public = set(store.catalog.public_sources())
+        reference = [BASE] if with_base else [n for n, f in zip(names, finals) if _sources(store, f["hash"]) <= public]
+        old = store.load(previous) if previous else None
+        old = {"module": old, "info": old.info} if old is not None else None
+        classifier, info = train_heads(store, data_of, reference, config, n_classes, previous=old, progress=progress)
+        extra = {"router": "heads", "heads": info}
+    else:
+        classifier = _train_classifier(store, data_of, config, n_classes, progress)
+        extra = {"router": "classifier"}
     with store.catalog.transaction():
         if activate:
             store.catalog.set_active([r["hash"] for r in store.active("router", ROUTER_NAME)], False)
-        digest = store.save(state.ema.model, "router", ROUTER_NAME, set_ids, active=activate,
-                            info={"compartments": names, "train": config.to_dict()})
+        digest = store.save(classifier, "router", ROUTER_NAME, set_ids, active=activate,
+                            info={"compartments": names, "train": config.to_dict(), **extra})
     return digest
+
+
+def _train_classifier(store: Store, data_of: dict[str, list[str]], config: TrainConfig, n_classes: int,
+                      progress: bool) -> NoisyClassifier:
+    """The shard classifier over ``data_of`` (name → sample ids, in class order)."""
+    ids = [s for own in data_of.values() for s in own]
+    targets = torch.as_tensor([k for k, own in enumerate(data_of.values()) for _ in own])
+    data = store.training_set(ids)  # streamed from the chunks when large
+    counts = torch.zeros(len(data_of), n_classes)
+    counts.index_put_((targets, data.labels), torch.ones(len(targets)), accumulate=True)  # (K, C)
+    torch.manual_seed(config.seed)
+    classifier = NoisyClassifier(image_shape=data.image_shape, num_outputs=len(data_of), num_classes=n_classes)
+    state = new_state(classifier, config)
+    loss_fn = router_loss(targets, log_label_prior(counts), null_label=n_classes)
+    train(state, data, config, loss_fn=loss_fn, progress="router" if progress else False)
+    return state.ema.model
+
+
+def _sources(store: Store, digest: str) -> set[str]:
+    rows = store.catalog.db.execute(
+        "SELECT DISTINCT s.source FROM lineage l JOIN sample_sets m ON m.set_id = l.set_id "
+        "JOIN samples s ON s.sample_id = m.sample_id WHERE l.artifact = ?", (digest,))
+    return {r[0] for r in rows}
 
 
 def compose(

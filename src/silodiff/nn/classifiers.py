@@ -1,12 +1,15 @@
 """Classifiers: on noisy inputs (router, CPSample) and on clean images (FLD features).
 
 ``NoisyClassifier`` is ``f(x_t, t[, y]) → logits``; the shard-classifier router
-trains it on compartment indices, CPSample on random bits.
+trains it on compartment indices, CPSample on random bits; ``RouterHeads`` holds
+one binary ``NoisyClassifier`` per compartment (the heads router).
 ``FeatureCNN`` classifies clean images and exposes its penultimate features,
 the embedding FLD is computed in.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
@@ -56,6 +59,25 @@ class NoisyClassifier(nn.Module):
         for conv, film in zip(self.convs, self.film):
             h = F.silu(conv(h) + film(emb)[:, :, None, None])  # (b, w, h', w')
         return self.head(h.mean(dim=(2, 3)))
+
+
+@register("router-heads")
+class RouterHeads(nn.Module):
+    """The heads router's network (``composition.heads``): (b, K) logits g_i(x_t, t, y), a ``NoisyClassifier``
+    head per learned column and zero in the reference columns."""
+
+    def __init__(self, image_shape: tuple[int, int, int] = (1, 8, 8), columns: int = 2, reference: Sequence[int] = (),
+                 num_classes: int = 0, width: int = 32):
+        super().__init__()
+        self.columns, self.reference = columns, sorted(int(k) for k in reference)
+        self.learned = [k for k in range(columns) if k not in self.reference]
+        self.heads = nn.ModuleList(NoisyClassifier(image_shape, 1, num_classes, width) for _ in self.learned)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | int, labels: torch.Tensor | None = None) -> torch.Tensor:
+        out = x.new_zeros(x.shape[0], self.columns, dtype=torch.float32)
+        if self.learned:
+            out[:, self.learned] = torch.cat([head(x, t, labels).float() for head in self.heads], dim=1)
+        return out
 
 
 @register("feature-cnn")

@@ -16,6 +16,7 @@ from ..composition import ROUTER_NAME, final_checkpoint, train_router, trained_c
 from ..data import SampleSet
 from ..errors import SilodiffError
 from ..jobs import train_compartments
+from ..jobs.base import BASE
 from ..jobs.compartments import num_classes
 from ..store import Store
 from ..training import TrainConfig
@@ -103,8 +104,11 @@ def _finish(store: Store, data: SampleSet, dataset: str, new_sources: list[str],
         router = None
         old_router = store.active("router", ROUTER_NAME)
         if old_router and len(trained_compartments(store)) >= 2:
-            router_train = artifact_info(store, old_router[-1]["hash"]).get("train") or DEFAULT_ROUTER_TRAIN
-            router = train_router(store, config=TrainConfig(**router_train), progress=progress)
+            info = artifact_info(store, old_router[-1]["hash"])
+            heads = info.get("router") == "heads"  # a heads router trains the new compartments' heads only
+            router = train_router(store, config=TrainConfig(**(info.get("train") or DEFAULT_ROUTER_TRAIN)),
+                                  progress=progress, with_base=BASE in info.get("compartments", []), heads=heads,
+                                  previous=old_router[-1]["hash"] if heads else None)
         store.catalog.log_event("add-source", {"dataset": dataset, "sources": new_sources, "n": len(data),
                                                "router": router})
     return {"sources": new_sources, "n_samples": len(data), "num_classes": num_classes(store),

@@ -204,8 +204,8 @@ def _retrain_compartments(store: Store, plan: dict[str, Any], progress: bool, ba
 
 def _retrain_router(store: Store, plan: dict[str, Any], staged: dict[str, list[str]], progress: bool,
                     base: dict[str, Any] | None = None, device: str | None = None) -> str | None:
-    """The shard classifier over the remaining compartments' new final checkpoints (and the base, new or not,
-    when it was one of its classes), inactive."""
+    """The router over the remaining compartments' new final checkpoints (and the base, new or not, when it was
+    one of its classes), inactive; a heads router retrains only the heads whose data changed."""
     router = plan["router"]
     if router is None:
         return None
@@ -215,7 +215,8 @@ def _retrain_router(store: Store, plan: dict[str, Any], staged: dict[str, list[s
         members[BASE] = base["hash"] if base else active_base(store)["hash"]
     _log(progress, f"router: retrain over {len(members)} compartments")
     return train_router(store, config=TrainConfig(**_on(router["train"], device)), members=members, activate=False,
-                        progress=progress)
+                        progress=progress, heads=router.get("heads", False),
+                        previous=router["old"] if router.get("heads") else None)
 
 
 def _switch(store: Store, journal: Journal, rid: str, plan: dict[str, Any], state: dict[str, Any]) -> None:

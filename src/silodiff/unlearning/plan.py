@@ -159,9 +159,10 @@ def plan_forget(store: Store, sample_ids: Sequence[str] = (), sources: Sequence[
         plan["artifacts"].append({k: a[k] for k in ("hash", "kind", "name", "slice", "active")} | {"action": action})
     router = next((a for a in plan["artifacts"] if a["kind"] == "router" and a["action"] == "retrain"), None)
     if router is not None:
-        train = artifact_info(store, router["hash"]).get("train") or DEFAULT_ROUTER_TRAIN
-        with_base = BASE in artifact_info(store, router["hash"]).get("compartments", [])
-        plan["router"] = {"old": router["hash"], "train": train, "compartments": kept, "with_base": with_base}
+        info = artifact_info(store, router["hash"])
+        plan["router"] = {"old": router["hash"], "train": info.get("train") or DEFAULT_ROUTER_TRAIN,
+                          "compartments": kept, "with_base": BASE in info.get("compartments", []),
+                          "heads": info.get("router") == "heads"}
     # 3. sources left with no live sample, and the image shape (for emptied data shards)
     touched = sorted({r[0] for r in db.execute(
         f"SELECT DISTINCT source FROM samples WHERE sample_id IN ({','.join('?' * len(live))})", live)})
@@ -216,9 +217,18 @@ def _estimate(store: Store, plan: dict[str, Any], kept: list[str]) -> dict[str, 
     if plan.get("base"):
         est["base_steps"] = plan["base"]["steps"]
         est["compartments_rebuilt_on_new_base"] = sum(bool(c.get("rebase")) for c in retrain)
-    if plan["router"] is not None:  # the router trains on every remaining compartment's samples
+    router = plan["router"]
+    if router is not None and router["heads"]:  # the heads whose data holds a forgotten sample (every one: R's)
+        heads = artifact_info(store, router["old"]).get("heads", {})
+        hit = {c["name"] for c in retrain if c["name"] in heads} if not plan.get("base") else set(heads)
+        lost = {c["name"]: c.get("removed", 0) for c in plan["compartments"]}
+        est["router_heads_retrained"] = sorted(n for n in hit if n in kept and heads[n] != "reference")
+        config = TrainConfig(**router["train"])
+        est["router_steps"] = sum(steps_for(max(1, heads[n]["samples"] - lost.get(n, 0)), config)
+                                  for n in est["router_heads_retrained"])
+    elif router is not None:  # the shard classifier trains on every remaining compartment's samples
         n = sum(len({sid for s in store.catalog.slices(k) for sid in s} - forget) for k in kept)
-        est["router_steps"] = steps_for(max(1, n), TrainConfig(**plan["router"]["train"]))
+        est["router_steps"] = steps_for(max(1, n), TrainConfig(**router["train"]))
     paragon = store.catalog.artifacts("paragon", name=PARAGON)
     if paragon:
         info = artifact_info(store, paragon[-1]["hash"])
