@@ -2,8 +2,8 @@
 forgetting cost, at the same budget, from scratch and from a shared base (full fine-tunes and LoRA).
 
     python bench/operating_point.py [--seeds 0,1,2] [--budgets a,b] [--workers 2] [--quick] [--data fashion]
-    make bench-operating-point          (digits: budget a, then budget b, 3 training seeds each)
-    python bench/operating_point.py --budgets a --seeds 3,4,5   (fresh training seeds: operating_point-seeds3-4-5)
+    make bench-operating-point          (digits: budget a on seeds 0-2 and 6-8, then budget b, 3 training seeds each)
+    python bench/operating_point.py --budgets a --seeds 6,7,8   (fresh training seeds: operating_point-seeds6-7-8)
     make bench-operating-point-fashion  (Fashion-MNIST with the UNet: budget a, 3 training seeds, 3 workers)
 
 Protocol (fixed before the first run; every row run is reported):
