@@ -10,11 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from routing_helpers import router_weights
 
 import silodiff as sd
 from silodiff.composition import ClassifierRouter, UniformRouter, compose
 from silodiff.data import SampleSet
-from silodiff.training import TrainConfig, noise_scheduler
+from silodiff.training import TrainConfig
 
 
 class ZeroLogits(torch.nn.Module):
@@ -52,11 +53,7 @@ def test_router_reads_the_image_when_the_label_would_say_it_all(class_store):
     store, data = class_store
     model = compose(store, router="classifier")
     x0, truth = data.x(), torch.as_tensor([model.names.index(s) for s in data.sources])
-    t = torch.full((len(x0),), 20)
-    x_t = noise_scheduler().add_noise(x0, torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)), t)
-    model.router.reset(model._log_prior(None, len(x0)))
-    with torch.no_grad():
-        w = model.router.weights(x_t, t, None)  # unconditional: the null label
+    x_t, t, w = router_weights(model, x0)  # unconditional: the null label
     assert (w.argmax(1) == truth).float().mean() > 0.9
     # conditional: λ_i(y) is one-hot here, so the label decides exactly
     model.router.reset(model._log_prior(data.labels, len(x0)))
