@@ -74,18 +74,21 @@ def run_sample(
     store: Store, out: str | Path, *, model: str = "composed", allowed: list[str] | None = None, router: str = "classifier",
     gate: float = 0.0, n: int = 100, labels: str = "all", sampler: str = "ddpm", steps: int = 100, eta: float = 0.0,
     seed: int = 0, progress: bool = True, cpsample: dict[str, float] | None = None,
-    device: str | torch.device | None = None, precision: str = "fp32",
+    device: str | torch.device | None = None, precision: str = "fp32", with_base: bool = False,
 ) -> dict[str, Any]:
     """Sample ``n`` images and write them; returns a summary.
 
     ``cpsample={"alpha": A, "scale": S}`` guides with the stored protection classifier(s) (CPSample).
     ``device``: auto | cpu | cuda[:N] | mps (default auto); ``precision``: fp32 | bf16 | fp16.
+    ``with_base``: the active base is one more member of the composition (``compose(..., with_base=True)``).
     """
     from .viz import save_grid
 
-    options = dict(allowed=allowed, router=router, gate=gate) if model == "composed" else {}
-    if model != "composed" and allowed:
-        raise SilodiffError("--allowed only applies to --model composed")
+    options = dict(allowed=allowed, router=router, gate=gate, with_base=with_base) if model == "composed" else {}
+    if model != "composed" and (allowed or with_base):
+        raise SilodiffError(f"{'--allowed' if allowed else '--with-base'} only applies to --model composed")
+    if with_base and cpsample is not None:
+        raise SilodiffError("--cpsample and --with-base do not combine: the base has no protection classifier")
     dev = resolve_device(device or "auto")
     check_precision(precision, dev)
     net = load_denoiser(store, model, device=dev, **options)

@@ -94,3 +94,8 @@ def test_the_heads_router_from_the_cli(tmp_path):
     info = Store(root).load(router).info
     assert info["router"] == "heads" and info["compartments"] == ["base", "source-1", "source-2"]
     assert info["heads"]["base"] == "reference" and info["heads"]["source-1"]["samples"] > 50
+    # the base as a member of the sampled composition, weighted by that router
+    out = ok_json("sample", "--store", root, "--with-base", "--n", "4", "--steps", "3", "--out", tmp_path / "s")
+    assert out["compartments"] == ["source-1", "source-2", "base"] and out["mean_weights"]["base"] > 0
+    one_line_error(run("sample", "--store", root, "--model", "source-1", "--with-base", "--out", tmp_path / "t"),
+                   "only applies to --model composed")

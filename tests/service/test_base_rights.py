@@ -50,3 +50,48 @@ def test_a_compartment_on_a_base_needs_rights_on_the_bases_sources_unless_public
         assert final not in loaded  # refused before any weight is read
         assert client.post("/v1/generate", json=GEN, headers={"X-API-Key": dave}).status_code == 200
         assert final in loaded
+
+
+def test_the_base_as_a_member_of_a_generation(tmp_path, app_factory):
+    from silodiff.composition import train_router
+    from silodiff.jobs.base import active_base
+    from silodiff.service.keys import create_key
+    from silodiff.training import TrainConfig
+
+    store = _store(tmp_path / "store", public=True)
+    train_router(store, config=TrainConfig(epochs=1, batch_size=32), progress=False, with_base=True)
+    carol = {"X-API-Key": create_key(store, "carol", ["source-1"])[1]}
+    client = TestClient(app_factory(store))
+    r = client.post("/v1/generate", json=GEN | {"with_base": True}, headers=carol)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["compartments"] == ["source-1", "base"] and body["artifacts"]["base"] == active_base(store)["hash"]
+    assert set(body["images"][0]["weights"]) == {"source-1", "base"}
+    assert body["router"] == "trajectory"  # auto: the router saw source-2, outside carol's rights
+    erin = {"X-API-Key": create_key(store, "erin", ["source-1", "source-2"])[1]}
+    r = client.post("/v1/generate", json=GEN | {"with_base": True}, headers=erin)
+    assert r.status_code == 200 and r.json()["router"] == "classifier", r.text  # it knows the base as a class
+    r = client.post("/v1/generate", json=GEN | {"with_base": True, "cpsample": {"alpha": 0.2, "scale": 10.0}},
+                    headers=carol)
+    assert r.status_code == 422 and "do not combine" in r.json()["detail"], r.text
+
+
+def test_with_base_needs_a_base_and_rights_on_its_sources(tmp_path, app_factory):
+    from silodiff.data import load_digits
+    from silodiff.jobs import plan_compartments, train_base, train_compartments
+    from silodiff.service.keys import create_key
+    from silodiff.training import TrainConfig
+
+    store = Store(tmp_path / "store")
+    store.ingest(load_digits("random:3", limit=90), "digits")
+    config = TrainConfig(epochs=1, batch_size=32)
+    plan_compartments(store, by="source")
+    train_compartments(store, ["source-1"], config=config, model=TINY, progress=False)  # from scratch
+    carol = {"X-API-Key": create_key(store, "carol", ["source-1"])[1]}
+    client = TestClient(app_factory(store))
+    r = client.post("/v1/generate", json=GEN | {"with_base": True}, headers=carol)
+    assert r.status_code == 422 and "no base model" in r.json()["detail"], r.text
+    train_base(store, ["source-0"], config=config, model=TINY, progress=False, public=False)  # a licensed base
+    r = client.post("/v1/generate", json=GEN | {"with_base": True}, headers=carol)
+    assert r.status_code == 403 and "base model" in r.json()["detail"], r.text
+    assert client.post("/v1/generate", json=GEN, headers=carol).status_code == 200  # without it: served

@@ -274,6 +274,8 @@ def sample_cmd(
     scale: Annotated[float, typer.Option(help="CPSample guidance scale s.")] = 1000.0,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "fp32",
+    with_base: Annotated[bool, typer.Option(
+        "--with-base", help="The base model is one more member of the composition, weighted by the router.")] = False,
 ) -> None:
     """Generate images: a PNG grid and an .npz (uint8 images, labels, per-image weights)."""
     from ..generation import run_sample
@@ -281,7 +283,8 @@ def sample_cmd(
     device = device_arg(device, precision)
     emit(run_sample(_open(store), out, model=model, allowed=_names(allowed, "--allowed"), router=router, gate=gate, n=n, labels=labels,
                     sampler=sampler, steps=steps, eta=eta, seed=seed,
-                    cpsample={"alpha": alpha, "scale": scale} if cpsample else None, device=device, precision=precision), as_json)
+                    cpsample={"alpha": alpha, "scale": scale} if cpsample else None, device=device, precision=precision,
+                    with_base=with_base), as_json)
 
 
 @app.command("quality")

@@ -37,6 +37,7 @@ import torch
 
 from ..composition import ROUTER_NAME, ComposedDenoiser, compose, final_checkpoint, trained_compartments
 from ..errors import SilodiffError
+from ..jobs.base import BASE
 from ..store import Store
 from .errors import Forbidden, NotFound, Unavailable
 from .keys import ALL_SOURCES, Caller
@@ -269,7 +270,7 @@ class ActiveSet:
             raise Forbidden(f"compartment {name!r} is not available to key {caller.name!r}")
         return list(requested)
 
-    def _router(self, caller: Caller, router: str, names: list[str]) -> str:
+    def _router(self, caller: Caller, router: str, names: list[str], base: str | None = None) -> str:
         """``auto``: the shard classifier when the key may use everything it was trained on, else the trajectory filter.
 
         The classifier saw every compartment's data, so serving it to a key without
@@ -287,14 +288,24 @@ class ActiveSet:
                 "use router 'trajectory' or 'auto'"
             )
         if router == "auto":
-            return "classifier" if ok and self._router_covers(rows[-1]["hash"], names) else "trajectory"
+            return "classifier" if ok and self._router_covers(rows[-1]["hash"], names, base) else "trajectory"
         return router
 
-    def _router_covers(self, router_hash: str, names: list[str]) -> bool:
-        """True when the router was trained on exactly the data of each compartment's active checkpoint."""
+    def _router_covers(self, router_hash: str, names: list[str], base: str | None = None) -> bool:
+        """True when the router was trained on exactly the data of each compartment's active checkpoint (and of
+        the base, ``base``'s hash, when it is a member)."""
         seen = set(self.store.catalog.lineage_sets(router_hash))
-        finals = [final_checkpoint(self.store, "compartment", n)["hash"] for n in names]
+        finals = [final_checkpoint(self.store, "compartment", n)["hash"] for n in names] + ([base] if base else [])
         return all(set(self.store.catalog.lineage_sets(f)) <= seen for f in finals)
+
+    def _base(self, caller: Caller) -> str:
+        """The active base's hash, when the key may use its sources (a member of the mixture, ``with_base``)."""
+        rows = self.store.active(BASE, BASE)
+        if not rows:
+            raise SilodiffError("this store has no base model: train one (`silodiff train base`) or drop with_base")
+        if not caller.may_use(self.lineage_sources(rows[-1]["hash"])):
+            raise Forbidden("the base model was trained on sources outside this key's rights")
+        return rows[-1]["hash"]
 
     # -- serving -----------------------------------------------------------------
     def scope(self, digests) -> list[str]:
@@ -302,12 +313,18 @@ class ActiveSet:
         return sorted(set().union(*(self.lineage_sources(d) for d in digests)))
 
     def _resolve(
-        self, caller: Caller, requested: Sequence[str] | None, router: str, protected: bool
+        self, caller: Caller, requested: Sequence[str] | None, router: str, protected: bool, with_base: bool = False
     ) -> tuple[list[str], str, dict[str, str]]:
-        """(members, router, every artifact hash the request needs), within the caller's rights; call in a snapshot."""
+        """(members, router, every artifact hash the request needs), within the caller's rights; call in a snapshot.
+        ``with_base``: the active base is one more member (``needed["base"]``)."""
         names = self._choose(caller, requested)
-        chosen = self._router(caller, router, names)
+        if with_base and protected:
+            raise SilodiffError("cpsample and with_base do not combine: the base has no protection classifier")
+        base = self._base(caller) if with_base else None
+        chosen = self._router(caller, router, names, base)
         needed = {n: final_checkpoint(self.store, "compartment", n)["hash"] for n in names}
+        if base:
+            needed[BASE] = base
         rows = self.store.active("router", ROUTER_NAME) if chosen == "classifier" else []
         if rows:
             needed["router"] = rows[-1]["hash"]
@@ -323,16 +340,18 @@ class ActiveSet:
         router: str = "auto",
         gate: float = 0.0,
         cpsample: tuple[float, float] | None = None,
+        with_base: bool = False,
     ) -> Iterator[Served]:
         """Resolve one snapshot, load its models outside any database lock, and hold the read side of the
         readers-writer lock while the caller runs the model.
 
-        ``cpsample = (alpha, scale)`` wraps each member with its compartment's protection classifier.
+        ``cpsample = (alpha, scale)`` wraps each member with its compartment's protection classifier;
+        ``with_base``: the active base is one more member, named ``base``.
         """
         with self.lock.read():
             for _ in range(ATTEMPTS):
                 with read_snapshot(self.store):  # 1. rights and hashes, from one snapshot
-                    names, chosen, needed = self._resolve(caller, requested, router, cpsample is not None)
+                    names, chosen, needed = self._resolve(caller, requested, router, cpsample is not None, with_base)
                     scope = self.scope(needed.values())
                 try:  # 2. no database lock held while reading weights
                     modules = {h: self.cache.load(h) for h in needed.values()}
@@ -346,7 +365,7 @@ class ActiveSet:
 
                 try:
                     with read_snapshot(self.store):  # 3. compose exactly what was loaded
-                        model = compose(self.store, names, router=chosen, gate=gate, load=loaded)
+                        model = compose(self.store, names, router=chosen, gate=gate, load=loaded, with_base=with_base)
                 except _Moved:
                     continue
                 held = model.held_labels()
@@ -358,7 +377,7 @@ class ActiveSet:
                 break
             else:
                 raise Unavailable("the active set kept changing while this request was resolved; retry")
-            yield Served(model, names, chosen, needed, self.generation, scope, held)
+            yield Served(model, model.names, chosen, needed, self.generation, scope, held)
 
     def _protection(self, caller: Caller, names: list[str]) -> dict[str, str]:
         """CPSample (``silodiff.defences.cpsample``): each member's active protection classifier, within the rights."""

@@ -74,7 +74,7 @@ def run_generation(state: ServiceState, caller: Caller, req: GenerateRequest) ->
     check_limits(state.settings, req.n, req.steps)
     t0 = time.perf_counter()
     cpsample = (req.cpsample.alpha, req.cpsample.scale) if req.cpsample is not None else None
-    with state.active.serve(caller, req.compartments, req.router, req.gate, cpsample) as served:
+    with state.active.serve(caller, req.compartments, req.router, req.gate, cpsample, req.with_base) as served:
         labels = request_labels(req, served.model.num_classes, served.held_labels)
         recorder = WeightRecorder()
         with state.slots:  # at most max_concurrent samplings: more threads than cores only contend

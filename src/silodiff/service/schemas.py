@@ -51,6 +51,11 @@ class GenerateRequest(SampleRequest):
         description="Guide sampling away from training images with each compartment's protection classifier "
         "(CPSample).",
     )
+    with_base: bool = Field(
+        False,
+        description="The store's base model is one more member of the mixture (named base), weighted by the router "
+        "like the others; the key's rights must cover its sources unless they are public.",
+    )
 
 
 class AttributeRequest(SampleRequest):
