@@ -88,7 +88,8 @@ def train_router(
     n_classes = num_classes(store)
     if heads:
         public = set(store.catalog.public_sources())
-        reference = [BASE] if with_base else [n for n, f in zip(names, finals) if _sources(store, f["hash"]) <= public]
+        reference = [BASE] if with_base else [
+            n for n, f in zip(names, finals) if store.catalog.lineage_sources(f["hash"]) <= public]
         old = store.load(previous) if previous else None
         old = {"module": old, "info": old.info} if old is not None else None
         classifier, info = train_heads(store, data_of, reference, config, n_classes, previous=old, progress=progress)
@@ -118,13 +119,6 @@ def _train_classifier(store: Store, data_of: dict[str, list[str]], config: Train
     loss_fn = router_loss(targets, log_label_prior(counts), null_label=n_classes)
     train(state, data, config, loss_fn=loss_fn, progress="router" if progress else False)
     return state.ema.model
-
-
-def _sources(store: Store, digest: str) -> set[str]:
-    rows = store.catalog.db.execute(
-        "SELECT DISTINCT s.source FROM lineage l JOIN sample_sets m ON m.set_id = l.set_id "
-        "JOIN samples s ON s.sample_id = m.sample_id WHERE l.artifact = ?", (digest,))
-    return {r[0] for r in rows}
 
 
 def compose(

@@ -26,9 +26,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import SilodiffError
+from ..nn import NoisyClassifier, RouterHeads
 from ..store import Store
 from ..training import TrainConfig, new_state, train
-from ..nn import NoisyClassifier, RouterHeads
 
 
 def ratio_loss(targets: torch.Tensor, offset: torch.Tensor, null_label: int):

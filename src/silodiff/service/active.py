@@ -194,12 +194,7 @@ class ActiveSet:
 
     def _lineage_sources(self, digest: str) -> frozenset[str]:
         if digest not in self._sources:
-            rows = self.store.catalog.db.execute(
-                "SELECT DISTINCT s.source FROM lineage l JOIN sample_sets m ON m.set_id = l.set_id "
-                "JOIN samples s ON s.sample_id = m.sample_id WHERE l.artifact = ?",
-                (digest,),
-            )
-            self._sources[digest] = frozenset(r[0] for r in rows)
+            self._sources[digest] = frozenset(self.store.catalog.lineage_sources(digest))
         return self._sources[digest]
 
     def _planned_sources(self, compartment: str) -> frozenset[str]:

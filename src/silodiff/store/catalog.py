@@ -420,6 +420,15 @@ class Catalog:
     def lineage_sets(self, digest: str) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT set_id FROM lineage WHERE artifact = ?", (digest,))]
 
+    def lineage_sources(self, digest: str) -> set[str]:
+        """Every source of a sample artifact ``digest`` was trained on."""
+        rows = self.db.execute(
+            "SELECT DISTINCT s.source FROM lineage l JOIN sample_sets m ON m.set_id = l.set_id "
+            "JOIN samples s ON s.sample_id = m.sample_id WHERE l.artifact = ?",
+            (digest,),
+        )
+        return {r[0] for r in rows}
+
     def artifacts_that_saw(self, sample_ids: Sequence[str], *, active: bool | None = True) -> list[dict[str, Any]]:
         """Artifacts with any of ``sample_ids`` in their lineage."""
         if not sample_ids:
