@@ -220,7 +220,8 @@ def _estimate(store: Store, plan: dict[str, Any], kept: list[str]) -> dict[str, 
     router = plan["router"]
     if router is not None and router["heads"]:  # the heads whose data holds a forgotten sample (every one: R's)
         heads = artifact_info(store, router["old"]).get("heads", {})
-        hit = {c["name"] for c in retrain if c["name"] in heads} if not plan.get("base") else set(heads)
+        reference_hit = plan.get("base") or any(heads.get(c["name"]) == "reference" for c in retrain)
+        hit = set(heads) if reference_hit else {c["name"] for c in retrain if c["name"] in heads}
         lost = {c["name"]: c.get("removed", 0) for c in plan["compartments"]}
         est["router_heads_retrained"] = sorted(n for n in hit if n in kept and heads[n] != "reference")
         config = TrainConfig(**router["train"])
