@@ -297,6 +297,7 @@ def train(
     bar = tqdm(total=steps, desc=progress if isinstance(progress, str) else "train", disable=not progress, leave=False)
     batches = replay_batches(data, replay, config, gen, device) if replay is not None else iter(
         batch_loader(data, config, gen, device))
+    trainable = [p for p in model.parameters() if p.requires_grad]  # clipping walks these only (a LoRA: the adapter)
     done, state.stop = 0, False
     while done < steps and not state.stop:
         opt.zero_grad(set_to_none=True)
@@ -347,7 +348,7 @@ def train(
         if scaler is not None:
             scaler.unscale_(opt)
         if config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip, foreach=True)
+            torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip, foreach=True)
         if kept:  # every sample dropped (AGC): no step, or AdamW momentum moves the weights
             if scaler is not None:
                 scaler.step(opt)

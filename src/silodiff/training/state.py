@@ -23,18 +23,26 @@ PREFIX = "train/"
 
 
 class EMA:
-    """Exponential moving average of a model's parameters, with the usual warm-up."""
+    """Exponential moving average of a model's trainable parameters, with the usual warm-up.
+
+    Frozen parameters (a LoRA adapter's base) never change, so their copy is left as it is: lerping them was
+    about a sixth of an adapter's training time, for a bit-identical result.  The pairs are found once, on the
+    first update of a model (which parameters train is fixed for a run)."""
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self._pairs: tuple[torch.nn.Module, list[torch.Tensor], list[torch.Tensor]] | None = None
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
         decay = min(self.decay, (1 + step) / (10 + step))
-        ema = list(self.model.parameters())
-        raw = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(ema, raw, 1.0 - decay)
+        if self._pairs is None or self._pairs[0] is not model:
+            pairs = [(e, p) for e, p in zip(self.model.parameters(), model.parameters()) if p.requires_grad]
+            self._pairs = (model, [e for e, _ in pairs], [p.detach() for _, p in pairs])
+        _, ema, raw = self._pairs
+        if ema:
+            torch._foreach_lerp_(ema, raw, 1.0 - decay)
 
 
 @dataclass
