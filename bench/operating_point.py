@@ -49,6 +49,23 @@ on seeds 0–2 and on 6–8.  The results with the shard classifier are in git
 budget-(b) and Fashion-MNIST results on record predate this change (the Fashion run keeps the shard classifier:
 ``heads`` is off in its parameters).
 
+Slices and the heads' compute (changed after the runs at 1b03f52, and fixed here before any run with them).
+Those runs missed ``forget_speedup`` on seeds 6–8 (7.0) for a structural reason: against the base-fine-tuned
+paragon, whose fine-tune spends S/2 steps, an adapter that spends S/16 retrains at most K = 8× cheaper, and its
+head (2.5 of the 7.8 CPU s) and the forget's fixed costs only lower that.  Two changes, both the product's own:
+- every model trained from the base in ``k8-ft`` and ``k8-lora`` is trained in R = 4 SISA slices of its owner's
+  samples (``plan_compartments(slices=4)``, split with the training seed; stage r trains epochs / R on slices
+  0..r), with the epochs scaled by 2R / (R + 1) so that it still spends S/16 steps in all; a forget retrains
+  from the stage of the slice that held the sample (on average (2R + 1) / 3R = 3/4 of it).  ``k8-scratch`` and
+  both paragons keep one slice;
+- each head of the heads router trains for ``head_epochs`` = 11 epochs of its 495 samples (86 steps), so that the
+  8 heads together spend what the shard classifier they replace spends (30 epochs of all 1,440 samples, 675
+  steps; at 30 epochs each the heads spent 1,864).
+Both were chosen after seeds 0–8 had been looked at: the fresh training seeds are 9, 10, 11 (``--seeds 9,10,11``),
+and a headline target counts as met only if it holds on seeds 0–2 and on 9–11.  The results before this change
+are in git (``git show 1b03f52:bench/results/operating_point.json``) and in ``operating_point-seeds6-7-8.json``,
+kept as that protocol's record.
+
 Budgets.
 - (a) equal total compute: every row spends S = 9,000 optimizer steps of batch 64 in total (the
   paragon ≈ 400 epochs).  A base row spends S/2 on the base and S/2 on its fine-tunes (S/16 per owner);
@@ -57,7 +74,7 @@ Budgets.
   runs: the product's default evaluation schedule changed once, from 40 held-out evaluations per run to 40
   or fewer, never under 10, so that they cost at most a tenth of the training (``early_stop.auto_every``);
   a 562-step fine-tune now evaluates 10 times instead of 40.  The digits results were re-run after it.)  The router's
-  steps (30 epochs of each head) come on top and are reported.  (Corrected at the runs after 77cfa9e: the
+  steps (``head_epochs`` of each head) come on top and are reported.  (Corrected at the runs after 77cfa9e: the
   epochs were set from ⌈n / batch⌉ batches per epoch, but the loop runs ⌈epochs · n / batch⌉ steps, so the rows
   spent less than S: the paragon 8,798, the base rows 7,379 (each owner 395 of its 562), k8-scratch 6,564.  The
   epochs now come from n / batch, and every row spends S up to the rounding of whole epochs.)
@@ -149,14 +166,16 @@ DIGITS = dict(dataset="digits", batch=64, lr=2e-3, ema_decay=0.995, unet=None, s
               mia_nonmembers=None, val_every=0,  # val_every 0: the product's default (early_stop.auto_every)
               replay=0.75,  # the share of each batch a model trained from the base draws from P (see the protocol)
               heads=True)  # the learned router: the heads router (see the protocol)
-FULL = dict(DIGITS, total_steps=9000, n_gen=500, sample_steps=50, router_epochs=30, cap=2, mia_members=300, rank=4)
-QUICK = dict(DIGITS, total_steps=240, n_gen=60, sample_steps=10, router_epochs=2, cap=2, mia_members=40, rank=2)
+FULL = dict(DIGITS, total_steps=9000, n_gen=500, sample_steps=50, router_epochs=30, head_epochs=11, slices=4, cap=2,
+            mia_members=300, rank=4)
+QUICK = dict(DIGITS, total_steps=240, n_gen=60, sample_steps=10, router_epochs=2, head_epochs=1, slices=2, cap=2,
+             mia_members=40, rank=2)
 # the UNet of the Fashion-MNIST run: diffusers UNet2DModel, two levels (28 → 14), no attention
 FASHION_UNET = {"block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8,
                 "down_block_types": ["DownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "UpBlock2D"]}
 FASHION = dict(dataset="fashion", batch=32, lr=2e-3, ema_decay=0.99, unet=FASHION_UNET, sampler="ddim",
                routers=("classifier", "uniform"), total_steps=480, n_gen=100, sample_steps=20, router_epochs=3, cap=2,
-               mia_members=100, mia_nonmembers=100, rank=4, val_every=16, replay=0.0, heads=False)
+               mia_members=100, mia_nonmembers=100, rank=4, val_every=16, replay=0.0, heads=False, slices=1)
 
 
 # ----------------------------------------------------------------------------- data
@@ -195,12 +214,14 @@ def as_sources(data: SampleSet, groups: dict[str, list[str]]) -> SampleSet:
 
 # ----------------------------------------------------------------------------- training
 def config_for(n: int, steps: int, seed: int, budget: str, p: dict, *, fine_tune: bool = False,
-               from_base: bool = False) -> TrainConfig:
+               from_base: bool = False, slices: int = 1) -> TrainConfig:
     """A TrainConfig spending ≈ ``steps`` optimizer steps on ``n`` samples (budget a), or up to cap× with early
     stopping (budget b).  A full fine-tune early-stops in both (the product's default); a model trained from
-    the base replays the base's data at the run's share (``replay``; the steps are counted on ``n`` alone)."""
+    the base replays the base's data at the run's share (``replay``; the steps are counted on ``n`` alone).
+    In R ``slices``, stage r runs epochs / R over (r + 1) / R of the samples: (R + 1) / 2R of the epochs in all."""
     steps *= p["cap"] if budget == "b" else 1
-    epochs = max(1, round(steps * p["batch"] / n))  # the loop runs ceil(epochs · n / batch) steps (steps_for)
+    # the loop runs ceil(epochs · n / batch) steps (steps_for)
+    epochs = max(1, round(steps * p["batch"] / n * 2 * slices / (slices + 1)))
     val = 0.1 if budget == "b" or fine_tune else 0.0
     return TrainConfig(epochs=epochs, batch_size=p["batch"], lr=p["lr"], ema_decay=p["ema_decay"], seed=seed,
                        device="cpu", val_fraction=val, val_every=p["val_every"],
@@ -338,7 +359,8 @@ def cell(args: tuple) -> dict:
             else:
                 store = copy_template(name.replace("/", "-"))
                 store.ingest(as_sources(data, groups), p["dataset"])
-            plan_compartments(store, by="source", slices=1)
+            slices = 1 if kind == "k8-scratch" else p["slices"]
+            plan_compartments(store, by="source", slices=slices, seed=seed)
             n_owner = len(split[split_name][0])
             with Clock() as c:
                 if kind == "k8-scratch":
@@ -348,10 +370,12 @@ def cell(args: tuple) -> dict:
                 else:
                     lora = {"rank": p["rank"]} if kind == "k8-lora" else None
                     train_compartments(store, config=config_for(n_owner, S // (2 * K), seed, budget, p,
-                                                                fine_tune=kind == "k8-ft", from_base=True),
+                                                                fine_tune=kind == "k8-ft", from_base=True,
+                                                                slices=slices),
                                        from_base=True, adapter="lora" if lora else "none", lora=lora, progress=False)
                 with_base = kind != "k8-scratch"
-                router_config = TrainConfig(epochs=p["router_epochs"], seed=seed, device="cpu")
+                router_config = TrainConfig(epochs=p["head_epochs"] if p["heads"] else p["router_epochs"], seed=seed,
+                                            device="cpu")
                 router_hash = train_router(store, config=router_config, progress=False, with_base=with_base,
                                            heads=p["heads"])
             names = trained_compartments(store)
