@@ -9,7 +9,7 @@ import torch
 from routing_helpers import router_weights
 
 import silodiff as sd
-from silodiff.composition import ROUTER_NAME, compose, train_router
+from silodiff.composition import ROUTER_NAME, compose, final_checkpoint, train_router
 from silodiff.data import SampleSet, load_digits
 from silodiff.errors import SilodiffError
 from silodiff.jobs import BASE, plan_compartments, train_base, train_compartments
@@ -136,3 +136,23 @@ def test_heads_read_the_image_when_the_label_would_say_it_all(tmp_path):
     truth = torch.as_tensor([model.names.index(sources[i]) for i in owned])
     _, _, w = router_weights(model, x0)  # unconditional: the null label
     assert (w.argmax(1) == truth).float().mean() > 0.9
+
+
+def test_a_composition_of_some_members_holds_their_heads_only(lora_heads):
+    from silodiff.composition.heads import heads_within, load_heads
+
+    store, router = lora_heads
+    whole = store.load(router)
+    part = load_heads(store, router, ["source-2", BASE])
+    assert len(part.heads) == 1 and part.info["compartments"] == ["source-2", BASE]
+    x, t, y = torch.randn(4, 1, 8, 8), torch.tensor([5, 200, 600, 950]), torch.tensor([0, 3, 7, 10])
+    with torch.no_grad():
+        columns = [whole.info["compartments"].index(n) for n in ("source-2", BASE)]
+        assert torch.equal(part(x, t, y), whole(x, t, y)[:, columns])
+    model = compose(store, ["source-2"], with_base=True)
+    assert len(model.router.classifier.heads) == 1
+    with pytest.raises(SilodiffError, match="predates"):
+        load_heads(store, router, ["source-1", "source-9"])
+    finals = {n: final_checkpoint(store, "compartment", n)["hash"] for n in ("source-1", "source-2")}
+    assert heads_within(store, router, finals)
+    assert not heads_within(store, router, {**finals, "source-1": finals["source-2"]})  # another member's data

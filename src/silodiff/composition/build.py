@@ -22,7 +22,7 @@ from ..nn.lora import share_bases
 from ..store import Store
 from ..training import TrainConfig, new_state, train
 from .composed import ComposedDenoiser
-from .heads import train_heads
+from .heads import check_known, is_heads, load_heads, train_heads
 from .routers import ClassifierRouter, TrajectoryFilter, UniformRouter, check_router, log_label_prior, router_loss
 
 ROUTER_NAME = "shard-classifier"
@@ -128,6 +128,7 @@ def compose(
     router: str = "classifier",
     gate: float = 0.0,
     load: Callable[[str], torch.nn.Module] | None = None,
+    load_router: Callable[[str, list[str]], torch.nn.Module] | None = None,
     with_base: bool = False,
     share: bool = True,
     device: str | torch.device | None = None,
@@ -135,7 +136,9 @@ def compose(
     """The composition over ``allowed`` (default: every trained compartment), on ``device``.
 
     ``load`` (artifact hash → module, default ``store.load``) lets a caller serve
-    members from a cache; only the allowed members and the router are asked for.
+    members from a cache; only the allowed members and the router are asked for.  ``load_router`` (router hash,
+    member names → module) does the same for the router; by default a heads router is read for the members'
+    heads only (``heads.load_heads``), a shard classifier whole with ``load``.
     ``with_base``: the active base model is one more member (named ``base``), weighted by the router like the
     others, with the label prior of its own lineage.  ``share``: LoRA members built on one base share one copy
     of it (``nn.lora.AdapterBank``); ``False`` holds each as its own model (the same ε).
@@ -170,11 +173,13 @@ def compose(
         rows = store.active("router", ROUTER_NAME)
         if not rows:
             raise SilodiffError("no shard-classifier router: run `silodiff train router` (or use --router trajectory)")
-        classifier = load(rows[-1]["hash"])
+        digest = rows[-1]["hash"]
+        if load_router is not None:
+            classifier = load_router(digest, names)
+        else:
+            classifier = load_heads(store, digest, names) if is_heads(store, digest) else load(digest)
         known = classifier.info.get("compartments", [])
-        stale = [n for n in names if n not in known]
-        if stale:
-            raise SilodiffError(f"the router predates compartment(s) {', '.join(stale)}: retrain it")
+        check_known(known, names)
         chosen = ClassifierRouter(classifier, [known.index(n) for n in names])
         hashes["router"] = rows[-1]["hash"]
     else:

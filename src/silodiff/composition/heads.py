@@ -13,6 +13,11 @@ the label does not say, and the null label trains the unconditional ratio.  The 
 w_i ∝ λ_i(y) · exp g_i, the shard classifier's Bayes rule: p_R(x_t | y) is common to every i and cancels in the
 softmax.  The reference members have g ≡ 0 and no head.  Head i sees D_i ∪ R only: a sample of D_i is seen by
 head i alone, a sample of R by every head.
+
+So a composition of some members needs only their heads: ``load_heads`` reads those from the artifact and no
+other, and ``heads_within`` checks, head by head, that each was trained on exactly its member's active data and
+R (each head's info records the hash of its ids).  A key with rights on some compartments is served a learned
+router built from them and R alone (``service.active``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import SilodiffError
+from ..jobs.base import BASE, active_base, own_ids
 from ..nn import NoisyClassifier, RouterHeads
 from ..store import Store
 from ..training import TrainConfig, new_state, train
@@ -100,3 +106,82 @@ def train_heads(
               progress=f"router head {name}" if progress else False)
         head.load_state_dict(state.ema.model.state_dict())
     return module, info | {n: "reference" for n in reference}
+
+
+def _config(store: Store, digest: str) -> dict[str, Any]:
+    """The artifact's ``config.json`` (hash-checked): ``model`` and ``info``."""
+    return store.artifacts.config(store.catalog.artifact(digest)["hash"])
+
+
+def is_heads(store: Store, digest: str) -> bool:
+    """Whether the router artifact ``digest`` is a heads router."""
+    return _config(store, digest).get("info", {}).get("router") == "heads"
+
+
+def check_known(known: Sequence[str], names: Sequence[str]) -> None:
+    """Refuse members a router was not trained with (a compartment added since, or the base)."""
+    stale = [n for n in names if n not in known]
+    if stale:
+        raise SilodiffError(f"the router predates compartment(s) {', '.join(stale)}: retrain it")
+
+
+def router_members(store: Store, digest: str) -> list[str]:
+    """The members a router artifact was trained over, in column order."""
+    return list(_config(store, digest).get("info", {}).get("compartments", []))
+
+
+def load_heads(store: Store, digest: str, names: Sequence[str]) -> RouterHeads:
+    """The heads router ``digest`` restricted to ``names`` (columns in that order): only their heads' tensors are
+    read.  Its ``info["compartments"]`` is ``names``, so ``compose`` picks its columns like any router's."""
+    digest = store.catalog.artifact(digest)["hash"]
+    config = _config(store, digest)
+    info, config = config["info"], config["model"]
+    known = info["compartments"]
+    check_known(known, names)
+    columns = [known.index(n) for n in names]
+    reference = set(config["reference"])
+    old_learned = [k for k in range(len(known)) if k not in reference]
+    wanted = {old_learned.index(c): j for j, c in enumerate(c for c in columns if c not in reference)}
+    tensors, _ = store.artifacts.get_some(
+        digest, lambda key: key.startswith("heads.") and int(key.split(".")[1]) in wanted)
+    module = RouterHeads(config["image_shape"], len(names), [j for j, c in enumerate(columns) if c in reference],
+                         config["num_classes"], config["width"])
+    module.load_state_dict({f"heads.{wanted[int(k.split('.')[1])]}.{k.split('.', 2)[2]}": v
+                            for k, v in tensors.items()})
+    module.artifact_hash, module.info = digest, {**info, "compartments": list(names)}
+    return module.eval()
+
+
+def heads_within(store: Store, digest: str, members: dict[str, str]) -> bool:
+    """True when every member (name → its active artifact hash) has a head of ``digest`` trained on exactly
+    the member's own data and the reference, or is itself a reference member at its active artifact."""
+    info = _config(store, digest).get("info", {})
+    heads = info.get("heads", {})
+    if any(n not in heads for n in members):
+        return False
+    reference = [n for n, h in heads.items() if h == "reference"]
+    ref_hashes = _reference_hashes(store, reference)
+    if ref_hashes is None or any(members[n] != ref_hashes[n] for n in members if heads[n] == "reference"):
+        return False
+    ref_ids = sorted({s for h in ref_hashes.values() for s in own_ids(store, h)})
+    return all(heads[n]["data"] == data_hash(own_ids(store, h) + ref_ids)
+               for n, h in members.items() if heads[n] != "reference")
+
+
+def reference_hashes(store: Store, digest: str) -> dict[str, str] | None:
+    """The active artifact of each reference member of heads router ``digest`` (None if one has none)."""
+    info = _config(store, digest).get("info", {})
+    return _reference_hashes(store, [n for n, h in info.get("heads", {}).items() if h == "reference"])
+
+
+def _reference_hashes(store: Store, reference: Sequence[str]) -> dict[str, str] | None:
+    from .build import final_checkpoint  # build imports this module
+
+    out = {}
+    for name in reference:
+        try:
+            row = active_base(store) if name == BASE else final_checkpoint(store, "compartment", name)
+        except SilodiffError:
+            return None
+        out[name] = row["hash"]
+    return out

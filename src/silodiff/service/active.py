@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from ..composition import ROUTER_NAME, ComposedDenoiser, compose, final_checkpoint, trained_compartments
+from ..composition.heads import check_known, heads_within, is_heads, load_heads, reference_hashes, router_members
 from ..errors import SilodiffError
 from ..jobs.base import BASE
 from ..store import Store
@@ -71,8 +72,13 @@ class _Moved(Exception):
     """The active set moved on between resolving a snapshot and composing it."""
 
 
+def heads_key(digest: str, members: Sequence[str]) -> str:
+    return f"{digest}#{'+'.join(members)}"
+
+
 class ModelCache:
-    """Least-recently-used modules by artifact hash; ``loads`` lists every hash read from disk (instrumentation)."""
+    """Least-recently-used modules by artifact hash (a heads router's subset: ``heads_key``); ``loads`` lists every
+    key read from disk (instrumentation)."""
 
     def __init__(self, store: Store, size: int = 32, device: str | torch.device | None = None):
         self.store, self.size, self.device = store, size, device
@@ -90,35 +96,43 @@ class ModelCache:
 
     def load(self, digest: str) -> torch.nn.Module:
         """The module of ``digest``: from memory, or read once from disk while other hashes stay servable."""
-        module = self._cached(digest)
+        return self._get(digest, lambda: self.store.artifacts.load_module(digest))  # hash-verified read
+
+    def load_heads(self, digest: str, members: Sequence[str]) -> torch.nn.Module:
+        """The heads router ``digest`` restricted to ``members`` (``composition.heads.load_heads``: only their heads
+        are read), cached under ``<hash>#<members>``."""
+        return self._get(heads_key(digest, members), lambda: load_heads(self.store, digest, members))
+
+    def _get(self, key: str, read: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+        module = self._cached(key)
         if module is not None:
             return module
         with self._lock:
-            pending = self._loading.setdefault(digest, threading.Lock())
-        with pending:  # concurrent requests for the same cold hash wait for one read
-            module = self._cached(digest)
+            pending = self._loading.setdefault(key, threading.Lock())
+        with pending:  # concurrent requests for the same cold key wait for one read
+            module = self._cached(key)
             if module is not None:
                 return module
             try:
-                module = self.store.artifacts.load_module(digest)  # hash-verified read
+                module = read()
                 if self.device is not None:
                     from ..devices import resolve_device
 
                     module = module.to(resolve_device(self.device))
             finally:
                 with self._lock:
-                    self._loading.pop(digest, None)
+                    self._loading.pop(key, None)
             with self._lock:
-                self.loads.append(digest)
-                self._models[digest] = module
+                self.loads.append(key)
+                self._models[key] = module
                 while len(self._models) > self.size:
                     self._models.popitem(last=False)
         return module
 
     def retain(self, keep: set[str]) -> list[str]:
-        """Drop every cached model whose hash is not in ``keep``; returns the dropped hashes."""
+        """Drop every cached model whose hash is not in ``keep``; returns the dropped keys."""
         with self._lock:
-            gone = [d for d in self._models if d not in keep]
+            gone = [d for d in self._models if d.split("#")[0] not in keep]
             for d in gone:
                 del self._models[d]
         return gone
@@ -266,25 +280,40 @@ class ActiveSet:
         return list(requested)
 
     def _router(self, caller: Caller, router: str, names: list[str], base: str | None = None) -> str:
-        """``auto``: the shard classifier when the key may use everything it was trained on, else the trajectory filter.
+        """``auto``: the learned router when the key may use what the part it needs was trained on, else the
+        trajectory filter.
 
-        The classifier saw every compartment's data, so serving it to a key without
-        rights to all of them would serve a model built partly from data outside the rights.
+        A shard classifier saw every compartment's data, so serving it to a key without rights to all of them
+        would serve a model built partly from data outside the rights.  A heads router is served head by head
+        (``composition.heads``): the members' heads and the public reference are all a key needs rights on.
         """
         if router not in ROUTER_CHOICES:
             raise SilodiffError(f"unknown router {router!r}: use one of {ROUTER_CHOICES}")
         if router in ("trajectory", "uniform"):
             return router
         rows = self.store.active("router", ROUTER_NAME)
-        ok = bool(rows) and caller.may_use(self.lineage_sources(rows[-1]["hash"]))
-        if router == "classifier" and rows and not ok:
+        digest = rows[-1]["hash"] if rows else None
+        whole = digest is not None and caller.may_use(self.lineage_sources(digest))
+        heads = not whole and digest is not None and self._heads_allowed(caller, digest, names, base)
+        if router == "classifier" and digest is not None and not (whole or heads):
             raise Forbidden(
-                "the shard-classifier router was trained on sources outside this key's rights: "
-                "use router 'trajectory' or 'auto'"
+                "the learned router was trained on sources outside this key's rights: use router 'trajectory' or 'auto'"
             )
         if router == "auto":
-            return "classifier" if ok and self._router_covers(rows[-1]["hash"], names, base) else "trajectory"
+            return "classifier" if heads or (whole and self._router_covers(digest, names, base)) else "trajectory"
         return router
+
+    def _heads_allowed(self, caller: Caller, digest: str, names: list[str], base: str | None) -> bool:
+        """A heads router whose heads for these members were trained on exactly their active data and a reference
+        within the key's rights (the members themselves were checked by ``_choose`` and ``_base``)."""
+        if not is_heads(self.store, digest):
+            return False
+        refs = reference_hashes(self.store, digest)
+        if refs is None or not all(caller.may_use(self.lineage_sources(h)) for h in refs.values()):
+            return False
+        members = {n: final_checkpoint(self.store, "compartment", n)["hash"] for n in names} | (
+            {BASE: base} if base else {})
+        return heads_within(self.store, digest, members)
 
     def _router_covers(self, router_hash: str, names: list[str], base: str | None = None) -> bool:
         """True when the router was trained on exactly the data of each compartment's active checkpoint (and of
@@ -304,7 +333,12 @@ class ActiveSet:
 
     # -- serving -----------------------------------------------------------------
     def scope(self, digests) -> list[str]:
-        """Every source in the lineage of any of ``digests``."""
+        """Every source in the lineage of any of ``digests``; a heads router counts as its reference members (its
+        other heads were trained on the members' own data, already counted, or are not served)."""
+        digests = list(digests)
+        routers = [d for d in digests if self.store.catalog.artifact(d)["kind"] == "router" and is_heads(self.store, d)]
+        for d in routers:
+            digests = [x for x in digests if x != d] + list((reference_hashes(self.store, d) or {}).values())
         return sorted(set().union(*(self.lineage_sources(d) for d in digests)))
 
     def _resolve(
@@ -348,8 +382,14 @@ class ActiveSet:
                 with read_snapshot(self.store):  # 1. rights and hashes, from one snapshot
                     names, chosen, needed = self._resolve(caller, requested, router, cpsample is not None, with_base)
                     scope = self.scope(needed.values())
-                try:  # 2. no database lock held while reading weights
-                    modules = {h: self.cache.load(h) for h in needed.values()}
+                    heads = "router" in needed and is_heads(self.store, needed["router"])
+                    members = names + ([BASE] if with_base else [])
+                    if heads:  # a member the router does not know is the request's error, not a moved set
+                        check_known(router_members(self.store, needed["router"]), members)
+                try:  # 2. no database lock held while reading weights (of a heads router, the members' heads only)
+                    modules = {h: self.cache.load(h) for k, h in needed.items() if not (k == "router" and heads)}
+                    if heads:
+                        modules[heads_key(needed["router"], members)] = self.cache.load_heads(needed["router"], members)
                 except (SilodiffError, OSError):
                     continue  # the set moved on and its old files went: resolve again
 
@@ -358,9 +398,13 @@ class ActiveSet:
                         raise _Moved(digest)
                     return modules[digest]
 
+                def loaded_router(digest: str, members: list[str]) -> torch.nn.Module:
+                    return loaded(heads_key(digest, members) if heads else digest)
+
                 try:
                     with read_snapshot(self.store):  # 3. compose exactly what was loaded
-                        model = compose(self.store, names, router=chosen, gate=gate, load=loaded, with_base=with_base)
+                        model = compose(self.store, names, router=chosen, gate=gate, load=loaded,
+                                        load_router=loaded_router, with_base=with_base)
                 except _Moved:
                     continue
                 held = model.held_labels()

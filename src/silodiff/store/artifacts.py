@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -170,6 +171,15 @@ class ArtifactStore:
             if path is not None:
                 tensors.update(load_file(str(path)))
         return tensors, config
+
+    def get_some(self, digest: str, keep: Callable[[str], bool]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Verify one artifact, then read only its inference tensors whose key ``keep`` accepts: (tensors,
+        config).  The others are hashed with the file but never become tensors."""
+        from safetensors import safe_open
+
+        config = self.config(digest)
+        with safe_open(str(self.path(digest) / WEIGHTS), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys() if keep(k)}, config
 
     def bytes_on_disk(self, digest: str) -> dict[str, int]:
         """Each file's size."""
