@@ -181,7 +181,7 @@ def compose(
         known = classifier.info.get("compartments", [])
         check_known(known, names)
         chosen = ClassifierRouter(classifier, [known.index(n) for n in names])
-        hashes["router"] = rows[-1]["hash"]
+        hashes["router"] = digest
     else:
         chosen = TrajectoryFilter() if router == "trajectory" else UniformRouter()
     model = ComposedDenoiser(members, chosen, counts, gate=gate)

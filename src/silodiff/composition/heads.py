@@ -152,15 +152,14 @@ def load_heads(store: Store, digest: str, names: Sequence[str]) -> RouterHeads:
     return module.eval()
 
 
-def heads_within(store: Store, digest: str, members: dict[str, str]) -> bool:
+def heads_within(store: Store, digest: str, members: dict[str, str], ref_hashes: dict[str, str] | None = None) -> bool:
     """True when every member (name → its active artifact hash) has a head of ``digest`` trained on exactly
-    the member's own data and the reference, or is itself a reference member at its active artifact."""
-    info = _config(store, digest).get("info", {})
-    heads = info.get("heads", {})
+    the member's own data and the reference, or is itself a reference member at its active artifact.
+    ``ref_hashes``: ``reference_hashes(store, digest)``, when the caller has it already."""
+    heads = _config(store, digest).get("info", {}).get("heads", {})
     if any(n not in heads for n in members):
         return False
-    reference = [n for n, h in heads.items() if h == "reference"]
-    ref_hashes = _reference_hashes(store, reference)
+    ref_hashes = reference_hashes(store, digest) if ref_hashes is None else ref_hashes
     if ref_hashes is None or any(members[n] != ref_hashes[n] for n in members if heads[n] == "reference"):
         return False
     ref_ids = sorted({s for h in ref_hashes.values() for s in own_ids(store, h)})
@@ -169,16 +168,15 @@ def heads_within(store: Store, digest: str, members: dict[str, str]) -> bool:
 
 
 def reference_hashes(store: Store, digest: str) -> dict[str, str] | None:
-    """The active artifact of each reference member of heads router ``digest`` (None if one has none)."""
-    info = _config(store, digest).get("info", {})
-    return _reference_hashes(store, [n for n, h in info.get("heads", {}).items() if h == "reference"])
-
-
-def _reference_hashes(store: Store, reference: Sequence[str]) -> dict[str, str] | None:
+    """The active artifact of each reference member of heads router ``digest`` (None if one has none, or if
+    ``digest`` is not a heads router)."""
     from .build import final_checkpoint  # build imports this module
 
+    heads = _config(store, digest).get("info", {}).get("heads")
+    if not heads:
+        return None
     out = {}
-    for name in reference:
+    for name in (n for n, h in heads.items() if h == "reference"):
         try:
             row = active_base(store) if name == BASE else final_checkpoint(store, "compartment", name)
         except SilodiffError:

@@ -199,6 +199,7 @@ class ActiveSet:
         self.lock = ReadWriteLock()
         self.generation = 0
         self._sources: dict[str, frozenset[str]] = {}  # artifact hash → sources in its lineage (immutable)
+        self._heads: dict[frozenset, bool] = {}  # (router, members, reference) hashes → heads_within (immutable)
 
     # -- rights ------------------------------------------------------------------
     def lineage_sources(self, digest: str) -> frozenset[str]:
@@ -306,14 +307,15 @@ class ActiveSet:
     def _heads_allowed(self, caller: Caller, digest: str, names: list[str], base: str | None) -> bool:
         """A heads router whose heads for these members were trained on exactly their active data and a reference
         within the key's rights (the members themselves were checked by ``_choose`` and ``_base``)."""
-        if not is_heads(self.store, digest):
-            return False
-        refs = reference_hashes(self.store, digest)
+        refs = reference_hashes(self.store, digest)  # None: not a heads router
         if refs is None or not all(caller.may_use(self.lineage_sources(h)) for h in refs.values()):
             return False
         members = {n: final_checkpoint(self.store, "compartment", n)["hash"] for n in names} | (
             {BASE: base} if base else {})
-        return heads_within(self.store, digest, members)
+        key = frozenset([("router", digest), *members.items(), *(("ref", n, h) for n, h in refs.items())])
+        if key not in self._heads:  # hashes name immutable content: the ids' hashes need computing once
+            self._heads[key] = heads_within(self.store, digest, members, refs)
+        return self._heads[key]
 
     def _router_covers(self, router_hash: str, names: list[str], base: str | None = None) -> bool:
         """True when the router was trained on exactly the data of each compartment's active checkpoint (and of
@@ -335,11 +337,12 @@ class ActiveSet:
     def scope(self, digests) -> list[str]:
         """Every source in the lineage of any of ``digests``; a heads router counts as its reference members (its
         other heads were trained on the members' own data, already counted, or are not served)."""
-        digests = list(digests)
-        routers = [d for d in digests if self.store.catalog.artifact(d)["kind"] == "router" and is_heads(self.store, d)]
-        for d in routers:
-            digests = [x for x in digests if x != d] + list((reference_hashes(self.store, d) or {}).values())
-        return sorted(set().union(*(self.lineage_sources(d) for d in digests)))
+        sources: set[str] = set()
+        for d in digests:
+            refs = reference_hashes(self.store, d) if self.store.catalog.artifact(d)["kind"] == "router" else None
+            for h in [d] if refs is None else refs.values():
+                sources |= self.lineage_sources(h)
+        return sorted(sources)
 
     def _resolve(
         self, caller: Caller, requested: Sequence[str] | None, router: str, protected: bool, with_base: bool = False
