@@ -7,9 +7,9 @@ from unlearning_helpers import pick
 
 from silodiff.errors import SilodiffError
 from silodiff.jobs import SliceJob, stage_steps
+from silodiff.store.external import artifact_info
 from silodiff.training import TrainConfig
 from silodiff.unlearning import forget, plan_forget
-from silodiff.unlearning.plan import artifact_info
 
 
 def test_plan_lists_slices_artifacts_and_cost(fstore):

@@ -123,7 +123,7 @@ def add_source_cmd(
     """Continual learning: register new sources as new compartments and train only them (and the router)."""
     from ..data import load_dataset
     from ..unlearning import add_source
-    from ..unlearning.plan import artifact_info
+    from ..store.external import artifact_info
 
     if old_sources is not None:
         deprecated("`add-source --sources`", "--assign (--sources names rights on `keys create`)")

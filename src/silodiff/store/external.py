@@ -20,6 +20,7 @@ NOTE = "external, not forgettable here"
 
 
 def artifact_info(store, digest: str) -> dict[str, Any]:
+    """The free-form ``info`` an artifact was saved with (its ``config.json``, not hash-checked), {} when unreadable."""
     try:
         return json.loads((store.artifacts.path(digest) / "config.json").read_bytes()).get("info", {})
     except (OSError, ValueError):

@@ -19,10 +19,11 @@ from ..jobs import train_compartments
 from ..jobs.base import BASE
 from ..jobs.compartments import num_classes
 from ..store import Store
+from ..store.external import artifact_info
 from ..training import TrainConfig
 from ..training.plan import split_slices
 from .journal import store_lock
-from .plan import DEFAULT_ROUTER_TRAIN, artifact_info
+from .plan import DEFAULT_ROUTER_TRAIN
 
 
 def _template(store: Store) -> tuple[int, dict[str, Any] | None, dict[str, Any] | None]:

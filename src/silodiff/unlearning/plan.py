@@ -20,7 +20,6 @@ demand — and inactive ones are ``delete``d.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -30,18 +29,11 @@ from ..jobs import SliceJob, stage_steps
 from ..jobs.base import BASE, base_ref
 from ..jobs.compartments import PARAGON
 from ..store import Store, ids_hash
+from ..store.external import artifact_info
 from ..training import TrainConfig, steps_for
 from ..training.plan import split_slices
 
 DEFAULT_ROUTER_TRAIN = {"epochs": 100}
-
-
-def artifact_info(store: Store, digest: str) -> dict[str, Any]:
-    """The free-form ``info`` an artifact was saved with (its ``config.json``), {} when unreadable."""
-    try:
-        return json.loads((store.artifacts.path(digest) / "config.json").read_bytes()).get("info", {})
-    except (OSError, ValueError):
-        return {}
 
 
 def _as_list(values: str | Iterable[str] | None) -> list[str]:
