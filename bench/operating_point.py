@@ -81,9 +81,9 @@ get: 7/8 of each batch from P, lr 1e-3 (``ft_lr``); models trained from scratch 
 reference set H once more (as the replay share did); the fresh training seeds are 12, 13, 14
 (``--seeds 12,13,14``), and a headline target counts as met only if it holds on seeds 0–2 and on 12–14.  The
 results before this change are in git (``git show 55376f5:bench/results/operating_point-seeds9-10-11.json``,
-``git show e8e1205:bench/results/operating_point.json``); ``operating_point-seeds9-10-11.json`` stays as that
-protocol's record, and ``operating_point-converged.json`` (budget b) is that protocol's record until budget b is
-re-run with this one.
+``git show e8e1205:bench/results/operating_point.json``, budget b in
+``git show e8e1205:bench/results/operating_point-converged.json``); ``operating_point-seeds9-10-11.json`` stays as
+that protocol's record.
 
 Budgets.
 - (a) equal total compute: every row spends S = 9,000 optimizer steps of batch 64 in total (the
