@@ -157,3 +157,36 @@ def test_an_adapter_bank_gives_each_members_eps_in_one_mixed_batch(request, arch
     bank_numel = sum(p.numel() for p in bank.parameters())
     adapters_numel = sum(sum(v.numel() for v in a.state_dict().values()) for a in adapters.values())
     assert bank_numel == base_numel + adapters_numel
+
+
+@pytest.mark.parametrize("arch", ["tiny_mlp", "tiny_unet"])
+def test_an_adapter_soup_adds_each_weighted_update_to_the_base_weights(request, arch):
+    from silodiff.nn.lora import adapter_soup
+
+    base = request.getfixturevalue(arch).eval()
+    adapters = {}
+    for k, name in enumerate(["source-1", "source-2"]):
+        model = LoraDenoiser(base=base.config, base_hash="b" * 64, rank=2 + k, alpha=3.0)
+        model.load_base(base.state_dict())
+        _perturb(model, seed=k + 1)
+        adapters[name] = model.eval()
+    # peft's own merge_and_unload gives each adapter's update ΔW_i = merged_i − W_base, by another code path
+    updates = [{k: v - base.state_dict()[k] for k, v in a.merged().state_dict().items()} for a in adapters.values()]
+    soup = adapter_soup(adapters, {"source-1": 0.25, "source-2": 0.5})
+    adapted = {n.removesuffix(".base_layer") for n, _ in adapters["source-1"].base.named_modules() if "base_layer" in n}
+    assert adapted  # some layers carry adapters, and exactly those moved
+    for key, value in soup.state_dict().items():
+        expected = base.state_dict()[key] + 0.25 * updates[0][key] + 0.5 * updates[1][key]
+        torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-6)
+        if key.rsplit(".", 1)[0] not in adapted:
+            assert torch.equal(value, base.state_dict()[key])
+    # one adapter at weight 1 is that adapter's model; the soup is a plain denoiser of the base's kind
+    x, t, y = _inputs()
+    with torch.no_grad():
+        one = adapter_soup({"source-2": adapters["source-2"]}, {"source-2": 1.0})
+        torch.testing.assert_close(one(x, t, y), adapters["source-2"](x, t, y), rtol=1e-4, atol=1e-5)
+    assert type(soup) is type(base) and not any("lora_" in k for k in soup.state_dict())
+    with pytest.raises(SilodiffError, match="one weight per adapter"):
+        adapter_soup(adapters, {"source-1": 1.0})
+    with pytest.raises(SilodiffError, match="≥ 0"):
+        adapter_soup(adapters, {"source-1": 1.0, "source-2": -0.5})

@@ -24,8 +24,10 @@ from ..training import TrainConfig, new_state, train
 from .composed import ComposedDenoiser
 from .heads import check_known, is_heads, load_heads, train_heads
 from .routers import ClassifierRouter, TrajectoryFilter, UniformRouter, check_router, log_label_prior, router_loss
+from .soup import AdapterSoup
 
 ROUTER_NAME = "shard-classifier"
+COMBINES = ("mixture", "soup")
 
 
 def trained_compartments(store: Store) -> list[str]:
@@ -132,7 +134,8 @@ def compose(
     with_base: bool = False,
     share: bool = True,
     device: str | torch.device | None = None,
-) -> ComposedDenoiser:
+    combine: str = "mixture",
+) -> ComposedDenoiser | AdapterSoup:
     """The composition over ``allowed`` (default: every trained compartment), on ``device``.
 
     ``load`` (artifact hash → module, default ``store.load``) lets a caller serve
@@ -144,7 +147,14 @@ def compose(
     of it (``nn.lora.AdapterBank``); ``False`` holds each as its own model (the same ε).
     ``device`` (auto | cpu | cuda[:N] | mps; default: where ``load`` puts them, the
     CPU for ``store.load``) holds the members, the router and its state.
+    ``combine``: ``mixture`` (ε̂ = Σ w_i ε_i, weighted by the router) or ``soup``: LoRA compartments of one base
+    averaged in weight space by their sample counts (``composition.soup``; one model, no router: ``router``,
+    ``gate`` and ``share`` do not apply).
     """
+    if combine not in COMBINES:
+        raise SilodiffError(f"unknown combine {combine!r}: use one of {', '.join(COMBINES)}")
+    if combine == "soup" and gate > 0:
+        raise SilodiffError("a soup is one model: gating does not apply")
     check_router(router)
     load = load or store.load
     trained = trained_compartments(store)
@@ -162,13 +172,18 @@ def compose(
         label_counts[BASE] = _label_counts(store, base["ids"])
         names.append(BASE)
     members = {n: load(finals[n]["hash"]) for n in names}
+    hashes = {n: f["hash"] for n, f in finals.items()}
+    if combine == "soup":
+        soup = AdapterSoup(members, label_counts, base=BASE if with_base else None)
+        soup = soup.to(resolve_device(device) if device is not None else device_of(members[names[0]]))
+        soup.artifact_hashes = hashes
+        return soup
     if share:  # LoRA members of one base: one base in memory, evaluated in one mixed-adapter pass
         members = share_bases(members, members.get(BASE), BASE if with_base else None)
     counts = torch.zeros(len(names), num_classes(store))
     for k, n in enumerate(names):
         for y, c in label_counts[n].items():
             counts[k, y] = c
-    hashes = {n: f["hash"] for n, f in finals.items()}
     if router == "classifier":
         rows = store.active("router", ROUTER_NAME)
         if not rows:

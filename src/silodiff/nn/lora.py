@@ -302,3 +302,31 @@ def share_bases(members: Mapping[str, nn.Module], base: nn.Module | None = None,
         if base_name is not None and getattr(base, "artifact_hash", None) == base_hash:
             out[base_name] = bank.member(None)
     return out
+
+
+def adapter_soup(adapters: Mapping[str, LoraDenoiser], weights: Mapping[str, float]) -> Denoiser:
+    """One plain denoiser: the shared base with the adapters' updates averaged into its weights.
+
+    Each adapted layer gets ``W = W_base + Σ_i w_i · (α_i / r_i) B_i A_i`` (peft's ``get_delta_weight``, so
+    linear, conv and embedding layers merge as peft merges them), exactly, whatever the ranks: a weight-space
+    average of models fine-tuned from one base (a "model soup", Wortsman et al. 2022).  ``weights`` (adapter
+    name → w_i ≥ 0) are used as given; they need not sum to 1 (a base member of weight w_0 is ``1 - Σ w_i``).
+    Sampling it costs one base model's pass, whatever the number of adapters.
+    """
+    if set(weights) != set(adapters):
+        raise SilodiffError("adapter_soup needs one weight per adapter")
+    if any(w < 0 for w in weights.values()):
+        raise SilodiffError("adapter soup weights must be ≥ 0")
+    bank = AdapterBank(adapters)
+    first = next(iter(adapters.values()))
+    soup = build(dict(first.config["base"]))
+    soup.load_state_dict(first.base_state_dict())
+    with torch.no_grad():
+        for name, layer in bank.base.named_modules():
+            if not hasattr(layer, "get_delta_weight") or not hasattr(layer, "lora_A"):
+                continue
+            target = soup.get_submodule(name).weight
+            for adapter, key in bank.keys.items():
+                if key in layer.lora_A or key in getattr(layer, "lora_embedding_A", {}):
+                    target += weights[adapter] * layer.get_delta_weight(key).to(target.dtype)
+    return soup.eval()
