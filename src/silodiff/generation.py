@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .composition import ComposedDenoiser, load_denoiser
+from .composition import AdapterSoup, ComposedDenoiser, load_denoiser
 from .data import to_uint8
 from .devices import check_precision, resolve_device
 from .errors import SilodiffError
@@ -74,21 +74,26 @@ def run_sample(
     store: Store, out: str | Path, *, model: str = "composed", allowed: list[str] | None = None, router: str = "classifier",
     gate: float = 0.0, n: int = 100, labels: str = "all", sampler: str = "ddpm", steps: int = 100, eta: float = 0.0,
     seed: int = 0, progress: bool = True, cpsample: dict[str, float] | None = None,
-    device: str | torch.device | None = None, precision: str = "fp32", with_base: bool = False,
+    device: str | torch.device | None = None, precision: str = "fp32", with_base: bool = False, combine: str = "mixture",
 ) -> dict[str, Any]:
     """Sample ``n`` images and write them; returns a summary.
 
     ``cpsample={"alpha": A, "scale": S}`` guides with the stored protection classifier(s) (CPSample).
     ``device``: auto | cpu | cuda[:N] | mps (default auto); ``precision``: fp32 | bf16 | fp16.
     ``with_base``: the active base is one more member of the composition (``compose(..., with_base=True)``).
+    ``combine``: ``mixture`` (routed) or ``soup`` (LoRA compartments averaged into one model; ``composition.soup``).
     """
     from .viz import save_grid
 
-    options = dict(allowed=allowed, router=router, gate=gate, with_base=with_base) if model == "composed" else {}
-    if model != "composed" and (allowed or with_base):
-        raise SilodiffError(f"{'--allowed' if allowed else '--with-base'} only applies to --model composed")
+    options = dict(allowed=allowed, router=router, gate=gate, with_base=with_base,
+                   combine=combine) if model == "composed" else {}
+    if model != "composed" and (allowed or with_base or combine != "mixture"):
+        what = "--allowed" if allowed else "--with-base" if with_base else "--combine"
+        raise SilodiffError(f"{what} only applies to --model composed")
     if with_base and cpsample is not None:
         raise SilodiffError("--cpsample and --with-base do not combine: the base has no protection classifier")
+    if combine == "soup" and cpsample is not None:
+        raise SilodiffError("--cpsample and --combine soup do not combine: CPSample guards each member, a soup is one model")
     dev = resolve_device(device or "auto")
     check_precision(precision, dev)
     net = load_denoiser(store, model, device=dev, **options)
@@ -105,6 +110,8 @@ def run_sample(
     arrays: dict[str, Any] = {"images": to_uint8(images).numpy(), "labels": (y if y is not None else torch.full((n,), -1)).numpy(),
                               "seed": np.asarray(seed)}
     summary: dict[str, Any] = {"model": model, "n": n, "sampler": sampler, "steps": steps, "seed": seed, "device": str(dev)}
+    if isinstance(net, AdapterSoup):
+        summary.update(combine="soup", compartments=net.names, soup_weights={k: round(v, 4) for k, v in net.weights.items()})
     weights = recorder.result()
     if isinstance(net, ComposedDenoiser) and weights is not None:
         arrays.update(weights_mean=weights[0], weights_last=weights[1], compartments=np.asarray(net.names))

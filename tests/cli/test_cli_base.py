@@ -99,3 +99,21 @@ def test_the_heads_router_from_the_cli(tmp_path):
     assert out["compartments"] == ["source-1", "source-2", "base"] and out["mean_weights"]["base"] > 0
     one_line_error(run("sample", "--store", root, "--model", "source-1", "--with-base", "--out", tmp_path / "t"),
                    "only applies to --model composed")
+
+
+def test_a_soup_of_lora_compartments_from_the_cli(store, tmp_path):
+    s = ["--store", store, "--epochs", "1", "--batch-size", "16"]
+    if not Store(store).catalog.public_sources():
+        ok_json("train", "base", *s, "--sources", "source-0")
+    if not Store(store).catalog.artifacts("compartment"):
+        ok_json("train", "compartments", *s, "--slices", "1", "--from-base", "--adapter", "lora", "--rank", "2")
+    out = ok_json("sample", "--store", store, "--combine", "soup", "--n", "4", "--steps", "3", "--out", tmp_path / "s")
+    assert out["combine"] == "soup" and out["compartments"] == ["source-1", "source-2"]
+    assert sum(out["soup_weights"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert (tmp_path / "s" / "samples.npz").exists() and "mean_weights" not in out  # one model: no router weights
+    one_line_error(run("sample", "--store", store, "--combine", "blend", "--out", tmp_path / "t"), "unknown combine")
+    one_line_error(run("sample", "--store", store, "--combine", "soup", "--gate", "0.2", "--out", tmp_path / "t"),
+                   "gating does not apply")
+    one_line_error(run("sample", "--store", store, "--model", "source-1", "--combine", "soup", "--out", tmp_path / "t"),
+                   "only applies to --model composed")
+    assert not (tmp_path / "t").exists()

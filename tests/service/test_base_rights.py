@@ -95,3 +95,34 @@ def test_with_base_needs_a_base_and_rights_on_its_sources(tmp_path, app_factory)
     r = client.post("/v1/generate", json=GEN | {"with_base": True}, headers=carol)
     assert r.status_code == 403 and "base model" in r.json()["detail"], r.text
     assert client.post("/v1/generate", json=GEN, headers=carol).status_code == 200  # without it: served
+
+
+def test_a_soup_is_averaged_from_the_keys_own_adapters_only(tmp_path, monkeypatch, app_factory):
+    from silodiff.composition import train_router
+    from silodiff.service.keys import create_key
+    from silodiff.training import TrainConfig
+
+    store = _store(tmp_path / "store", public=True)
+    router = train_router(store, config=TrainConfig(epochs=1, batch_size=32), progress=False, with_base=True)
+    finals = {n: max(store.catalog.artifacts("compartment", name=n), key=lambda a: a["slice"])["hash"]
+              for n in ("source-1", "source-2")}
+    loaded = []
+    load = ArtifactStore.load_module
+    monkeypatch.setattr(ArtifactStore, "load_module", lambda self, d: (loaded.append(d), load(self, d))[1])
+    client = TestClient(app_factory(store))
+    carol = {"X-API-Key": create_key(store, "carol", ["source-1"])[1]}
+    r = client.post("/v1/generate", json={"n": 2, "steps": 3, "combine": "soup"}, headers=carol)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["combine"] == "soup" and body["router"] == "none" and body["compartments"] == ["source-1"]
+    assert body["images"][0]["weights"] == {"source-1": 1.0} and set(body["artifacts"]) == {"source-1"}
+    assert finals["source-1"] in loaded and finals["source-2"] not in loaded and router not in loaded
+    erin = {"X-API-Key": create_key(store, "erin", ["source-1", "source-2"])[1]}
+    body = client.post("/v1/generate", json={"n": 2, "steps": 3, "combine": "soup"}, headers=erin).json()
+    assert body["compartments"] == ["source-1", "source-2"] and finals["source-2"] in loaded
+    assert sum(body["images"][1]["weights"].values()) == pytest.approx(1.0, abs=1e-5)
+    for bad, message in [({"gate": 0.3}, "gating does not apply"),
+                         ({"cpsample": {"alpha": 0.2, "scale": 10.0}}, "do not combine")]:
+        r = client.post("/v1/generate", json={"n": 2, "steps": 3, "combine": "soup", **bad}, headers=erin)
+        assert r.status_code == 422 and message in r.json()["detail"], r.text
+    assert client.post("/v1/generate", json={"n": 1, "combine": "blend"}, headers=erin).status_code == 422

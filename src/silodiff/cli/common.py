@@ -58,6 +58,8 @@ def deprecated(old: str, new: str) -> None:
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.",
                                         envvar="SILODIFF_DEVICE")]
+CombineOpt = Annotated[str, typer.Option("--combine", help="mixture (outputs weighted by the router) or soup (LoRA "
+                                         "compartments of one base averaged into one model).")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 (autocast; weights stay fp32).")]
 UnetConfigOpt = Annotated[str | None, typer.Option("--unet-config", help="A UNet preset (tiny, fashion-28, ddpm-cifar10) "
                                                    "or a JSON file of diffusers UNet2DModel settings (default: by image size).")]

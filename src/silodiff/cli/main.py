@@ -17,7 +17,7 @@ from ..errors import SilodiffError
 from .common import (
     DEBUG, DEFAULT_N, EXIT_BAD_INPUT, EXIT_VERIFY_FAILED, BatchSizeOpt, EpochsOpt, JsonOpt, LrOpt, NOpt, SeedOpt,
     StoreOpt, _names, _open, app, catalog_app, cli_errors, data_app, deprecated, emit, train_app,
-    CompileOpt, DeviceOpt, GradAccumOpt, HflipOpt, InitFromOpt, PatienceOpt, PrecisionOpt, ProvenanceOpt, UnetConfigOpt,
+    CombineOpt, CompileOpt, DeviceOpt, GradAccumOpt, HflipOpt, InitFromOpt, PatienceOpt, PrecisionOpt, ProvenanceOpt, UnetConfigOpt,
     ValFractionOpt, WorkersOpt, device_arg,
 )
 
@@ -276,6 +276,7 @@ def sample_cmd(
     precision: PrecisionOpt = "fp32",
     with_base: Annotated[bool, typer.Option(
         "--with-base", help="The base model is one more member of the composition, weighted by the router.")] = False,
+    combine: CombineOpt = "mixture",
 ) -> None:
     """Generate images: a PNG grid and an .npz (uint8 images, labels, per-image weights)."""
     from ..generation import run_sample
@@ -284,7 +285,7 @@ def sample_cmd(
     emit(run_sample(_open(store), out, model=model, allowed=_names(allowed, "--allowed"), router=router, gate=gate, n=n, labels=labels,
                     sampler=sampler, steps=steps, eta=eta, seed=seed,
                     cpsample={"alpha": alpha, "scale": scale} if cpsample else None, device=device, precision=precision,
-                    with_base=with_base), as_json)
+                    with_base=with_base, combine=combine), as_json)
 
 
 @app.command("quality")
@@ -299,12 +300,14 @@ def quality_cmd(
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
     device: DeviceOpt = "auto",
+    combine: CombineOpt = "mixture",
 ) -> None:
     """FLD and class accuracy of a model's class-conditional samples against the store's data."""
     from ..audit.quality import evaluate_quality
 
     device = device_arg(device)
-    emit(evaluate_quality(_open(store), model, router=router, gate=gate, n=n, steps=steps, seed=seed, device=device), as_json)
+    emit(evaluate_quality(_open(store), model, router=router, gate=gate, n=n, steps=steps, seed=seed, device=device,
+                          combine=combine), as_json)
 
 
 # ----------------------------------------------------------------------------- catalog

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from ..composition import ROUTER_NAME, ComposedDenoiser, compose, final_checkpoint, trained_compartments
+from ..composition import ROUTER_NAME, AdapterSoup, ComposedDenoiser, compose, final_checkpoint, trained_compartments
 from ..composition.heads import check_known, heads_within, is_heads, load_heads, reference_hashes, router_members
 from ..errors import SilodiffError
 from ..jobs.base import BASE
@@ -183,7 +183,7 @@ class ReadWriteLock:
 class Served:
     """The model one request is served by, and exactly which artifacts it holds."""
 
-    model: ComposedDenoiser
+    model: ComposedDenoiser | AdapterSoup
     compartments: list[str]
     router: str
     artifacts: dict[str, str]  # compartment (and "router", "protection:<name>") → artifact hash
@@ -373,13 +373,19 @@ class ActiveSet:
         gate: float = 0.0,
         cpsample: tuple[float, float] | None = None,
         with_base: bool = False,
+        combine: str = "mixture",
     ) -> Iterator[Served]:
         """Resolve one snapshot, load its models outside any database lock, and hold the read side of the
         readers-writer lock while the caller runs the model.
 
         ``cpsample = (alpha, scale)`` wraps each member with its compartment's protection classifier;
-        ``with_base``: the active base is one more member, named ``base``.
+        ``with_base``: the active base is one more member, named ``base``; ``combine="soup"``: the members' LoRA
+        adapters averaged into one model (``composition.soup``), no router.
         """
+        if combine == "soup" and cpsample is not None:
+            raise SilodiffError("cpsample and soup do not combine: CPSample guards each member, a soup is one model")
+        if combine == "soup":
+            router = "uniform"  # a soup has no router: nothing to resolve or load for it
         with self.lock.read():
             for _ in range(ATTEMPTS):
                 with read_snapshot(self.store):  # 1. rights and hashes, from one snapshot
@@ -407,7 +413,7 @@ class ActiveSet:
                 try:
                     with read_snapshot(self.store):  # 3. compose exactly what was loaded
                         model = compose(self.store, names, router=chosen, gate=gate, load=loaded,
-                                        load_router=loaded_router, with_base=with_base)
+                                        load_router=loaded_router, with_base=with_base, combine=combine)
                 except _Moved:
                     continue
                 held = model.held_labels()
@@ -419,7 +425,8 @@ class ActiveSet:
                 break
             else:
                 raise Unavailable("the active set kept changing while this request was resolved; retry")
-            yield Served(model, model.names, chosen, needed, self.generation, scope, held)
+            yield Served(model, model.names, "none" if combine == "soup" else chosen, needed, self.generation, scope,
+                         held)
 
     def _protection(self, caller: Caller, names: list[str]) -> dict[str, str]:
         """CPSample (``silodiff.defences.cpsample``): each member's active protection classifier, within the rights."""

@@ -74,7 +74,8 @@ def run_generation(state: ServiceState, caller: Caller, req: GenerateRequest) ->
     check_limits(state.settings, req.n, req.steps)
     t0 = time.perf_counter()
     cpsample = (req.cpsample.alpha, req.cpsample.scale) if req.cpsample is not None else None
-    with state.active.serve(caller, req.compartments, req.router, req.gate, cpsample, req.with_base) as served:
+    with state.active.serve(caller, req.compartments, req.router, req.gate, cpsample, req.with_base,
+                            req.combine) as served:
         labels = request_labels(req, served.model.num_classes, served.held_labels)
         recorder = WeightRecorder()
         with state.slots:  # at most max_concurrent samplings: more threads than cores only contend
@@ -92,7 +93,10 @@ def run_generation(state: ServiceState, caller: Caller, req: GenerateRequest) ->
         from ..defences.cpsample import guided_fraction
 
         guided = round(guided_fraction(served.model), 4)
-    mean_w, last_w = recorder.result()  # (n, K) each
+    if req.combine == "soup":  # one model: each image drew on every member at its weight in the soup
+        mean_w = last_w = np.tile([served.model.weights[n] for n in served.compartments], (req.n, 1))
+    else:
+        mean_w, last_w = recorder.result()  # (n, K) each
     pixels = to_uint8(images)  # (n, c, h, w) uint8
     seconds = round(time.perf_counter() - t0, 4)
     state.store.catalog.log_event(
@@ -126,6 +130,7 @@ def run_generation(state: ServiceState, caller: Caller, req: GenerateRequest) ->
         "compartments": served.compartments,
         "artifacts": served.artifacts,
         "router": served.router,
+        "combine": req.combine,
         "sampler": req.sampler,
         "steps": req.steps,
         "seed": req.seed,

@@ -56,6 +56,11 @@ class GenerateRequest(SampleRequest):
         description="The store's base model is one more member of the mixture (named base), weighted by the router "
         "like the others; the key's rights must cover its sources unless they are public.",
     )
+    combine: Literal["mixture", "soup"] = Field(
+        "mixture",
+        description="mixture: the members' outputs weighted by the router; soup: LoRA compartments of one base "
+        "averaged into one model by their sample counts (no router: router and gate do not apply).",
+    )
 
 
 class AttributeRequest(SampleRequest):
@@ -110,7 +115,8 @@ class ImageOut(BaseModel):
     index: int
     label: int | None
     png: str = Field(description="The image as a base64 PNG.")
-    weights: dict[str, float] = Field(description="Compartment weight per compartment, averaged over the trajectory.")
+    weights: dict[str, float] = Field(description="Compartment weight per compartment, averaged over the trajectory "
+                                      "(a soup: each compartment's weight in the averaged model).")
     weights_last: dict[str, float] = Field(description="Compartment weights at the last step.")
 
 
@@ -120,7 +126,8 @@ class GenerateResponse(BaseModel):
     artifacts: dict[str, str] = Field(
         description="The artifact hash of every member (and the router) that served this."
     )
-    router: str
+    router: str = Field(description="The router that weighted the members; none for a soup.")
+    combine: str = Field("mixture", description="mixture or soup.")
     sampler: str
     steps: int
     seed: int
