@@ -132,6 +132,8 @@ def run_demo(
     for router in ("classifier", "uniform"):
         models[f"base+lora/{router}"] = compose(lora, router=router, with_base=True)
         evaluate(f"base+lora/{router}", models[f"base+lora/{router}"])
+    models["base+lora/soup"] = compose(lora, combine="soup")  # the same adapters averaged into one model
+    evaluate("base+lora/soup", models["base+lora/soup"])
     # 3c. unconditional samples: no label says which owner to ask, so only the router can tell
     for name in ("paragon", "composed/classifier", "base+lora/classifier", "composed/uniform", "base+lora/uniform"):
         evaluate(name, models[name], conditional=False)
@@ -185,8 +187,9 @@ def _markdown(s: dict[str, Any], grids: dict[str, Path], bars: Path, sections: l
               f"{r['sampling_s']} |" for r in s["quality"]]
     lines += ["", "`composed/*`: the compartments trained from scratch, mixed by the learned router (classifier), the "
               "trajectory filter, or uniform averaging. `base+lora/*`: a base trained on the public source, each owner a "
-              "LoRA adapter on it, the base a member of the mixture. The uniform router weighs each member by its share "
-              "of the requested label (the posterior before any image evidence), so for a class-conditional sample it "
+              "LoRA adapter on it, the base a member of the mixture; `base+lora/soup`: the same adapters averaged into "
+              "one model in weight space (one model to sample, no router). The uniform router weighs each member by its "
+              "share of the requested label (the posterior before any image evidence), so for a class-conditional sample it "
               "already asks only the owners who hold that class. Without a label (unconditional rows), only the router "
               "can tell: uniform weighting then averages owners who hold different digits, and the learned router "
               "picks the ones whose data the image looks like.",
