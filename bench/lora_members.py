@@ -10,6 +10,10 @@ Protocol (fixed before the run):
   2. ``merged``: K plain denoisers with the adapters merged into the weights (K full fine-tunes' cost);
   3. ``one-by-one``: one base, switching the active adapter K times;
   4. ``mixed``: one base, one peft mixed-adapter batch of K·b rows (``AdapterBank``, what ``compose`` uses).
+- A fifth row, added later: ``soup``, the K adapters averaged into one model in weight space
+  (``compose(combine="soup")``, ``nn.lora.adapter_soup``).  It is another composition (its ε is the averaged
+  model's, so it is not checked against the others): one model on the b rows, built once per load (its build time
+  is reported).
 - Time: median of 7 interleaved repetitions, one thread, after 2 warm-up passes; figures are ratios to
   ``merged`` measured in the same run.  Memory: bytes of the parameters each way holds.
 - ``lora_bytes_ratio``: adapter bytes / full model bytes (fp32), the #15 headline key (target ≤ 0.05).
@@ -77,7 +81,7 @@ def _bytes(modules) -> int:
 
 def measure(arch: str) -> dict:
     from silodiff.nn import default_denoiser
-    from silodiff.nn.lora import AdapterBank
+    from silodiff.nn.lora import AdapterBank, adapter_soup
 
     shape = (1, 28, 28) if arch == "unet" else (1, 8, 8)
     torch.manual_seed(0)
@@ -91,15 +95,22 @@ def measure(arch: str) -> dict:
     t, y = torch.randint(0, 1000, (ROWS,), generator=g), torch.randint(0, 10, (ROWS,), generator=g)
     xs, ts, ys = x.repeat(K, 1, 1, 1), t.repeat(K), y.repeat(K)
     rows = [n for n in names for _ in range(ROWS)]
+    t0 = time.perf_counter()
+    soup = adapter_soup(adapters, {n: 1 / K for n in names})
+    soup_build = time.perf_counter() - t0
     ways = {
         "separate": lambda: torch.cat([adapters[n](x, t, y) for n in names]),
         "merged": lambda: torch.cat([merged[n](x, t, y) for n in names]),
         "one-by-one": lambda: bank.forward_one_by_one(xs, ts, ys, rows),
         "mixed": lambda: bank(xs, ts, ys, rows),
+        "soup": lambda: soup(x, t, y),
     }
     with torch.no_grad():
         ref = ways["merged"]()
         for name, fn in ways.items():
+            if name == "soup":  # another composition: one averaged model, not the K members
+                fn()
+                continue
             err = (fn() - ref).abs().max().item()
             assert err < 1e-4, f"{arch} {name}: ε differs by {err}"
             fn()
@@ -116,7 +127,8 @@ def measure(arch: str) -> dict:
         "seconds_per_composed_eval": {n: round(v, 5) for n, v in med.items()},
         "time_over_merged": {n: round(v / med["merged"], 3) for n, v in med.items()},
         "held_bytes": {"separate": _bytes(adapters.values()), "merged": _bytes(merged.values()),
-                       "one-by-one": _bytes([bank]), "mixed": _bytes([bank])},
+                       "one-by-one": _bytes([bank]), "mixed": _bytes([bank]), "soup": _bytes([soup])},
+        "soup_build_seconds": round(soup_build, 5),
         "adapter_bytes": adapter_bytes, "full_model_bytes": full_bytes,
         "lora_bytes_ratio": round(adapter_bytes / full_bytes, 4),
     }
@@ -132,12 +144,15 @@ def main() -> None:
     for arch in ("unet", "mlp"):
         r = results[arch]
         rows.append((f"{arch}: adapter bytes / full model bytes (rank {RANK})", r["lora_bytes_ratio"], "≤ 0.05 (#15)"))
-        for way in ("separate", "merged", "one-by-one", "mixed"):
+        for way in ("separate", "merged", "one-by-one", "mixed", "soup"):
             rows.append((f"{arch}: {way}, time over merged / MB held", f"{r['time_over_merged'][way]} / "
                          f"{r['held_bytes'][way] / 2**20:.2f}", f"{r['seconds_per_composed_eval'][way] * 1e3:.1f} ms"))
     write_results("lora-members", results, rows, [
         f"K = {K} adapters, rank {RANK}, every member on the same {ROWS} rows; median of {REPS} interleaved runs, 1 thread.",
         "mixed = one base and one peft mixed-adapter batch (AdapterBank, what compose uses for LoRA members).",
+        "soup = the K adapters averaged into one model (compose(combine='soup')): another composition, one pass on "
+        f"the b rows; built once per load in {results['unet']['soup_build_seconds'] * 1e3:.0f} ms (UNet), "
+        f"{results['mlp']['soup_build_seconds'] * 1e3:.0f} ms (MLP).",
     ])
 
 
