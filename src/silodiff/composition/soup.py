@@ -5,8 +5,9 @@ adapter updates averaged into its weights, ``W = W_base + Σ_i w_i ΔW_i`` with 
 of the samples (``nn.lora.adapter_soup``).  It is one denoiser, so it samples at the cost of one model and needs
 no router.  It is built when loaded, from the active adapters of exactly the allowed compartments, so forgetting
 stays exact: a forget retrains one adapter, and the next soup is averaged from the new one; a key's soup holds only
-the adapters its rights allow.  A soup suits owners whose data are alike (IID); where owners differ (by class,
-say), averaging their updates blurs what each learned, and the routed mixture is the composition to use.
+the adapters its rights allow.  How well it does where owners differ (by class, say) depends on how far their
+adapters moved from the base: adapters trained with replay stay close and average well; adapters that each learned
+a few classes alone blur in a soup, and the routed mixture keeps them apart.
 """
 
 from __future__ import annotations
