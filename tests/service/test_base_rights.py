@@ -120,6 +120,12 @@ def test_a_soup_is_averaged_from_the_keys_own_adapters_only(tmp_path, monkeypatc
     erin = {"X-API-Key": create_key(store, "erin", ["source-1", "source-2"])[1]}
     body = client.post("/v1/generate", json={"n": 2, "steps": 3, "combine": "soup"}, headers=erin).json()
     assert body["compartments"] == ["source-1", "source-2"] and finals["source-2"] in loaded
+    # a soup is built once per set of adapters and then served from memory, the same one for a second request
+    cache = client.app.state.silodiff.active.cache
+    soups = [k for k in cache.loads if k.startswith("soup:")]
+    assert len(soups) == 2  # carol's and erin's
+    again = client.post("/v1/generate", json={"n": 2, "steps": 3, "combine": "soup"}, headers=erin).json()
+    assert [k for k in cache.loads if k.startswith("soup:")] == soups and again["artifacts"] == body["artifacts"]
     assert sum(body["images"][1]["weights"].values()) == pytest.approx(1.0, abs=1e-5)
     for bad, message in [({"gate": 0.3}, "gating does not apply"),
                          ({"cpsample": {"alpha": 0.2, "scale": 10.0}}, "do not combine")]:

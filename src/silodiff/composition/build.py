@@ -123,6 +123,14 @@ def _train_classifier(store: Store, data_of: dict[str, list[str]], config: Train
     return state.ema.model
 
 
+def check_combine(combine: str, gate: float = 0.0) -> None:
+    """One clear error for an unknown ``combine`` or for gating a soup (one model has no members to gate)."""
+    if combine not in COMBINES:
+        raise SilodiffError(f"unknown combine {combine!r}: use one of {', '.join(COMBINES)}")
+    if combine == "soup" and gate > 0:
+        raise SilodiffError("a soup is one model: gating does not apply")
+
+
 def compose(
     store: Store,
     allowed: Sequence[str] | None = None,
@@ -151,10 +159,7 @@ def compose(
     averaged in weight space by their sample counts (``composition.soup``; one model, no router: ``router``,
     ``gate`` and ``share`` do not apply).
     """
-    if combine not in COMBINES:
-        raise SilodiffError(f"unknown combine {combine!r}: use one of {', '.join(COMBINES)}")
-    if combine == "soup" and gate > 0:
-        raise SilodiffError("a soup is one model: gating does not apply")
+    check_combine(combine, gate)
     check_router(router)
     load = load or store.load
     trained = trained_compartments(store)

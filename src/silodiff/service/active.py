@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from ..composition import ROUTER_NAME, AdapterSoup, ComposedDenoiser, compose, final_checkpoint, trained_compartments
+from ..composition.build import check_combine
 from ..composition.heads import check_known, heads_within, is_heads, load_heads, reference_hashes, router_members
 from ..errors import SilodiffError
 from ..jobs.base import BASE
@@ -102,6 +103,11 @@ class ModelCache:
         """The heads router ``digest`` restricted to ``members`` (``composition.heads.load_heads``: only their heads
         are read), cached under ``<hash>#<members>``."""
         return self._get(heads_key(digest, members), lambda: load_heads(self.store, digest, members))
+
+    def load_soup(self, members: Mapping[str, str], build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+        """The adapter soup of ``members`` (name → artifact hash): built once by ``build``, then served from memory.
+        Artifacts never change, so these hashes name one soup; a forget gives a member a new hash, hence a new soup."""
+        return self._get("soup:" + ",".join(f"{n}={h}" for n, h in sorted(members.items())), build)
 
     def _get(self, key: str, read: Callable[[], torch.nn.Module]) -> torch.nn.Module:
         module = self._cached(key)
@@ -382,6 +388,7 @@ class ActiveSet:
         ``with_base``: the active base is one more member, named ``base``; ``combine="soup"``: the members' LoRA
         adapters averaged into one model (``composition.soup``), no router.
         """
+        check_combine(combine, gate)  # before the cache: a cached soup is never composed again
         if combine == "soup" and cpsample is not None:
             raise SilodiffError("cpsample and soup do not combine: CPSample guards each member, a soup is one model")
         if combine == "soup":
@@ -412,8 +419,11 @@ class ActiveSet:
 
                 try:
                     with read_snapshot(self.store):  # 3. compose exactly what was loaded
-                        model = compose(self.store, names, router=chosen, gate=gate, load=loaded,
-                                        load_router=loaded_router, with_base=with_base, combine=combine)
+                        def build() -> torch.nn.Module:
+                            return compose(self.store, names, router=chosen, gate=gate, load=loaded,
+                                           load_router=loaded_router, with_base=with_base, combine=combine)
+
+                        model = self.cache.load_soup(needed, build) if combine == "soup" else build()
                 except _Moved:
                     continue
                 held = model.held_labels()
