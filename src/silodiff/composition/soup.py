@@ -32,8 +32,6 @@ class AdapterSoup(Denoiser):
         plain = sorted(n for n, m in adapters.items() if not isinstance(m, LoraDenoiser))
         if plain:
             raise SilodiffError(f"a soup needs LoRA compartments of one base; not LoRA: {', '.join(plain)}")
-        if len({m.base_hash for m in adapters.values()}) > 1:
-            raise SilodiffError("a soup needs LoRA compartments of one base; these were trained from several bases")
         if base is not None and getattr(members[base], "artifact_hash", None) != next(iter(adapters.values())).base_hash:
             raise SilodiffError("the base member is not the base these adapters were trained from")
         totals = {n: sum(label_counts[n].values()) for n in members}

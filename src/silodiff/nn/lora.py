@@ -313,20 +313,21 @@ def adapter_soup(adapters: Mapping[str, LoraDenoiser], weights: Mapping[str, flo
     name → w_i ≥ 0) are used as given; they need not sum to 1 (a base member of weight w_0 is ``1 - Σ w_i``).
     Sampling it costs one base model's pass, whatever the number of adapters.
     """
+    from peft.tuners.lora import LoraLayer
+
     if set(weights) != set(adapters):
         raise SilodiffError("adapter_soup needs one weight per adapter")
     if any(w < 0 for w in weights.values()):
         raise SilodiffError("adapter soup weights must be ≥ 0")
-    bank = AdapterBank(adapters)
+    if len({a.base_hash for a in adapters.values()}) != 1:
+        raise SilodiffError("a soup needs LoRA compartments of one base; these were trained from several bases")
     first = next(iter(adapters.values()))
     soup = build(dict(first.config["base"]))
     soup.load_state_dict(first.base_state_dict())
-    with torch.no_grad():
-        for name, layer in bank.base.named_modules():
-            if not hasattr(layer, "get_delta_weight") or not hasattr(layer, "lora_A"):
-                continue
-            target = soup.get_submodule(name).weight
-            for adapter, key in bank.keys.items():
-                if key in layer.lora_A or key in getattr(layer, "lora_embedding_A", {}):
-                    target += weights[adapter] * layer.get_delta_weight(key).to(target.dtype)
+    with torch.no_grad():  # each adapter's own peft layers give its ΔW; the soup's layer has the base's name
+        for adapter, model in adapters.items():
+            for name, layer in model.base.named_modules():
+                if isinstance(layer, LoraLayer):
+                    target = soup.get_submodule(name).weight
+                    target += weights[adapter] * layer.get_delta_weight(ADAPTER_NAME).to(target.dtype)
     return soup.eval()
