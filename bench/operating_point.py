@@ -378,22 +378,30 @@ def cell(args: tuple) -> dict:
     members = owners_all.subset(split["owners"][: p["mia_members"]])
     rows: dict[str, dict] = {}
 
+    def arch_for(store: sd.Store) -> dict | None:  # None: the default denoiser (an MLP for 8×8)
+        return model_config(store, p["unet"]) if p["unet"] else None
+
+    def base_on_public(name: str, steps: int) -> tuple[sd.Store, float, int]:
+        """A store holding a base trained on P for ``steps``: the store, its training CPU s and its steps run."""
+        store = sd.Store(root / name)
+        store.ingest(as_sources(data, {"public": split["public"]}), p["dataset"])
+        model = arch_for(store)
+        with Clock() as c:
+            train_base(store, ["public"], model=model, config=config_for(len(split["public"]), steps, seed, budget, p),
+                       progress=False)
+        return store, c.cpu, int(final_checkpoint(store, "base", "base")["metrics"]["step"])
+
     # the base on P, in a template store that every base row copies
-    tpl = sd.Store(root / "base-template")
-    tpl.ingest(as_sources(data, {"public": split["public"]}), p["dataset"])
-    arch = model_config(tpl, p["unet"]) if p["unet"] else None  # None: the default denoiser (an MLP for 8×8)
     base_steps_a = round(S * p["base_share"])  # the rest, S - base_steps_a, goes to what is trained from the base
-    with Clock() as c_base:
-        train_base(tpl, ["public"], model=arch, config=config_for(len(split["public"]), base_steps_a, seed, budget, p),
-                   progress=False)
-    base_steps = int(final_checkpoint(tpl, "base", "base")["metrics"]["step"])
+    tpl, base_cpu, base_steps = base_on_public("base-template", base_steps_a)
+    arch = arch_for(tpl)
     base_model = tpl.load(active_base(tpl)["hash"])
     base_bytes = inference_bytes(tpl, active_base(tpl)["hash"])
     rows["base-alone"] = {**judge.row(base_model, data.subset(split["public"]).x(), members), "steps": base_steps,
-                          "train_cpu": c_base.cpu}
+                          "train_cpu": base_cpu}
 
-    def copy_template(name: str) -> sd.Store:
-        shutil.copytree(tpl.root, root / name)
+    def copy_template(name: str, template: sd.Store = tpl) -> sd.Store:
+        shutil.copytree(template.root, root / name)
         return sd.Store(root / name)
 
     # paragon from scratch on P ∪ owners
@@ -410,9 +418,8 @@ def cell(args: tuple) -> dict:
 
     # paragon = the base fine-tuned on all owners' data (one model): on the rows' base, and, where the rows' base
     # takes more than half of S, also at an even split (its own base on S/2, then S/2 of fine-tuning)
-    def base_paragon(name: str, template: sd.Store, ft_steps: int, base_cpu: float, base_n: int) -> None:
-        shutil.copytree(template.root, root / name)
-        store = sd.Store(root / name)
+    def base_paragon(name: str, template: sd.Store, base_cpu: float, base_n: int, ft_steps: int) -> None:
+        store = copy_template(name, template)
         store.ingest(as_sources(data, {"owners": split["owners"]}), p["dataset"])
         plan_compartments(store, by="source", slices=1)
         with Clock() as c:
@@ -424,15 +431,9 @@ def cell(args: tuple) -> dict:
                       "steps": base_n + steps_of(store, "compartment", ["owners"]),
                       "train_cpu": base_cpu + c.cpu, "retrain_cpu": c.cpu}
 
-    base_paragon("paragon-base-ft", tpl, S - base_steps_a, c_base.cpu, base_steps)
+    base_paragon("paragon-base-ft", tpl, base_cpu, base_steps, S - base_steps_a)
     if p["base_share"] > 0.5:
-        even = sd.Store(root / "base-even")
-        even.ingest(as_sources(data, {"public": split["public"]}), p["dataset"])
-        with Clock() as c_even:
-            train_base(even, ["public"], model=arch, config=config_for(len(split["public"]), S // 2, seed, budget, p),
-                       progress=False)
-        base_paragon("paragon-base-ft-even", even, S // 2, c_even.cpu,
-                     int(final_checkpoint(even, "base", "base")["metrics"]["step"]))
+        base_paragon("paragon-base-ft-even", *base_on_public("base-even", S // 2), ft_steps=S // 2)
 
     # the compositions, on each split
     for split_name in ("iid", "noniid"):
@@ -470,11 +471,12 @@ def cell(args: tuple) -> dict:
             row = {"steps": steps_of(store, "compartment", names) + (0 if kind == "k8-scratch" else base_steps),
                    "router_steps": router_steps(store, router_hash, router_config, len(split["public"]) + len(
                        split["owners"])),
-                   "train_cpu": c.cpu + (0 if kind == "k8-scratch" else c_base.cpu),
+                   "train_cpu": c.cpu + (0 if kind == "k8-scratch" else base_cpu),
                    "bytes_per_compartment": statistics.mean(inference_bytes(store, h) for h in finals)}
-            flds = {}
+            flds, models = {}, {}
             for router in p["routers"]:
-                model = compose(store, router="classifier" if router == "heads" else router, with_base=with_base)
+                model = models[router] = compose(store, router="classifier" if router == "heads" else router,
+                                                 with_base=with_base)
                 if router in ("heads", "classifier"):  # the full row of metrics once, with the learned router
                     row.update(judge.row(model, train_images, members))
                     flds[router] = row["fld"]
@@ -484,8 +486,7 @@ def cell(args: tuple) -> dict:
             row.update({f"fld_{r}": v for r, v in flds.items()}, best_router=best, fld=flds[best],
                        routed_over_uniform=flds[best] / flds["uniform"])
             if split_name == "noniid":  # without a label, only the router can tell the owners apart
-                free = {r: judge.fld_only(compose(store, router="classifier" if r == "heads" else r,
-                                                  with_base=with_base), conditional=False) for r in p["routers"]}
+                free = {r: judge.fld_only(models[r], conditional=False) for r in p["routers"]}
                 learned = min((r for r in p["routers"] if r != "uniform"), key=free.__getitem__)
                 row.update({f"fld_unconditional_{r}": v for r, v in free.items()},
                            routed_over_uniform_unconditional=free[learned] / free["uniform"])
@@ -530,10 +531,10 @@ def summarise(cells: list[dict], budget: str) -> dict:
     cells = [c for c in cells if c["budget"] == budget]
     names = list(cells[0]["rows"])
     out = {}
+    ref = [best_paragon_of(c) for c in cells]
+    best_paragon = [c["rows"][r]["fld"] for c, r in zip(cells, ref)]
     for name in names:
         per_seed = [c["rows"][name] for c in cells]
-        ref = [best_paragon_of(c) for c in cells]
-        best_paragon = [c["rows"][r]["fld"] for c, r in zip(cells, ref)]
         row = {k: mean_std([r[k] for r in per_seed]) for k in per_seed[0]
                if isinstance(per_seed[0][k], (int, float)) and not isinstance(per_seed[0][k], bool)}
         row["fld_ratio"] = mean_std([r["fld"] / b for r, b in zip(per_seed, best_paragon)])
@@ -544,7 +545,7 @@ def summarise(cells: list[dict], budget: str) -> dict:
             row["best_router"] = [r["best_router"] for r in per_seed]
         out[name] = row
     return {"rows": out, "floor": mean_std([c["floor"] for c in cells]),
-            "best_paragon": [best_paragon_of(c) for c in cells]}
+            "best_paragon": ref}
 
 
 def main() -> None:
