@@ -84,6 +84,12 @@ bench-operating-point: setup
 bench-operating-point-fashion: setup fashion-mnist
 	$(PY) bench/operating_point.py --data fashion --workers 3
 
+# what an image says about its compartment given its label, on the operating point's split (seconds): why
+# routing cannot beat the label prior on class-conditional samples of a split by class
+.PHONY: bench-noniid-posterior
+bench-noniid-posterior: setup
+	$(PY) bench/noniid_posterior.py
+
 .PHONY: bench-core
 bench-core: setup
 	$(PY) bench/core.py
