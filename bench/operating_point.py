@@ -171,7 +171,10 @@ Headline keys (``bench/results/operating_point.json``), budget (a) unless stated
 target ≤ 1.10), ``headline.forget_speedup`` (that same row; target ≥ 8), ``headline.lora_bytes_ratio``
 (adapter bytes over full-model bytes; target ≤ 0.05), ``headline.noniid_routed_over_uniform`` (FLD of
 the best-routed composition over the uniform one, non-IID split, best compartmentalised non-IID row;
-target < 1).  Every number is measured in this run.
+target < 1).  Every number is measured in this run.  (Added after the v6 runs, a note and no change: on the
+non-IID split the images of a digit are dealt to the compartments at random, so the posterior P(i | x_t, y) a
+learned router estimates equals the label prior λ_i(y) the uniform router uses; ``bench/noniid_posterior.py``
+measures how much an image says about its compartment with and without its label.)
 
 The Fashion-MNIST run (``--data fashion``; ``bench/results/operating_point-fashion.json``), fixed before it
 ran, sized from timing so that three training seeds finish in about an hour on 2 CPU cores (a
