@@ -75,7 +75,10 @@ def run_demo(
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     store = Store(out / "store")
-    epochs, n_eval = (20, 200) if quick else (200, 1000)
+    epochs, n_eval = (20, 200) if quick else (200, 500)  # n_eval: samples per FLD row (500, as the operating point)
+    # each router epoch trains every sample twice (its label and the null label), and a forget retrains the router
+    # whole: an eighth of the epochs keeps the demo within 300 s on 2 cores
+    router_config = TrainConfig(epochs=max(10, epochs // 8))
     steps = 50  # ancestral DDPM steps per sample, as bench/operating_point.py samples digits
     timings: dict[str, float] = {}
 
@@ -101,8 +104,7 @@ def run_demo(
                               backend=backend)
         timed("train compartments", train_compartments, store, config=config, backend=backend, progress=False)
         timed("train paragon (beside the compartments; the wait after them)", paragon.result)
-    # each router epoch trains every sample twice (its label and the null label): a quarter of the epochs
-    timed("train router", train_router, store, config=TrainConfig(epochs=max(10, epochs // 4)), progress=False)
+    timed("train router", train_router, store, config=router_config, progress=False)
     net = timed("train FLD network", feature_net, store, progress=False)
 
     # 3. quality of every model on the same labels and noise
@@ -128,7 +130,7 @@ def run_demo(
     for name in models:
         evaluate(name, models[name])
     # 3b. the same owners as LoRA adapters on a base trained on the public source (a store of its own)
-    lora = timed("base + LoRA adapters", _base_and_adapters, out / "store-lora", data, config, backend, epochs)
+    lora = timed("base + LoRA adapters", _base_and_adapters, out / "store-lora", data, config, backend, router_config)
     for router in ("classifier", "uniform"):
         models[f"base+lora/{router}"] = compose(lora, router=router, with_base=True)
         evaluate(f"base+lora/{router}", models[f"base+lora/{router}"])
@@ -163,7 +165,8 @@ def run_demo(
     return report
 
 
-def _base_and_adapters(root: Path, data: SampleSet, config: TrainConfig, backend: str, epochs: int) -> Store:
+def _base_and_adapters(root: Path, data: SampleSet, config: TrainConfig, backend: str,
+                       router_config: TrainConfig) -> Store:
     """A store where the base trains on the public source and each owner is a rank-4 LoRA adapter on it."""
     store = Store(root)
     store.ingest(data, "digits")
@@ -171,7 +174,7 @@ def _base_and_adapters(root: Path, data: SampleSet, config: TrainConfig, backend
     plan_compartments(store, by="source", slices=2)
     train_compartments(store, config=config, backend=backend, progress=False, from_base=True, adapter="lora",
                        lora={"rank": 4})
-    train_router(store, config=TrainConfig(epochs=max(10, epochs // 4)), progress=False, with_base=True)
+    train_router(store, config=router_config, progress=False, with_base=True)
     return store
 
 
