@@ -29,7 +29,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import write_results  # noqa: E402
-from operating_point import K, split_data  # noqa: E402
+from operating_point import split_data  # noqa: E402
 
 FOLDS, FLOOR = 5, 1e-3
 CLASSIFIERS = {"logistic": lambda: LogisticRegression(max_iter=2000),
@@ -73,7 +73,6 @@ def main() -> None:
         at = np.array([index[s] for s in ids])
         comp = np.array([n for n, g in members.items() for _ in g])
         x, y = pixels[at], labels[at]
-        assert len(members) == K + 1
         for clf_name, make in CLASSIFIERS.items():
             conditional = saving(x, comp, y, make)
             blind = saving(x, comp, np.zeros(len(x), dtype=int), make)
