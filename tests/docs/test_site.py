@@ -65,3 +65,14 @@ def test_cli_reference_documents_every_visible_command_and_option():
                 assert f"`{p.opts[0]}`" in section, (path, p.opts)
             if p.param_type_name == "option" and p.hidden:
                 assert f"`{p.opts[0]}`" not in section, (path, p.opts)  # deprecated spellings stay out
+
+
+def test_the_readme_stays_a_front_door():
+    """At most 150 lines, and every local link it makes points at a file that exists (the long reading lives in
+    docs/benchmarks.md, which the README links)."""
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 150
+    links = re.findall(r"\]\(((?!https?://)[^)#]+)", text)
+    assert "docs/benchmarks.md" in links
+    missing = [link for link in links if not (ROOT / link).exists()]
+    assert not missing, missing
