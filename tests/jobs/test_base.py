@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from silodiff.errors import SilodiffError
-from silodiff.jobs import BASE, plan_compartments, train_base, train_compartments
-from silodiff.jobs.base import active_base
+from silodiff.jobs import plan_compartments, train_base, train_compartments
 from silodiff.jobs.slices import SliceJob, _initial_model
+from silodiff.store.lineage import BASE, active_base
 from silodiff.training import TrainConfig
 
 CONFIG = TrainConfig(epochs=2, batch_size=16)

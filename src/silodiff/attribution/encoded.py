@@ -26,11 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..composition.build import final_checkpoint
 from ..errors import SilodiffError
-from ..jobs import SliceJob, default_model_config, run_jobs
+from ..jobs import SliceJob, run_jobs
+from ..jobs.models import default_model_config
 from ..jobs.slices import JobResult
 from ..store import Store
+from ..store.lineage import final_checkpoint
 from ..training import TrainConfig
 from ..training.plan import split_slices
 from .ensemble import EnsembleDenoiser

@@ -28,7 +28,8 @@ def attribution_model(
     store: Store, allowed: Sequence[str] | None = None, router: str = "classifier"
 ) -> tuple[torch.nn.Module, list[str], str]:
     """``(model, training sample ids, description)`` for gradient attribution."""
-    from ..composition import compose, final_checkpoint, trained_compartments
+    from ..composition import compose
+    from ..store.lineage import final_checkpoint, trained_compartments
 
     trained = trained_compartments(store)
     if trained:

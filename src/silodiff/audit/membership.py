@@ -26,11 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..composition import final_checkpoint, load_denoiser, trained_compartments
+from ..composition import load_denoiser
 from ..data import ChunkedSamples, SampleSet
 from ..errors import SilodiffError
 from ..jobs.compartments import PARAGON
 from ..store import Store
+from ..store.lineage import final_checkpoint, trained_compartments
 
 
 @dataclass

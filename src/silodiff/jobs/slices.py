@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ from ..training.early_stop import MAX_HELD_OUT, EarlyStopping, auto_every, split
 from ..training.hooks import build_hooks, hook_reports
 from ..training.plan import derive_seed
 from ..training.state import TrainState, model_tensors
+from .models import default_model_config
 
 
 @dataclass
@@ -55,6 +57,18 @@ class JobResult:
     seconds: float
     steps: int
     resumed_from: int
+
+
+def slice_jobs(store: Store, kind: str, plans: dict[str, list[list[str]]], config: TrainConfig, model: dict | None,
+               progress: bool, hooks: Sequence[dict] | None = None) -> list[SliceJob]:
+    """One job per planned model (name → its slices), all with one architecture (default: the store's default
+    denoiser), training config and hook specs."""
+    model = model or default_model_config(store)
+    extra = {"hooks": list(hooks)} if hooks else {}
+    return [
+        SliceJob(str(store.root), kind, name, slices, model, config.to_dict(), progress=progress, extra=dict(extra))
+        for name, slices in plans.items()
+    ]
 
 
 def stage_steps(job: SliceJob, config: TrainConfig) -> list[int]:

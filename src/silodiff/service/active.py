@@ -35,12 +35,12 @@ from typing import Any
 
 import torch
 
-from ..composition import ROUTER_NAME, AdapterSoup, ComposedDenoiser, compose, final_checkpoint, trained_compartments
+from ..composition import ROUTER_NAME, AdapterSoup, ComposedDenoiser, compose
 from ..composition.build import check_combine
 from ..composition.heads import check_known, heads_within, is_heads, load_heads, reference_hashes, router_members
 from ..errors import SilodiffError
-from ..jobs.base import BASE
 from ..store import Store
+from ..store.lineage import BASE, final_checkpoint, trained_compartments
 from .errors import Forbidden, NotFound, Unavailable
 from .keys import ALL_SOURCES, Caller
 
@@ -218,14 +218,6 @@ class ActiveSet:
             self._sources[digest] = frozenset(self.store.catalog.lineage_sources(digest))
         return self._sources[digest]
 
-    def _planned_sources(self, compartment: str) -> frozenset[str]:
-        rows = self.store.catalog.db.execute(
-            "SELECT DISTINCT s.source FROM slice_members m JOIN samples s ON s.sample_id = m.sample_id "
-            "WHERE m.compartment = ?",
-            (compartment,),
-        )
-        return frozenset(r[0] for r in rows)
-
     def compartments(self, caller: Caller) -> list[dict[str, Any]]:
         """Every compartment ``caller`` may use, with its sources, labels and active final checkpoint."""
         out = []
@@ -240,7 +232,7 @@ class ActiveSet:
                         final = final_checkpoint(self.store, "compartment", c["name"])["hash"]
                     except SilodiffError:
                         final = None
-                sources = self.lineage_sources(final) if final else self._planned_sources(c["name"])
+                sources = self.lineage_sources(final) if final else frozenset(self.store.catalog.planned_sources(c["name"]))
                 if not caller.may_use(sources):
                     continue
                 out.append(

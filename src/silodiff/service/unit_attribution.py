@@ -80,6 +80,6 @@ def _snapshot(state, caller, req) -> dict[str, str]:
 
 
 def _num_classes(state) -> int:
-    from ..jobs import num_classes
+    from ..store.lineage import num_classes
 
     return num_classes(state.store)

@@ -337,6 +337,12 @@ class Catalog:
             out[r[0]].append(r[1])
         return out
 
+    def planned_sources(self, compartment: str) -> set[str]:
+        """The sources of the samples a compartment's plan holds (before it is trained: its lineage is empty)."""
+        rows = self.db.execute("SELECT DISTINCT s.source FROM slice_members m JOIN samples s "
+                               "ON s.sample_id = m.sample_id WHERE m.compartment = ?", (compartment,))
+        return {r[0] for r in rows}
+
     def label_counts(self, compartment: str) -> dict[int, int]:
         rows = self.db.execute(
             "SELECT s.label, COUNT(*) FROM slice_members m JOIN samples s ON s.sample_id = m.sample_id "

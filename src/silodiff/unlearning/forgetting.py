@@ -31,13 +31,13 @@ from collections.abc import Sequence
 from typing import Any
 
 
-from ..composition import final_checkpoint, train_router
+from ..composition import train_router
 from ..errors import SilodiffError
-from ..jobs import BASE, SliceJob, run_jobs
-from ..jobs.base import active_base, base_ref
+from ..jobs import SliceJob, run_jobs
 from ..store import Store, ids_hash
 from ..store.artifacts import _fsync_write
 from ..store.catalog import now
+from ..store.lineage import BASE, active_base, base_ref, final_checkpoint
 from ..store.scratch import part_path
 from ..training import TrainConfig
 from .certificate import build_certificate

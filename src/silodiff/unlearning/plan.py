@@ -26,10 +26,10 @@ from typing import Any
 from ..composition import ROUTER_NAME
 from ..errors import SilodiffError
 from ..jobs import SliceJob, stage_steps
-from ..jobs.base import BASE, base_ref
 from ..jobs.compartments import PARAGON
 from ..store import Store, ids_hash
 from ..store.external import artifact_info
+from ..store.lineage import BASE, base_ref, built_on
 from ..training import TrainConfig, steps_for
 from ..training.plan import split_slices
 
@@ -124,7 +124,7 @@ def plan_forget(store: Store, sample_ids: Sequence[str] = (), sources: Sequence[
     db = store.catalog.db
     # 0. a base that saw F retrains, and every compartment built on it retrains on the new base
     plan["base"] = _base_plan(store, forget)
-    on_base = _built_on(store, plan["base"]["replaced"]) if plan["base"] else set()
+    on_base = built_on(store, plan["base"]["replaced"]) if plan["base"] else set()
     # 1. compartments and the first affected slice of each
     for comp in store.catalog.compartments():
         if comp["status"] != "dropped":
@@ -190,12 +190,6 @@ def _base_plan(store: Store, forget: set[str]) -> dict[str, Any] | None:
             "train": info["train"], "sources": info.get("sources", []), "removed": len(lineage & forget),
             **({"init_from": info["init_from"]} if info.get("init_from") else {}),
             "steps": sum(stage_steps(job, TrainConfig(**info["train"])))}
-
-
-def _built_on(store: Store, base_hashes: Sequence[str]) -> set[str]:
-    """Compartments whose active checkpoints start from one of ``base_hashes``."""
-    bases = set(base_hashes)
-    return {a["name"] for a in store.catalog.artifacts("compartment") if artifact_info(store, a["hash"]).get("base") in bases}
 
 
 def _estimate(store: Store, plan: dict[str, Any], kept: list[str]) -> dict[str, Any]:
