@@ -31,7 +31,7 @@ from ..data import ChunkedSamples, SampleSet
 from ..errors import SilodiffError
 from ..jobs.compartments import PARAGON
 from ..store import Store
-from ..store.lineage import final_checkpoint, trained_compartments
+from ..store.lineage import final_checkpoint, seen_by, trained_compartments
 
 
 @dataclass
@@ -55,7 +55,7 @@ def served_model(store: Store, which: str = "composed", **compose_options: Any) 
         hashes = {which: final_checkpoint(store, "compartment", which)["hash"]}
     else:
         hashes = {"artifact": store.catalog.artifact(which)["hash"]}
-    lineage = sorted({sid for h in hashes.values() for sid in store.catalog.lineage(h)})
+    lineage = seen_by(store, hashes.values())
     if not lineage:
         raise SilodiffError(f"model {which!r} has no recorded lineage: nothing to audit it against")
     return ServedModel(which, model, hashes, lineage)

@@ -40,7 +40,7 @@ from ..composition.build import check_combine
 from ..composition.heads import check_known, heads_within, is_heads, load_heads, reference_hashes, router_members
 from ..errors import SilodiffError
 from ..store import Store
-from ..store.lineage import BASE, final_checkpoint, trained_compartments
+from ..store.lineage import BASE, base_checkpoints, final_checkpoint, trained_compartments
 from .errors import Forbidden, NotFound, Unavailable
 from .keys import ALL_SOURCES, Caller
 
@@ -324,7 +324,7 @@ class ActiveSet:
 
     def _base(self, caller: Caller) -> str:
         """The active base's hash, when the key may use its sources (a member of the mixture, ``with_base``)."""
-        rows = self.store.active(BASE, BASE)
+        rows = base_checkpoints(self.store)
         if not rows:
             raise SilodiffError("this store has no base model: train one (`silodiff train base`) or drop with_base")
         if not caller.may_use(self.lineage_sources(rows[-1]["hash"])):

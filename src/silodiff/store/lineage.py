@@ -6,7 +6,8 @@ its own way:
 
 - ``final_checkpoint``, ``trained_compartments``: the active checkpoint after a
   compartment's (or the paragon's, an ensemble member's) last slice;
-- ``active_base``, ``base_ref``, ``base_of``, ``built_on``: the shared base model, and
+- ``seen_by``: the samples any of some artifacts was trained on;
+- ``base_checkpoints``, ``active_base``, ``base_ref``, ``base_of``, ``built_on``: the shared base model, and
   which checkpoints start from it;
 - ``own_ids``, ``own_sets``: a checkpoint's effective lineage less its base's (what
   only that compartment saw);
@@ -16,7 +17,7 @@ its own way:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SilodiffError
@@ -49,14 +50,23 @@ def final_checkpoint(store: Store, kind: str, name: str) -> dict[str, Any]:
     return final[-1]
 
 
+def seen_by(store: Store, digests: Iterable[str]) -> list[str]:
+    """Every sample id any of the artifacts ``digests`` was trained on (the union of their lineages), sorted."""
+    return sorted({sid for digest in digests for sid in store.catalog.lineage(digest)})
+
+
 # -- the base, and what is built on it ----------------------------------------------------------------------------
+def base_checkpoints(store: Store) -> list[dict[str, Any]]:
+    """The active base's checkpoints, in slice order ([] when the store has no base)."""
+    return sorted(store.catalog.artifacts(BASE, name=BASE), key=lambda a: a["slice"] or 0)
+
+
 def active_base(store: Store) -> dict[str, Any]:
     """The active base's final checkpoint: hash, model config, lineage sets and ids."""
-    rows = [a for a in store.catalog.artifacts(BASE) if a["name"] == BASE]
+    rows = base_checkpoints(store)
     if not rows:
         raise SilodiffError("no base model: train one first (`silodiff train base --sources public`)")
-    last = max(rows, key=lambda a: a["slice"] or 0)
-    return {"model": last["config"], **base_ref(store, last["hash"])}
+    return {"model": rows[-1]["config"], **base_ref(store, rows[-1]["hash"])}
 
 
 def base_ref(store: Store, digest: str) -> dict[str, Any]:

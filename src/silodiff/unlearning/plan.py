@@ -29,7 +29,7 @@ from ..jobs import SliceJob, stage_steps
 from ..jobs.compartments import PARAGON
 from ..store import Store, ids_hash
 from ..store.external import artifact_info
-from ..store.lineage import BASE, base_ref, built_on
+from ..store.lineage import BASE, base_checkpoints, base_ref, built_on
 from ..training import TrainConfig, steps_for
 from ..training.plan import split_slices
 
@@ -170,10 +170,10 @@ def plan_forget(store: Store, sample_ids: Sequence[str] = (), sources: Sequence[
 
 def _base_plan(store: Store, forget: set[str]) -> dict[str, Any] | None:
     """Retrain the active base without F (all of it: every compartment on it restarts anyway), or None."""
-    bases = store.catalog.artifacts(BASE, name=BASE)
+    bases = base_checkpoints(store)
     if not bases:
         return None
-    last = max(bases, key=lambda a: a["slice"] or 0)
+    last = bases[-1]
     lineage = set(store.catalog.lineage(last["hash"]))
     if not lineage & forget:
         return None
