@@ -220,7 +220,7 @@ def load_plan(store: Store) -> EncodedPlan:
     digest = rows[-1]["hash"]
     tensors, config = store.artifacts.get(digest)
     info = config["info"]
-    unit_ids = [_set_members(store, s) for s in info["unit_sets"]]
+    unit_ids = [store.catalog.sample_set(s) for s in info["unit_sets"]]
     return EncodedPlan(
         info["members"],
         info["unit"],
@@ -231,15 +231,6 @@ def load_plan(store: Store) -> EncodedPlan:
         info["seed"],
         digest,
     )
-
-
-def _set_members(store: Store, set_id: str) -> list[str]:
-    return [
-        r[0]
-        for r in store.catalog.db.execute(
-            "SELECT sample_id FROM sample_sets WHERE set_id = ? ORDER BY sample_id", (set_id,)
-        )
-    ]
 
 
 def train_encoded(
@@ -274,11 +265,7 @@ def train_encoded(
         for m, name in enumerate(plan.member_names)
     ]
     results = run_jobs(jobs, backend, **backend_options)
-    with store.catalog.transaction() as db:  # a member re-planned with fewer slices: retire its old later slices
-        db.executemany(
-            "UPDATE artifacts SET active = 0 WHERE kind = ? AND name = ? AND slice >= ?",
-            [(MEMBER_KIND, name, slices) for name in plan.member_names],
-        )
+    store.catalog.retire_slices(MEMBER_KIND, plan.member_names, slices)  # a member re-planned with fewer slices
     store.catalog.log_event(
         "train",
         {

@@ -126,12 +126,9 @@ def _save_checkpoint(store: Store, job: SliceJob, state: TrainState, r: int, set
         info["hooks"] = reports  # e.g. AGC skip counts per sample_id
         info["hook_specs"] = job.extra["hooks"]  # so a retrain (forgetting) can rebuild the same hooks
     digest = store.artifacts.put(tensors, {"model": job.model, "info": info})
-    with store.catalog.transaction() as db:
+    with store.catalog.transaction():
         if job.activate:
-            db.execute(
-                "UPDATE artifacts SET active = 0 WHERE kind = ? AND name = ? AND slice = ? AND hash != ?",
-                (job.kind, job.name, r, digest),
-            )
+            store.catalog.supersede(job.kind, job.name, r, digest)
         store.catalog.add_artifact(
             digest, job.kind, job.name, job.model, set_ids[: r + 1] + base_sets(job),
             compartment=job.name if job.kind == "compartment" else None, slice=r,
@@ -156,17 +153,13 @@ def _resume_point(store: Store, job: SliceJob) -> tuple[int, str | None]:
     base_ids = set(job.extra.get("base", {}).get("ids", []))
     for r in range(job.start, len(job.slices)):
         want = ids_hash({sid for s in job.slices[: r + 1] for sid in s} | base_ids)
-        rows = store.catalog.db.execute(
-            "SELECT hash, metrics FROM artifacts WHERE kind = ? AND name = ? AND slice = ? AND lineage_hash = ? AND active = ? "
-            "ORDER BY created_at DESC",
-            (job.kind, job.name, r, want, int(job.activate)),
-        ).fetchall()
+        rows = store.catalog.checkpoints(job.kind, job.name, r, want, active=job.activate)
         # a checkpoint trained another way (other hooks or λ, epochs, lr, architecture) is not this job's;
         # checkpoints from before recipes were recorded are matched on their hook kinds
-        row = next((x for x in rows if _same_recipe(json.loads(x[1]), job)), None)
-        if row is None or not store.artifacts.exists(row[0]):
+        row = next((x for x in rows if _same_recipe(x["metrics"], job)), None)
+        if row is None or not store.artifacts.exists(row["hash"]):
             break
-        start, init = r + 1, row[0]
+        start, init = r + 1, row["hash"]
     return start, init
 
 

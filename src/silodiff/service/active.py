@@ -1,7 +1,7 @@
 """What serves a request: one consistent snapshot of the active artifacts, within a key's rights.
 
 Per request (``ActiveSet.serve``):
-  1. inside ONE read transaction of the catalog (``read_snapshot``: a deferred
+  1. inside ONE read transaction of the catalog (``Catalog.read_snapshot``: a deferred
      SQLite transaction; in WAL mode it takes no lock, so neither writers nor
      other requests wait on it): list the trained compartments, their active
      final checkpoints, and the sources in each checkpoint's lineage; keep those
@@ -46,27 +46,6 @@ from .keys import ALL_SOURCES, Caller
 
 ROUTER_CHOICES = ("auto", "classifier", "trajectory", "uniform")
 ATTEMPTS = 3
-
-
-@contextmanager
-def read_snapshot(store: Store) -> Iterator[None]:
-    """One consistent read of the catalog: ``BEGIN DEFERRED`` … ``COMMIT`` on this thread's connection.
-
-    In WAL mode a read transaction sees the database as of its first read and
-    holds no lock that a writer or another reader waits for (unlike the
-    ``BEGIN IMMEDIATE`` of ``Catalog.transaction``).  Inside a transaction
-    already open on this thread, it reads in that one.
-    """
-    db = store.catalog.db
-    if db.in_transaction:
-        yield
-        return
-    db.execute("BEGIN DEFERRED")
-    try:
-        yield
-    finally:
-        if db.in_transaction:
-            db.execute("COMMIT")  # nothing was written: ends the read
 
 
 class _Moved(Exception):
@@ -221,7 +200,7 @@ class ActiveSet:
     def compartments(self, caller: Caller) -> list[dict[str, Any]]:
         """Every compartment ``caller`` may use, with its sources, labels and active final checkpoint."""
         out = []
-        with read_snapshot(self.store):  # one snapshot
+        with self.store.catalog.read_snapshot():  # one snapshot
             trained = set(trained_compartments(self.store))
             for c in self.store.catalog.compartments():
                 if c["status"] == "dropped":
@@ -387,7 +366,7 @@ class ActiveSet:
             router = "uniform"  # a soup has no router: nothing to resolve or load for it
         with self.lock.read():
             for _ in range(ATTEMPTS):
-                with read_snapshot(self.store):  # 1. rights and hashes, from one snapshot
+                with self.store.catalog.read_snapshot():  # 1. rights and hashes, from one snapshot
                     names, chosen, needed = self._resolve(caller, requested, router, cpsample is not None, with_base)
                     scope = self.scope(needed.values())
                     heads = "router" in needed and is_heads(self.store, needed["router"])
@@ -410,7 +389,7 @@ class ActiveSet:
                     return loaded(heads_key(digest, members) if heads else digest)
 
                 try:
-                    with read_snapshot(self.store):  # 3. compose exactly what was loaded
+                    with self.store.catalog.read_snapshot():  # 3. compose exactly what was loaded
                         def build() -> torch.nn.Module:
                             return compose(self.store, names, router=chosen, gate=gate, load=loaded,
                                            load_router=loaded_router, with_base=with_base, combine=combine)
@@ -449,7 +428,7 @@ class ActiveSet:
 
     def artifacts(self, caller: Caller, requested: Sequence[str] | None = None, router: str = "auto") -> dict[str, str]:
         """The hashes a request would be served by now (no model is loaded)."""
-        with read_snapshot(self.store):
+        with self.store.catalog.read_snapshot():
             return self._resolve(caller, requested, router, False)[2]
 
     @contextmanager

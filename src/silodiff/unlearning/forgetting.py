@@ -140,14 +140,11 @@ def _execute(store: Store, journal: Journal, req: dict[str, Any], progress: bool
 def _staged(store: Store, name: str, slices: list[list[str]], r: int, kind: str = "compartment",
             base_ids: Sequence[str] = ()) -> str:
     """The inactive checkpoint of ``name`` after slice r of the new plan (its lineage: those slices ∪ its base's)."""
-    row = store.catalog.db.execute(
-        "SELECT hash FROM artifacts WHERE kind = ? AND name = ? AND slice = ? AND lineage_hash = ? "
-        "AND active = 0 ORDER BY created_at DESC LIMIT 1",
-        (kind, name, r, ids_hash({sid for s in slices[: r + 1] for sid in s} | set(base_ids))),
-    ).fetchone()
-    if row is None or not store.artifacts.exists(row[0]):
+    rows = store.catalog.checkpoints(kind, name, r, ids_hash({sid for s in slices[: r + 1] for sid in s} | set(base_ids)),
+                                     active=False)
+    if not rows or not store.artifacts.exists(rows[0]["hash"]):
         raise SilodiffError(f"{kind} {name!r}: the retrained checkpoint of slice {r} is missing")
-    return row[0]
+    return rows[0]["hash"]
 
 
 def _on(train: dict[str, Any], device: str | None) -> dict[str, Any]:
@@ -226,18 +223,15 @@ def _switch(store: Store, journal: Journal, rid: str, plan: dict[str, Any], stat
     new += state["base"]["hashes"] if state.get("base") else []
     old = sorted({a["hash"] for a in plan["artifacts"] if a["active"]}
                  | {h for c in plan["compartments"] if c["action"] == "retrain" for h in c["replaced"]})
-    with catalog.transaction() as db:
+    with catalog.transaction():
         catalog.set_active(old, False)
         catalog.set_active(new, True)
         for c in plan["compartments"]:
             if c["action"] == "drop":
-                db.execute("DELETE FROM slice_members WHERE compartment = ?", (c["name"],))
-                db.execute("UPDATE compartments SET status = 'dropped' WHERE name = ?", (c["name"],))
+                catalog.drop_compartment(c["name"])
             else:
                 catalog.plan_compartment(c["name"], c["slices"])
-        db.executemany("UPDATE samples SET forgotten_at = ? WHERE sample_id = ? AND forgotten_at IS NULL",
-                       [(ts, s) for s in plan["forget_ids"]])
-        db.executemany("UPDATE sources SET forgotten_at = ? WHERE name = ?", [(ts, s) for s in plan["sources_forgotten"]])
+        catalog.forget_samples(plan["forget_ids"], plan["sources_forgotten"], ts)
         catalog.log_event("forget", {"request": rid, "n_samples": len(plan["forget_ids"]), "ids_hash": plan["ids_hash"],
                                      "deactivated": old, "activated": new,
                                      "dropped": [c["name"] for c in plan["compartments"] if c["action"] == "drop"]})

@@ -47,7 +47,6 @@ def resolve_request(store: Store, sample_ids: Sequence[str] = (), sources: Seque
     sample_ids, sources = _as_list(sample_ids), _as_list(sources)
     if not sample_ids and not sources:
         raise SilodiffError("nothing to forget: give sample ids and/or sources")
-    db = store.catalog.db
     status: dict[str, str | None] = {}
     for sid in sample_ids:
         row = store.catalog.sample(sid)
@@ -55,10 +54,10 @@ def resolve_request(store: Store, sample_ids: Sequence[str] = (), sources: Seque
             raise SilodiffError(f"unknown sample id {sid!r}")
         status[sid] = row["forgotten_at"]
     for src in sources:
-        if db.execute("SELECT 1 FROM sources WHERE name = ?", (src,)).fetchone() is None:
+        rows = store.catalog.source_samples(src)
+        if rows is None:
             raise SilodiffError(f"unknown source {src!r}")
-        for r in db.execute("SELECT sample_id, forgotten_at FROM samples WHERE source = ?", (src,)):
-            status[r[0]] = r[1]
+        status.update(rows)
     live = sorted(s for s, gone in status.items() if gone is None)
     return live, sorted(s for s, gone in status.items() if gone is not None)
 
@@ -121,7 +120,6 @@ def plan_forget(store: Store, sample_ids: Sequence[str] = (), sources: Sequence[
     }
     if not live:
         return plan
-    db = store.catalog.db
     # 0. a base that saw F retrains, and every compartment built on it retrains on the new base
     plan["base"] = _base_plan(store, forget)
     on_base = built_on(store, plan["base"]["replaced"]) if plan["base"] else set()
@@ -156,11 +154,9 @@ def plan_forget(store: Store, sample_ids: Sequence[str] = (), sources: Sequence[
                           "compartments": kept, "with_base": BASE in info.get("compartments", []),
                           "heads": info.get("router") == "heads"}
     # 3. sources left with no live sample, and the image shape (for emptied data shards)
-    touched = sorted({r[0] for r in db.execute(
-        f"SELECT DISTINCT source FROM samples WHERE sample_id IN ({','.join('?' * len(live))})", live)})
+    touched = store.catalog.sources_of(live)
     for src in touched:
-        left = db.execute("SELECT sample_id FROM samples WHERE source = ? AND forgotten_at IS NULL", (src,)).fetchall()
-        if not {r[0] for r in left} - forget:
+        if not {r["sample_id"] for r in store.catalog.sample_rows(src)} - forget:
             plan["sources_forgotten"].append(src)
     plan["sources_touched"] = touched
     plan["image_shape"] = list(store.dataset([live[0]]).image_shape)
