@@ -58,12 +58,8 @@ def train_base(
     model, external = init_model(store, init_from, provenance, model)  # checked (and registered) first
     if public:
         store.catalog.declare_public(sources)
-    (job,) = slice_jobs(store, BASE, {BASE: split_slices(sorted(ids), slices, seed)}, config, model, progress)
-    job.extra["sources"] = sources
-    if external:
-        job.extra["init_from"] = external
-    if data_parallel > 1:
-        job.extra["data_parallel"] = data_parallel
+    (job,) = slice_jobs(store, BASE, {BASE: split_slices(sorted(ids), slices, seed)}, config, model, progress,
+                        sources=sources, init_from=external, data_parallel=data_parallel)
     (result,) = run_jobs([job], "serial")
     store.catalog.log_event("train", {"kind": BASE, "sources": sources, "public": public,
                                       "seconds": round(result.seconds, 2)})

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import SilodiffError
 from ..store import Store
-from ..store.lineage import active_base
+from ..store.lineage import BaseRef, active_base
 from ..training import TrainConfig
 from ..training.plan import group_compartments, split_slices
 from .backends import run_jobs
@@ -92,11 +92,8 @@ def train_compartments(
     if init_from is not None and from_base:
         raise SilodiffError("--init-from and --from-base: a compartment starts from one model (import it as the base)")
     model, external = init_model(store, init_from, provenance, model)
-    jobs = slice_jobs(store, "compartment", {n: store.catalog.slices(n) for n in names}, config, model, progress, hooks)
-    for job in jobs if external else ():
-        job.extra["init_from"] = external
-    for job in jobs if base else ():
-        job.extra["base"] = {"hash": base["hash"], "sets": base["sets"], "ids": base["ids"]}
+    jobs = slice_jobs(store, "compartment", {n: store.catalog.slices(n) for n in names}, config, model, progress, hooks,
+                      init_from=external, base=BaseRef.from_dict(base) if base else None)
     try:
         results = run_jobs(jobs, backend, **backend_options)
     except JobsFailed as exc:  # the others finished: record them, then report the failures
@@ -137,11 +134,8 @@ def train_paragon(
         raise SilodiffError(f"data_parallel starts its own processes: use the serial backend, not {backend!r}")
     ids = [r["sample_id"] for r in store.catalog.sample_rows()]
     model, external = init_model(store, init_from, provenance, model)
-    jobs = slice_jobs(store, "paragon", {PARAGON: split_slices(ids, slices, seed)}, config, model, progress, hooks)
-    if external:
-        jobs[0].extra["init_from"] = external
-    if data_parallel > 1:
-        jobs[0].extra["data_parallel"] = data_parallel
+    jobs = slice_jobs(store, "paragon", {PARAGON: split_slices(ids, slices, seed)}, config, model, progress, hooks,
+                      init_from=external, data_parallel=data_parallel)
     (result,) = run_jobs(jobs, backend, **backend_options)
     store.catalog.log_event("train", {"kind": "paragon", "seconds": round(result.seconds, 2), "backend": backend})
     return result

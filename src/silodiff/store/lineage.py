@@ -18,6 +18,7 @@ its own way:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SilodiffError
@@ -27,6 +28,24 @@ if TYPE_CHECKING:
     from .store import Store
 
 BASE = "base"  # the kind and the name of the shared base model's artifacts
+
+
+@dataclass(frozen=True)
+class BaseRef:
+    """The base checkpoint a model starts from: its hash, its lineage sets (part of the model's effective lineage)
+    and its sample ids (resume matching, replay)."""
+
+    hash: str
+    sets: tuple[str, ...] = ()
+    ids: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BaseRef:
+        """From its JSON form (a journaled forget plan; ``active_base``'s extra keys are ignored)."""
+        return cls(d["hash"], tuple(d["sets"]), tuple(d["ids"]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"hash": self.hash, "sets": list(self.sets), "ids": list(self.ids)}
 
 
 # -- what is active -----------------------------------------------------------------------------------------------
@@ -66,13 +85,12 @@ def active_base(store: Store) -> dict[str, Any]:
     rows = base_checkpoints(store)
     if not rows:
         raise SilodiffError("no base model: train one first (`silodiff train base --sources public`)")
-    return {"model": rows[-1]["config"], **base_ref(store, rows[-1]["hash"])}
+    return {"model": rows[-1]["config"], **base_ref(store, rows[-1]["hash"]).to_dict()}
 
 
-def base_ref(store: Store, digest: str) -> dict[str, Any]:
-    """What a job built on base checkpoint ``digest`` carries: its hash, lineage sets (part of the job's effective
-    lineage) and sample ids (resume matching, replay)."""
-    return {"hash": digest, "sets": sorted(store.catalog.lineage_sets(digest)), "ids": store.catalog.lineage(digest)}
+def base_ref(store: Store, digest: str) -> BaseRef:
+    """What a job built on base checkpoint ``digest`` carries (``SliceJob.base``)."""
+    return BaseRef(digest, tuple(sorted(store.catalog.lineage_sets(digest))), tuple(store.catalog.lineage(digest)))
 
 
 def base_of(store: Store, digest: str) -> str | None:

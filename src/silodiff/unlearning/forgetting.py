@@ -37,7 +37,7 @@ from ..jobs import SliceJob, run_jobs
 from ..store import Store, ids_hash
 from ..store.artifacts import _fsync_write
 from ..store.catalog import now
-from ..store.lineage import BASE, active_base, base_ref, final_checkpoint
+from ..store.lineage import BASE, BaseRef, active_base, base_ref, final_checkpoint
 from ..store.scratch import part_path
 from ..training import TrainConfig
 from .certificate import build_certificate
@@ -159,22 +159,23 @@ def _retrain_base(store: Store, plan: dict[str, Any], progress: bool, device: st
         return None
     _log(progress, f"base: retrain without {base['removed']} sample(s); every compartment on it follows")
     job = SliceJob(str(store.root), BASE, BASE, base["slices"], base["model"], _on(base["train"], device),
-                   activate=False, progress=progress,
-                   extra={**({"sources": base["sources"]} if base["sources"] else {}),
-                          **({"init_from": base["init_from"]} if base.get("init_from") else {})})
+                   activate=False, progress=progress, sources=base["sources"] or None, init_from=base.get("init_from"))
     run_jobs([job], "serial")
     hashes = [_staged(store, BASE, base["slices"], r, kind=BASE) for r in range(len(base["slices"]))]
-    return {"hashes": hashes, **base_ref(store, hashes[-1])}
+    return {"hashes": hashes, **base_ref(store, hashes[-1]).to_dict()}
 
 
 def _rebased(c: dict[str, Any], base: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A compartment's model config and job extras, pointed at the new base when it is rebuilt on one."""
-    model, extra = dict(c["model"]), dict(c.get("extra", {}))
+    """A compartment's model config and ``SliceJob`` options (its plan's ``extra``: hooks, init_from, base), pointed
+    at the new base when it is rebuilt on one."""
+    model, extra = dict(c["model"]), c.get("extra", {})
+    options = {"hooks": list(extra.get("hooks", [])), "init_from": extra.get("init_from"),
+               "base": BaseRef.from_dict(extra["base"]) if extra.get("base") else None}
     if c.get("rebase") and base is not None:
         if "base_hash" in model:  # an adapter names its base
             model["base_hash"] = base["hash"]
-        extra["base"] = {k: base[k] for k in ("hash", "sets", "ids")}
-    return model, extra
+        options["base"] = BaseRef.from_dict(base)
+    return model, options
 
 
 def _retrain_compartments(store: Store, plan: dict[str, Any], progress: bool, backend: str,
@@ -183,9 +184,9 @@ def _retrain_compartments(store: Store, plan: dict[str, Any], progress: bool, ba
     todo = [c for c in plan["compartments"] if c["action"] == "retrain"]
     jobs = []
     for c in todo:
-        model, extra = _rebased(c, base)
+        model, options = _rebased(c, base)
         jobs.append(SliceJob(str(store.root), "compartment", c["name"], c["slices"], model, _on(c["train"], device),
-                             start=c["first_slice"], init=c["init"], activate=False, progress=progress, extra=extra))
+                             start=c["first_slice"], init=c["init"], activate=False, progress=progress, **options))
     for c in todo:
         _log(progress, f"{c['name']}: retrain slices {c['first_slice'] + 1}..{len(c['slices'])} of {len(c['slices'])}"
                        f" without {c['removed']} sample(s) (≈{c['cost_fraction']:.0%} of the compartment)")
@@ -195,7 +196,7 @@ def _retrain_compartments(store: Store, plan: dict[str, Any], progress: bool, ba
             crash_point("mid-retrain")
     elif jobs:
         run_jobs(jobs, backend)
-    return {job.name: [_staged(store, job.name, job.slices, r, base_ids=job.extra.get("base", {}).get("ids", ()))
+    return {job.name: [_staged(store, job.name, job.slices, r, base_ids=job.base.ids if job.base else ())
                        for r in c["retrained_slices"]] for c, job in zip(todo, jobs)}
 
 

@@ -91,7 +91,7 @@ def _compartment_plan(store: Store, comp: dict[str, Any], forget: set[str], reba
     if info.get("init_from"):
         extra["init_from"] = info["init_from"]  # a retrain from slice 0 starts from the same pretrained UNet
     if info.get("base") and not rebase:  # the same base: its weights to start from, its lineage to keep
-        extra["base"] = base_ref(store, info["base"])
+        extra["base"] = base_ref(store, info["base"]).to_dict()
     if train is None:
         raise SilodiffError(f"compartment {comp['name']!r}: checkpoint {latest['hash'][:12]} records no training config")
     init = active.get(entry["first_slice"] - 1)
