@@ -5,6 +5,8 @@ Lineage is kept compact as immutable, content-addressed *sample sets* (one per
 trained slice); an artifact's lineage is the union of the sets it links to.
 "Which active artifacts saw sample X" is then a single indexed join.
 Every change runs inside one transaction (``with catalog.transaction():``).
+All of silodiff's SQL is here and in the table classes beside it (``api_keys``,
+``forget_requests``), which keep their tables in the same SQLite file.
 """
 
 from __future__ import annotations
