@@ -47,7 +47,7 @@ def _rchar() -> int | None:
 def _store(root: Path, n: int, epochs: int):
     import silodiff as sd
     from silodiff.data import SampleSet
-    from silodiff.jobs.compartments import model_config
+    from silodiff.jobs.models import model_config
 
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (n, 1, 28, 28), dtype=np.uint8)

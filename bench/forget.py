@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import scratch_dir, write_results  # noqa: E402
 
 import silodiff as sd  # noqa: E402
-from silodiff.composition import final_checkpoint, trained_compartments  # noqa: E402
+from silodiff.store.lineage import final_checkpoint, trained_compartments  # noqa: E402
 from silodiff.sampling import balanced_labels  # noqa: E402
 from silodiff.training import noise_scheduler  # noqa: E402
 from silodiff.unlearning import forget, verify_certificate  # noqa: E402

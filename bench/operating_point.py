@@ -221,11 +221,11 @@ from silodiff.audit.frechet import features, frechet_distance  # noqa: E402
 from silodiff.audit.memorization import MemorizationAuditor  # noqa: E402
 from silodiff.audit.mia import LossAttack  # noqa: E402
 from silodiff.composition import (  # noqa: E402
-    ROUTER_NAME, compose, final_checkpoint, trained_compartments, train_router)
+    ROUTER_NAME, compose, train_router)
 from silodiff.data import SampleSet, load_fashion_mnist  # noqa: E402
-from silodiff.jobs.compartments import model_config  # noqa: E402
+from silodiff.jobs.models import model_config  # noqa: E402
 from silodiff.jobs import plan_compartments, train_base, train_compartments, train_paragon  # noqa: E402
-from silodiff.jobs.base import active_base  # noqa: E402
+from silodiff.store.lineage import active_base, final_checkpoint, trained_compartments  # noqa: E402
 from silodiff.sampling import balanced_labels, generate  # noqa: E402
 from silodiff.training import TrainConfig, steps_for  # noqa: E402
 from silodiff.unlearning import forget  # noqa: E402

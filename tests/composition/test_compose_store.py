@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from silodiff.composition import ComposedDenoiser, compose, final_checkpoint, load_denoiser, trained_compartments
+from silodiff.composition import ComposedDenoiser, compose, load_denoiser
 from silodiff.errors import SilodiffError
 from silodiff.sampling import generate
 from silodiff.store import ArtifactStore
+from silodiff.store.lineage import final_checkpoint, trained_compartments
 
 
 @pytest.fixture

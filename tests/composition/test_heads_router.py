@@ -9,10 +9,11 @@ import torch
 from routing_helpers import router_weights
 
 import silodiff as sd
-from silodiff.composition import ROUTER_NAME, compose, final_checkpoint, train_router
+from silodiff.composition import ROUTER_NAME, compose, train_router
 from silodiff.data import SampleSet, load_digits
 from silodiff.errors import SilodiffError
-from silodiff.jobs import BASE, plan_compartments, train_base, train_compartments
+from silodiff.jobs import plan_compartments, train_base, train_compartments
+from silodiff.store.lineage import BASE, final_checkpoint
 from silodiff.training import TrainConfig
 from silodiff.unlearning import forget, plan_forget, verify_certificate
 

@@ -9,8 +9,8 @@ import torch
 from silodiff.composition import AdapterSoup, compose
 from silodiff.data import load_digits
 from silodiff.errors import SilodiffError
-from silodiff.jobs import BASE, plan_compartments, train_base, train_compartments
-from silodiff.jobs.base import active_base
+from silodiff.jobs import plan_compartments, train_base, train_compartments
+from silodiff.store.lineage import BASE, active_base
 from silodiff.sampling import generate
 from silodiff.store import Store
 from silodiff.training import TrainConfig

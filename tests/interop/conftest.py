@@ -10,7 +10,7 @@ import torch
 def unet_store(tmp_path_factory):
     import silodiff as sd
     from silodiff.jobs import train_base
-    from silodiff.jobs.compartments import model_config
+    from silodiff.jobs.models import model_config
 
     store = sd.Store(tmp_path_factory.mktemp("interop") / "st")
     store.ingest(sd.load_digits(sources="random:3", limit=60), "digits")

@@ -31,7 +31,7 @@ def _artifact_count(store) -> int:
 
 
 def test_init_from_trains_and_lineage_shows_the_external_artifact(tmp_store, tmp_path):
-    from silodiff.jobs.compartments import store_image_shape
+    from silodiff.store.lineage import store_image_shape
     from silodiff.nn.diffusers_io import denoiser_from_unet
 
     unet = _pretrained(tmp_path / "pretrained")

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from silodiff.errors import SilodiffError
-from silodiff.jobs import BASE, plan_compartments, train_base, train_compartments
-from silodiff.jobs.base import active_base
+from silodiff.jobs import plan_compartments, train_base, train_compartments
 from silodiff.jobs.slices import SliceJob, _initial_model
+from silodiff.store.lineage import BASE, BaseRef, active_base
 from silodiff.training import TrainConfig
 
 CONFIG = TrainConfig(epochs=2, batch_size=16)
@@ -60,7 +60,7 @@ def test_lora_compartment_lineage_is_its_own_ids_and_the_bases(based):
 def test_a_full_fine_tune_starts_from_the_base_weights(based):
     base = active_base(based)
     job = SliceJob(str(based.root), "compartment", "source-1", based.catalog.slices("source-1"), base["model"],
-                   CONFIG.to_dict(), extra={"base": {"hash": base["hash"], "sets": base["sets"], "ids": base["ids"]}})
+                   CONFIG.to_dict(), base=BaseRef.from_dict(base))
     start = _initial_model(based, job)
     reference = based.load(base["hash"])
     for k, v in reference.state_dict().items():

@@ -20,7 +20,7 @@ import pytest
 from silodiff.data import load_digits
 from silodiff.jobs import plan_compartments
 from silodiff.jobs.backends import job_lock_path, run_jobs
-from silodiff.jobs.compartments import _jobs
+from silodiff.jobs.slices import slice_jobs
 from silodiff.store import Store
 from silodiff.store.locks import file_lock
 from silodiff.training import TrainConfig
@@ -102,7 +102,7 @@ def test_pool_workers_die_with_a_killed_parent(tmp_path):
 
 def test_a_second_runner_of_a_job_waits_for_the_first(tmp_path, tiny_model_config):
     store = _planned(tmp_path / "store")
-    (job,) = _jobs(store, "compartment", {"source-0": store.catalog.slices("source-0")}, TrainConfig(epochs=1, batch_size=8),
+    (job,) = slice_jobs(store, "compartment", {"source-0": store.catalog.slices("source-0")}, TrainConfig(epochs=1, batch_size=8),
                    tiny_model_config, False)
     path = job_lock_path(job)
     path.parent.mkdir(exist_ok=True)

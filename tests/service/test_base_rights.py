@@ -54,7 +54,7 @@ def test_a_compartment_on_a_base_needs_rights_on_the_bases_sources_unless_public
 
 def test_the_base_as_a_member_of_a_generation(tmp_path, app_factory):
     from silodiff.composition import train_router
-    from silodiff.jobs.base import active_base
+    from silodiff.store.lineage import active_base
     from silodiff.service.keys import create_key
     from silodiff.training import TrainConfig
 

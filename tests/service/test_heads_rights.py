@@ -75,7 +75,7 @@ def test_a_router_without_the_members_head_or_with_a_licensed_reference_is_not_s
     from fastapi.testclient import TestClient
 
     from silodiff.composition import train_router
-    from silodiff.composition.build import final_checkpoint
+    from silodiff.store.lineage import final_checkpoint
     from silodiff.data import load_digits
     from silodiff.jobs import plan_compartments, train_compartments
     from silodiff.service.keys import create_key

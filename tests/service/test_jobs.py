@@ -10,8 +10,8 @@ import httpx
 import pytest
 import torch
 
-from silodiff.composition import final_checkpoint
 from silodiff.service.server import background_server
+from silodiff.store.lineage import final_checkpoint
 
 
 def stage_and_switch(store, names: list[str], pause: float) -> dict[str, str]:

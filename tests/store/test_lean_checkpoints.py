@@ -18,7 +18,7 @@ from silodiff.training.state import model_tensors
 
 @pytest.fixture(scope="module")
 def unet_run(tmp_path_factory):
-    from silodiff.jobs.compartments import model_config
+    from silodiff.jobs.models import model_config
 
     store = sd.Store(tmp_path_factory.mktemp("lean") / "st")
     store.ingest(sd.load_digits(sources="single", limit=32), "digits")

@@ -62,7 +62,8 @@ def test_killed_write_leaves_no_weights_and_certificate_covers_tmp(fstore):
 def test_forgetting_the_highest_label_keeps_the_class_count(tmp_path):
     from silodiff.composition import compose
     from silodiff.data import load_digits
-    from silodiff.jobs import num_classes, plan_compartments, train_compartments
+    from silodiff.jobs import plan_compartments, train_compartments
+    from silodiff.store.lineage import num_classes
     from silodiff.nn import MLPDenoiser
     from silodiff.sampling import generate
     from silodiff.training import TrainConfig

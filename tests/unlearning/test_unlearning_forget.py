@@ -6,7 +6,8 @@ import importlib
 
 from unlearning_helpers import active_lineages, pick
 
-from silodiff.composition import compose, final_checkpoint
+from silodiff.composition import compose
+from silodiff.store.lineage import final_checkpoint
 from silodiff.sampling import generate
 from silodiff.unlearning import forget, verify_certificate
 

@@ -29,14 +29,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..composition import compose, final_checkpoint, trained_compartments
+from ..composition import compose
 from ..data import to_unit_range
 from ..devices import resolve_device, seeded
 from ..errors import SilodiffError
 from ..generation import WeightRecorder
-from ..jobs import num_classes
 from ..sampling import NoiseTrajectory, make_scheduler, sample
 from ..store import Store
+from ..store.lineage import final_checkpoint, num_classes, trained_compartments
 from .likelihood import loss_grid, nll_bound, timestep_grid
 
 

@@ -26,11 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..composition.build import final_checkpoint
 from ..errors import SilodiffError
-from ..jobs import SliceJob, default_model_config, run_jobs
+from ..jobs import SliceJob, run_jobs
+from ..jobs.models import default_model_config
 from ..jobs.slices import JobResult
 from ..store import Store
+from ..store.lineage import final_checkpoint
 from ..training import TrainConfig
 from ..training.plan import split_slices
 from .ensemble import EnsembleDenoiser
@@ -219,7 +220,7 @@ def load_plan(store: Store) -> EncodedPlan:
     digest = rows[-1]["hash"]
     tensors, config = store.artifacts.get(digest)
     info = config["info"]
-    unit_ids = [_set_members(store, s) for s in info["unit_sets"]]
+    unit_ids = [store.catalog.sample_set(s) for s in info["unit_sets"]]
     return EncodedPlan(
         info["members"],
         info["unit"],
@@ -230,15 +231,6 @@ def load_plan(store: Store) -> EncodedPlan:
         info["seed"],
         digest,
     )
-
-
-def _set_members(store: Store, set_id: str) -> list[str]:
-    return [
-        r[0]
-        for r in store.catalog.db.execute(
-            "SELECT sample_id FROM sample_sets WHERE set_id = ? ORDER BY sample_id", (set_id,)
-        )
-    ]
 
 
 def train_encoded(
@@ -273,11 +265,7 @@ def train_encoded(
         for m, name in enumerate(plan.member_names)
     ]
     results = run_jobs(jobs, backend, **backend_options)
-    with store.catalog.transaction() as db:  # a member re-planned with fewer slices: retire its old later slices
-        db.executemany(
-            "UPDATE artifacts SET active = 0 WHERE kind = ? AND name = ? AND slice >= ?",
-            [(MEMBER_KIND, name, slices) for name in plan.member_names],
-        )
+    store.catalog.retire_slices(MEMBER_KIND, plan.member_names, slices)  # a member re-planned with fewer slices
     store.catalog.log_event(
         "train",
         {

@@ -21,6 +21,7 @@ import torch
 from ..errors import SilodiffError
 from ..sampling import NoiseTrajectory, make_scheduler, sample
 from ..store import Store
+from ..store.lineage import final_checkpoint, seen_by, trained_compartments
 from .gradient import GradientAttribution
 
 
@@ -28,7 +29,7 @@ def attribution_model(
     store: Store, allowed: Sequence[str] | None = None, router: str = "classifier"
 ) -> tuple[torch.nn.Module, list[str], str]:
     """``(model, training sample ids, description)`` for gradient attribution."""
-    from ..composition import compose, final_checkpoint, trained_compartments
+    from ..composition import compose
 
     trained = trained_compartments(store)
     if trained:
@@ -55,7 +56,7 @@ def attribution_model(
                 f"nothing to attribute with in {store.root}: train compartments or an encoded ensemble first"
             ) from None
         hashes, what = [r["hash"] for r in member_checkpoints(store, plan)], f"encoded ensemble of {plan.members}"
-    ids = sorted({sid for h in hashes for sid in store.catalog.lineage(h)})
+    ids = seen_by(store, hashes)
     live = {r["sample_id"] for r in store.catalog.sample_rows()}
     ids = [s for s in ids if s in live]  # forgotten samples have no unit to credit
     if not ids:

@@ -26,8 +26,8 @@ import torch
 
 from ..errors import SilodiffError
 from ..generation import parse_labels
-from ..jobs import num_classes
 from ..store import Store
+from ..store.lineage import num_classes
 
 METHODS = ("ensemble", "dtrak", "trak")
 

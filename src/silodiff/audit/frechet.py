@@ -23,9 +23,9 @@ from scipy import linalg
 from ..data import ChunkedSamples, to_unit_range
 from ..devices import device_of
 from ..errors import SilodiffError
-from ..jobs.compartments import num_classes
 from ..nn import FeatureCNN
 from ..store import Store
+from ..store.lineage import num_classes
 from ..training import TrainConfig, new_state, train
 
 FEATURE_NET = "fld-cnn"

@@ -26,11 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..composition import final_checkpoint, load_denoiser, trained_compartments
+from ..composition import load_denoiser
 from ..data import ChunkedSamples, SampleSet
 from ..errors import SilodiffError
 from ..jobs.compartments import PARAGON
 from ..store import Store
+from ..store.lineage import final_checkpoint, seen_by, trained_compartments
 
 
 @dataclass
@@ -54,7 +55,7 @@ def served_model(store: Store, which: str = "composed", **compose_options: Any) 
         hashes = {which: final_checkpoint(store, "compartment", which)["hash"]}
     else:
         hashes = {"artifact": store.catalog.artifact(which)["hash"]}
-    lineage = sorted({sid for h in hashes.values() for sid in store.catalog.lineage(h)})
+    lineage = seen_by(store, hashes.values())
     if not lineage:
         raise SilodiffError(f"model {which!r} has no recorded lineage: nothing to audit it against")
     return ServedModel(which, model, hashes, lineage)

@@ -26,12 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..composition import ROUTER_NAME, trained_compartments
+from ..composition import ROUTER_NAME
 from ..data import ChunkedSamples, SampleSet, load_dataset, to_unit_range
 from ..devices import resolve_device
 from ..errors import SilodiffError
 from ..sampling import balanced_labels, generate
 from ..store import Store
+from ..store.lineage import trained_compartments
 from .frechet import feature_net as store_feature_net
 from .membership import membership_split, served_model, training_set
 from .memorization import MemorizationAuditor

@@ -72,8 +72,8 @@ def train_protection_cmd(
     device: DeviceOpt = "auto",
 ) -> None:
     """CPSample: train a classifier of random per-sample bits on noised training images (until it overfits)."""
-    from ..composition.build import trained_compartments
     from ..defences import train_protection_classifier
+    from ..store.lineage import trained_compartments
     from ..training import TrainConfig
 
     st = _open(store)

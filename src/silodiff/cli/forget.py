@@ -132,7 +132,7 @@ def add_source_cmd(
     data = load_dataset(dataset, sources=assign, limit=limit, path=path)
     config = None
     if epochs is not None or device is not None:
-        from ..composition import final_checkpoint, trained_compartments
+        from ..store.lineage import final_checkpoint, trained_compartments
         from ..training import TrainConfig
 
         names = trained_compartments(st)

@@ -148,7 +148,7 @@ def train_compartments_cmd(
 ) -> None:
     """Train one model per compartment, each on its own samples only (from scratch, or from the base)."""
     from ..jobs import plan_compartments, train_compartments
-    from ..jobs.compartments import model_config
+    from ..jobs.models import model_config
     from ..training import TrainConfig
 
     ray = {k: v for k, v in {"address": ray_address, "num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": max_retries,
@@ -172,11 +172,12 @@ def train_compartments_cmd(
     st = _open(store)
     model = model_config(st, unet_config) if unet_config else None  # checked before anything is planned
     if from_base:  # refuse bad adapter options (and a missing base) before anything is planned or trained
-        from ..jobs.base import active_base, from_base_model
+        from ..jobs.models import from_base_model
+        from ..store.lineage import active_base
 
         from_base_model(active_base(st), adapter, **(lora or {}))
     if init_from is not None:  # refuse a bad folder before anything is planned
-        from ..jobs.compartments import num_classes, store_image_shape
+        from ..store.lineage import num_classes, store_image_shape
         from ..nn.diffusers_io import check_fits, read_unet
 
         check_fits(read_unet(init_from)[0], store_image_shape(st), num_classes(st))
@@ -214,7 +215,7 @@ def train_paragon_cmd(
 ) -> None:
     """Train the monolithic paragon on all data (the baseline)."""
     from ..jobs import train_paragon
-    from ..jobs.compartments import model_config
+    from ..jobs.models import model_config
     from ..training import TrainConfig
 
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,

@@ -15,11 +15,12 @@ import torch
 
 from ..devices import device_of, resolve_device
 from ..errors import SilodiffError
-from ..jobs.base import BASE, active_base, base_of, own_ids
-from ..jobs.compartments import PARAGON, num_classes
+from ..jobs.compartments import PARAGON
 from ..nn import NoisyClassifier
 from ..nn.lora import share_bases
 from ..store import Store
+from ..store.lineage import (BASE, active_base, final_checkpoint, member_label_counts, num_classes, own_ids, own_sets,
+                             trained_compartments)
 from ..training import TrainConfig, new_state, train
 from .composed import ComposedDenoiser
 from .heads import check_known, is_heads, load_heads, train_heads
@@ -28,37 +29,6 @@ from .soup import AdapterSoup
 
 ROUTER_NAME = "shard-classifier"
 COMBINES = ("mixture", "soup")
-
-
-def trained_compartments(store: Store) -> list[str]:
-    return [c["name"] for c in store.catalog.compartments("trained")]
-
-
-def final_checkpoint(store: Store, kind: str, name: str) -> dict[str, Any]:
-    """The active checkpoint after the last slice of a compartment (or the paragon)."""
-    rows = store.catalog.artifacts(kind, name=name)
-    if not rows:
-        what = "the paragon" if kind == "paragon" else f"compartment {name!r}"
-        raise SilodiffError(f"{what} has no trained model in {store.root}")
-    n_slices = max(r["slice"] or 0 for r in rows) + 1
-    if kind == "compartment":
-        n_slices = next(c["n_slices"] for c in store.catalog.compartments() if c["name"] == name)
-    final = [r for r in rows if r["slice"] == n_slices - 1]
-    if not final:
-        raise SilodiffError(f"{name!r} is not fully trained (no checkpoint after its last slice)")
-    return final[-1]
-
-
-def _label_counts(store: Store, ids: Sequence[str]) -> dict[int, int]:
-    labels = store.dataset(list(ids)).labels
-    return {int(y): int(n) for y, n in zip(*labels.unique(return_counts=True))}
-
-
-def _own_sets(store: Store, digest: str) -> set[str]:
-    """The sample sets a checkpoint links, less its base's: the router trains on these ids only."""
-    base = base_of(store, digest)
-    inherited = set(store.catalog.lineage_sets(base)) if base else set()
-    return set(store.catalog.lineage_sets(digest)) - inherited
 
 
 def train_router(
@@ -84,7 +54,7 @@ def train_router(
     if len(names) < 2:
         raise SilodiffError("a router needs at least two trained compartments")
     finals = [store.catalog.artifact(members[n]) for n in names]
-    set_ids = sorted({s for f in finals for s in _own_sets(store, f["hash"])})
+    set_ids = sorted({s for f in finals for s in own_sets(store, f["hash"])})
     # a compartment on a base is told apart by its own data, not the base's
     data_of = {n: own_ids(store, f["hash"]) for n, f in zip(names, finals)}
     n_classes = num_classes(store)
@@ -170,12 +140,10 @@ def compose(
     if unknown:
         raise SilodiffError(f"not a trained compartment: {', '.join(unknown)}")
     finals = {n: final_checkpoint(store, "compartment", n) for n in names}
-    label_counts = {n: store.catalog.label_counts(n) for n in names}
     if with_base:
-        base = active_base(store)
-        finals[BASE] = store.catalog.artifact(base["hash"])
-        label_counts[BASE] = _label_counts(store, base["ids"])
+        finals[BASE] = store.catalog.artifact(active_base(store)["hash"])
         names.append(BASE)
+    label_counts = {n: member_label_counts(store, n) for n in names}
     members = {n: load(finals[n]["hash"]) for n in names}
     hashes = {n: f["hash"] for n, f in finals.items()}
     if combine == "soup":

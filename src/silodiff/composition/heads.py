@@ -31,9 +31,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import SilodiffError
-from ..jobs.base import BASE, active_base, own_ids
 from ..nn import NoisyClassifier, RouterHeads
 from ..store import Store
+from ..store.lineage import BASE, active_base, final_checkpoint, own_ids
 from ..training import TrainConfig, new_state, train
 
 
@@ -170,8 +170,6 @@ def heads_within(store: Store, digest: str, members: dict[str, str], ref_hashes:
 def reference_hashes(store: Store, digest: str) -> dict[str, str] | None:
     """The active artifact of each reference member of heads router ``digest`` (None if one has none, or if
     ``digest`` is not a heads router)."""
-    from .build import final_checkpoint  # build imports this module
-
     heads = _config(store, digest).get("info", {}).get("heads")
     if not heads:
         return None

@@ -38,13 +38,13 @@ from typing import Any
 import torch
 
 from ..composition import ComposedDenoiser
-from ..composition.build import final_checkpoint, trained_compartments
 from ..devices import device_of, seeded
 from ..errors import SilodiffError
 from ..jobs.compartments import PARAGON
 from ..nn import NoisyClassifier
 from ..nn.denoisers import Denoiser
 from ..store import Store
+from ..store.lineage import final_checkpoint, trained_compartments
 from ..training import TrainConfig, classifier_loss, new_state, noise_scheduler, train
 
 KIND = "protection-classifier"

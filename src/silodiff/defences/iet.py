@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from ..config import build
 from ..data import SampleSet
 from ..errors import SilodiffError
-from ..jobs.compartments import default_model_config
+from ..jobs.models import default_model_config
 from ..store import Store
 from ..training import TrainConfig, new_state, steps_for, train
 from ..training.plan import derive_seed

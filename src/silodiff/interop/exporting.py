@@ -34,15 +34,14 @@ from typing import Any
 
 import torch
 
-from ..composition.build import ROUTER_NAME, final_checkpoint, trained_compartments
 from ..errors import SilodiffError
-from ..jobs.base import BASE, active_base
 from ..jobs.compartments import PARAGON
 from ..nn.diffusers_io import conditional_unet, unconditional_unet
 from ..nn.lora import LoraDenoiser
 from ..sampling import make_scheduler
 from ..store import Store
 from ..store.artifacts import CONFIG, WEIGHTS, canonical_json, tensors_of
+from ..store.lineage import active_base, final_checkpoint, member_label_counts, trained_compartments
 
 FORMATS = ("diffusers", "peft")
 MANIFEST, COMPOSITION = "silodiff_export.json", "composition.json"
@@ -214,12 +213,10 @@ def _export_composition(store: Store, out: Path, allowed: list[str] | None, fmt:
 
 
 def _label_counts(store: Store, names: list[str]) -> list[list[int]]:
-    from ..composition.build import _label_counts as counts_of
-
     n = store.num_classes or 0
     rows = []
     for name in names:
-        counts = counts_of(store, active_base(store)["ids"]) if name == BASE else store.catalog.label_counts(name)
+        counts = member_label_counts(store, name)
         rows.append([int(counts.get(y, 0)) for y in range(n)])
     return rows
 

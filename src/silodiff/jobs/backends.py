@@ -35,19 +35,6 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 BACKENDS = ("serial", "process", "ray")
 
 
-class JobsFailed(SilodiffError):
-    """Some jobs failed for good while the others finished.
-
-    ``failures``: {"compartment 'c'": cause}; ``results``: job order, None where a job failed.
-    """
-
-    def __init__(self, failures: dict[str, str], results: list[JobResult | None]) -> None:
-        self.failures, self.results = failures, results
-        causes = "; ".join(f"{name} {cause}" for name, cause in failures.items())
-        done = sum(r is not None for r in results)
-        super().__init__(f"{len(failures)} of {len(results)} job(s) failed, {done} finished: {causes}")
-
-
 def job_lock_path(job: SliceJob) -> Path:
     """The lock file a job holds while it trains (one per kind and name, per store)."""
     return Path(job.store) / "locks" / re.sub(r"[^A-Za-z0-9._-]", "_", f"{job.kind}-{job.name}.lock")

@@ -15,17 +15,15 @@ rights, audits and certificates all see the base's data without a special case.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from ..errors import SilodiffError
 from ..store import Store
+from ..store.lineage import BASE
 from ..training import TrainConfig
 from ..training.plan import split_slices
 from .backends import run_jobs
-from .slices import JobResult
-
-BASE = "base"
-ADAPTERS = ("none", "lora")
+from .pretrained import init_model
+from .slices import JobResult, slice_jobs
 
 
 def train_base(
@@ -43,8 +41,6 @@ def train_base(
     ``data_parallel = N``: like the paragon, the one job that cannot be split by compartment trains in N processes,
     one per GPU (gloo processes on a CPU-only machine), gradients summed across them.
     """
-    from .compartments import _jobs
-
     config = (config or TrainConfig()).check()
     if config.replay:
         raise SilodiffError("replay is for a compartment fine-tuned from a base, not the base itself")
@@ -59,67 +55,12 @@ def train_base(
     ids = [r["sample_id"] for s in sources for r in store.catalog.sample_rows(s)]
     if not ids:
         raise SilodiffError(f"source(s) {', '.join(sources)} hold no live samples")
-    from .pretrained import init_model
-
     model, external = init_model(store, init_from, provenance, model)  # checked (and registered) first
     if public:
         store.catalog.declare_public(sources)
-    (job,) = _jobs(store, BASE, {BASE: split_slices(sorted(ids), slices, seed)}, config, model, progress)
-    job.extra["sources"] = sources
-    if external:
-        job.extra["init_from"] = external
-    if data_parallel > 1:
-        job.extra["data_parallel"] = data_parallel
+    (job,) = slice_jobs(store, BASE, {BASE: split_slices(sorted(ids), slices, seed)}, config, model, progress,
+                        sources=sources, init_from=external, data_parallel=data_parallel)
     (result,) = run_jobs([job], "serial")
     store.catalog.log_event("train", {"kind": BASE, "sources": sources, "public": public,
                                       "seconds": round(result.seconds, 2)})
     return result
-
-
-def active_base(store: Store) -> dict[str, Any]:
-    """The active base's final checkpoint: hash, model config, lineage sets and ids."""
-    rows = [a for a in store.catalog.artifacts(BASE) if a["name"] == BASE]
-    if not rows:
-        raise SilodiffError("no base model: train one first (`silodiff train base --sources public`)")
-    last = max(rows, key=lambda a: a["slice"] or 0)
-    return {"model": last["config"], **base_ref(store, last["hash"])}
-
-
-def base_ref(store: Store, digest: str) -> dict[str, Any]:
-    """What a job built on base checkpoint ``digest`` carries (``job.extra["base"]``): its hash, lineage sets
-    (part of the job's effective lineage) and sample ids (resume matching, replay)."""
-    return {"hash": digest, "sets": sorted(store.catalog.lineage_sets(digest)), "ids": store.catalog.lineage(digest)}
-
-
-def base_of(store: Store, digest: str) -> str | None:
-    """The base artifact a checkpoint was built on (``info["base"]`` in its config.json), or None."""
-    import json
-
-    try:
-        info = json.loads((store.artifacts.path(digest) / "config.json").read_bytes()).get("info", {})
-    except (OSError, ValueError):
-        return None
-    return info.get("base")
-
-
-def own_ids(store: Store, digest: str) -> list[str]:
-    """A checkpoint's own sample ids: its effective lineage less its base's (what only this compartment saw)."""
-    lineage = store.catalog.lineage(digest)
-    base = base_of(store, digest)
-    if base is None:
-        return lineage
-    inherited = set(store.catalog.lineage(base))
-    return [s for s in lineage if s not in inherited]
-
-
-def from_base_model(base: dict[str, Any], adapter: str = "none", *, rank: int = 4, alpha: float | None = None,
-                    targets: Sequence[str] | None = None) -> dict[str, Any]:
-    """The model config of a compartment that starts from ``base`` (checked before anything is registered)."""
-    if adapter not in ADAPTERS:
-        raise SilodiffError(f"unknown adapter {adapter!r}; choose one of {', '.join(ADAPTERS)}")
-    if adapter == "none":
-        return dict(base["model"])
-    from ..nn.lora import LoraDenoiser
-
-    return LoraDenoiser(base=base["model"], base_hash=base["hash"], rank=rank, alpha=alpha,
-                        targets=None if targets is None else list(targets)).config

@@ -15,42 +15,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import SilodiffError
-from ..nn import default_denoiser
 from ..store import Store
+from ..store.lineage import BaseRef, active_base
 from ..training import TrainConfig
 from ..training.plan import group_compartments, split_slices
-from .backends import JobsFailed, run_jobs
-from .slices import JobResult, SliceJob
+from .backends import run_jobs
+from .failures import JobsFailed
+from .models import from_base_model
+from .pretrained import init_model
+from .slices import JobResult, slice_jobs
 
 PARAGON = "paragon"
 FINE_TUNE_VAL_FRACTION = 0.1  # held out of each compartment to early-stop a full fine-tune from a base
-
-
-def num_classes(store: Store) -> int:
-    """The store's fixed class count (recorded at its first ingest; forgetting never changes it), 0 when empty."""
-    return store.num_classes or 0
-
-
-def store_image_shape(store: Store) -> tuple[int, int, int]:
-    rows = store.catalog.sample_rows()
-    if not rows:
-        raise SilodiffError("the store holds no samples: ingest data first")
-    return store.dataset([rows[0]["sample_id"]]).image_shape
-
-
-def default_model_config(store: Store) -> dict[str, Any]:
-    """The default denoiser for the store's image size and number of classes."""
-    return default_denoiser(store_image_shape(store), num_classes(store)).config
-
-
-def model_config(store: Store, unet: str | dict | None = None) -> dict[str, Any]:
-    """The denoiser config for the store's data: the default one, or a UNet from a preset name, a JSON
-    file or a dict of ``UNet2DModel`` settings (checked: see ``silodiff.nn.presets``)."""
-    if unet is None:
-        return default_model_config(store)
-    from ..nn.presets import unet_model_config
-
-    return unet_model_config(unet, store_image_shape(store), num_classes(store))
 
 
 def plan_compartments(store: Store, *, by: str = "source", slices: int = 1, seed: int = 0) -> list[dict[str, Any]]:
@@ -62,16 +38,6 @@ def plan_compartments(store: Store, *, by: str = "source", slices: int = 1, seed
         for name, ids in sorted(groups.items()):
             store.catalog.plan_compartment(name, split_slices(ids, slices, seed))
     return store.catalog.compartments()
-
-
-def _jobs(store: Store, kind: str, plans: dict[str, list[list[str]]], config: TrainConfig, model: dict | None, progress: bool,
-          hooks: Sequence[dict] | None = None) -> list[SliceJob]:
-    model = model or default_model_config(store)
-    extra = {"hooks": list(hooks)} if hooks else {}
-    return [
-        SliceJob(str(store.root), kind, name, slices, model, config.to_dict(), progress=progress, extra=dict(extra))
-        for name, slices in plans.items()
-    ]
 
 
 def train_compartments(
@@ -94,7 +60,7 @@ def train_compartments(
 
     ``hooks``: training-hook specs as plain data (``silodiff.training.hooks.hook_spec``),
     e.g. anti-gradient control; every job rebuilds its own.
-    ``from_base``: start each compartment from the active base model (``silodiff.jobs.base``), as a full
+    ``from_base``: start each compartment from the active base model (``silodiff.store.lineage.active_base``), as a full
     fine-tune (``adapter="none"``; early-stopped on a held-out ``FINE_TUNE_VAL_FRACTION`` of each compartment's
     samples unless ``config.val_fraction`` says otherwise, 0 turning it off) or LoRA adapters (``adapter="lora"``,
     ``lora=dict(rank=, alpha=, targets=)``).  ``config.replay`` (with ``from_base`` only): that share of every
@@ -105,8 +71,6 @@ def train_compartments(
     config = (config or TrainConfig()).check()
     base = None
     if from_base:
-        from .base import active_base, from_base_model
-
         base = active_base(store)
         model = from_base_model(base, adapter, **(lora or {}))
         if adapter == "none" and config.val_fraction is None:  # a full fine-tune overfits an owner's few samples
@@ -120,21 +84,16 @@ def train_compartments(
         raise SilodiffError("no compartments planned: run `silodiff train compartments` with a plan, or plan_compartments()")
     if names is None and from_base:  # a compartment of public data only is the base itself: not trained again
         public = set(store.catalog.public_sources())
-        planned = {n for n in planned if _sources_of(store, n) - public}
+        planned = {n for n in planned if store.catalog.planned_sources(n) - public}
     names = sorted(planned) if names is None else list(names)
     unknown = sorted(set(names) - planned)
     if unknown:
         raise SilodiffError(f"unknown compartment(s): {', '.join(unknown)}")
     if init_from is not None and from_base:
         raise SilodiffError("--init-from and --from-base: a compartment starts from one model (import it as the base)")
-    from .pretrained import init_model
-
     model, external = init_model(store, init_from, provenance, model)
-    jobs = _jobs(store, "compartment", {n: store.catalog.slices(n) for n in names}, config, model, progress, hooks)
-    for job in jobs if external else ():
-        job.extra["init_from"] = external
-    for job in jobs if base else ():
-        job.extra["base"] = {"hash": base["hash"], "sets": base["sets"], "ids": base["ids"]}
+    jobs = slice_jobs(store, "compartment", {n: store.catalog.slices(n) for n in names}, config, model, progress, hooks,
+                      init_from=external, base=BaseRef.from_dict(base) if base else None)
     try:
         results = run_jobs(jobs, backend, **backend_options)
     except JobsFailed as exc:  # the others finished: record them, then report the failures
@@ -142,12 +101,6 @@ def train_compartments(
         raise
     _record_trained(store, results, backend)
     return results
-
-
-def _sources_of(store: Store, name: str) -> set[str]:
-    rows = store.catalog.db.execute("SELECT DISTINCT s.source FROM slice_members m JOIN samples s "
-                                    "ON s.sample_id = m.sample_id WHERE m.compartment = ?", (name,))
-    return {r[0] for r in rows}
 
 
 def _record_trained(store: Store, results: list[JobResult], backend: str, failed: dict[str, str] | None = None) -> None:
@@ -180,14 +133,9 @@ def train_paragon(
     if data_parallel > 1 and backend != "serial":
         raise SilodiffError(f"data_parallel starts its own processes: use the serial backend, not {backend!r}")
     ids = [r["sample_id"] for r in store.catalog.sample_rows()]
-    from .pretrained import init_model
-
     model, external = init_model(store, init_from, provenance, model)
-    jobs = _jobs(store, "paragon", {PARAGON: split_slices(ids, slices, seed)}, config, model, progress, hooks)
-    if external:
-        jobs[0].extra["init_from"] = external
-    if data_parallel > 1:
-        jobs[0].extra["data_parallel"] = data_parallel
+    jobs = slice_jobs(store, "paragon", {PARAGON: split_slices(ids, slices, seed)}, config, model, progress, hooks,
+                      init_from=external, data_parallel=data_parallel)
     (result,) = run_jobs(jobs, backend, **backend_options)
     store.catalog.log_event("train", {"kind": "paragon", "seconds": round(result.seconds, 2), "backend": backend})
     return result

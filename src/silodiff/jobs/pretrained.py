@@ -18,12 +18,12 @@ from typing import Any
 from ..errors import SilodiffError
 from ..store import Store
 from ..store.external import EXTERNAL
+from ..store.lineage import num_classes, store_image_shape
 
 
 def import_unet(store: Store, path: str | Path, provenance: str | None = None) -> dict[str, Any]:
     """Register the diffusers UNet at ``path`` as an external artifact; returns {hash, model, ...}."""
     from ..nn.diffusers_io import denoiser_from_unet, read_unet, weights_sha256
-    from .compartments import num_classes, store_image_shape
 
     if provenance is not None and not provenance.strip():
         raise SilodiffError("--provenance is empty: say where the pretrained weights come from")

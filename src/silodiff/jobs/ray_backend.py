@@ -37,7 +37,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..errors import SilodiffError
-from .backends import JobsFailed
+from .failures import JobsFailed
 from .slices import JobResult, SliceJob, run_job
 
 INSTALL_HINT = "pip install 'silodiff[ray]'"

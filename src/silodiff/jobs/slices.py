@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,12 +25,14 @@ import torch
 
 from ..config import build
 from ..store import Store, ids_hash
+from ..store.lineage import BaseRef
 from ..training import TrainConfig, new_state, steps_for, train
 from ..data import SampleSet
 from ..training.early_stop import MAX_HELD_OUT, EarlyStopping, auto_every, split_validation
 from ..training.hooks import build_hooks, hook_reports
 from ..training.plan import derive_seed
 from ..training.state import TrainState, model_tensors
+from .models import default_model_config
 
 
 @dataclass
@@ -45,7 +48,11 @@ class SliceJob:
     activate: bool = True  # register as active (False: staged, for an atomic switch later)
     threads: int = 1
     progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    hooks: list[dict[str, Any]] = field(default_factory=list)  # training-hook specs (``training.hooks.hook_spec``)
+    base: BaseRef | None = None  # the base checkpoint it starts from: its lineage is part of this model's
+    init_from: str | None = None  # the external artifact (a pretrained UNet) it starts from
+    sources: list[str] | None = None  # a base: the public sources it trains on (kept in its config.json)
+    data_parallel: int = 1  # N > 1: trains in N processes (``training.parallel``)
 
 
 @dataclass
@@ -57,6 +64,18 @@ class JobResult:
     resumed_from: int
 
 
+def slice_jobs(store: Store, kind: str, plans: dict[str, list[list[str]]], config: TrainConfig, model: dict | None,
+               progress: bool, hooks: Sequence[dict] | None = None, **options: Any) -> list[SliceJob]:
+    """One job per planned model (name → its slices), all with one architecture (default: the store's default
+    denoiser), training config, hook specs and ``options`` (the other ``SliceJob`` fields: base, init_from, …)."""
+    model = model or default_model_config(store)
+    return [
+        SliceJob(str(store.root), kind, name, slices, model, config.to_dict(), progress=progress,
+                 hooks=list(hooks or []), **options)
+        for name, slices in plans.items()
+    ]
+
+
 def stage_steps(job: SliceJob, config: TrainConfig) -> list[int]:
     """Optimizer steps of each stage: epochs / R over the cumulative slices."""
     n_slices = len(job.slices)
@@ -65,17 +84,17 @@ def stage_steps(job: SliceJob, config: TrainConfig) -> list[int]:
 
 
 def _hook_kinds(job: SliceJob) -> list[str]:
-    return sorted(h["config"]["kind"] for h in job.extra.get("hooks", []))
+    return sorted(h["config"]["kind"] for h in job.hooks)
 
 
 def recipe(job: SliceJob) -> str:
     """Fingerprint of how a job trains (architecture, TrainConfig, hook specs): only a checkpoint with the same
     recipe is resumed, so AGC with another λ, or other epochs, trains anew instead of reusing it."""
-    spec = {"model": job.model, "train": TrainConfig(**job.train).recipe_dict(), "hooks": job.extra.get("hooks", [])}
-    if job.extra.get("base"):
-        spec["base"] = job.extra["base"]["hash"]
-    if job.extra.get("init_from"):
-        spec["init_from"] = job.extra["init_from"]
+    spec = {"model": job.model, "train": TrainConfig(**job.train).recipe_dict(), "hooks": job.hooks}
+    if job.base:
+        spec["base"] = job.base.hash
+    if job.init_from:
+        spec["init_from"] = job.init_from
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -99,25 +118,22 @@ def _save_checkpoint(store: Store, job: SliceJob, state: TrainState, r: int, set
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.ema.model.state_dict().items()}
     tensors.update(state.to_tensors())
     info = {"kind": job.kind, "name": job.name, "slice": r, "n_slices": len(job.slices), "train": job.train}
-    if job.extra.get("base"):
-        info["base"] = job.extra["base"]["hash"]  # forgetting a base sample rebuilds this compartment on the new base
-    if job.extra.get("sources"):
-        info["sources"] = job.extra["sources"]
+    if job.base:
+        info["base"] = job.base.hash  # forgetting a base sample rebuilds this compartment on the new base
+    if job.sources:
+        info["sources"] = job.sources
     if stopper is not None:
         info["early_stop"] = stopper.report()  # the stop step, the best step and the held-out loss curve
-    if job.extra.get("init_from"):
-        info["init_from"] = job.extra["init_from"]  # the external artifact (pretrained UNet) it started from
+    if job.init_from:
+        info["init_from"] = job.init_from  # the external artifact (pretrained UNet) it started from
     reports, summaries = hook_reports(hooks or [])
     if reports:
         info["hooks"] = reports  # e.g. AGC skip counts per sample_id
-        info["hook_specs"] = job.extra["hooks"]  # so a retrain (forgetting) can rebuild the same hooks
+        info["hook_specs"] = job.hooks  # so a retrain (forgetting) can rebuild the same hooks
     digest = store.artifacts.put(tensors, {"model": job.model, "info": info})
-    with store.catalog.transaction() as db:
+    with store.catalog.transaction():
         if job.activate:
-            db.execute(
-                "UPDATE artifacts SET active = 0 WHERE kind = ? AND name = ? AND slice = ? AND hash != ?",
-                (job.kind, job.name, r, digest),
-            )
+            store.catalog.supersede(job.kind, job.name, r, digest)
         store.catalog.add_artifact(
             digest, job.kind, job.name, job.model, set_ids[: r + 1] + base_sets(job),
             compartment=job.name if job.kind == "compartment" else None, slice=r,
@@ -125,7 +141,7 @@ def _save_checkpoint(store: Store, job: SliceJob, state: TrainState, r: int, set
                      "recipe": recipe(job),
                      **({"best_step": stopper.best_step, "stopped_early": stopper.stop_step is not None}
                         if stopper is not None else {}),
-                     **({"hooks": _hook_kinds(job), **summaries} if job.extra.get("hooks") else {})},
+                     **({"hooks": _hook_kinds(job), **summaries} if job.hooks else {})},
             active=job.activate,
         )
     return digest
@@ -133,26 +149,22 @@ def _save_checkpoint(store: Store, job: SliceJob, state: TrainState, r: int, set
 
 def base_sets(job: SliceJob) -> list[str]:
     """The sample sets of the base a job starts from: part of its effective lineage (own ids ∪ the base's)."""
-    return list(job.extra.get("base", {}).get("sets", []))
+    return list(job.base.sets) if job.base else []
 
 
 def _resume_point(store: Store, job: SliceJob) -> tuple[int, str | None]:
     """The first slice still to train and the checkpoint to start from (hash-named by lineage)."""
     start, init = job.start, job.init
-    base_ids = set(job.extra.get("base", {}).get("ids", []))
+    base_ids = set(job.base.ids) if job.base else set()
     for r in range(job.start, len(job.slices)):
         want = ids_hash({sid for s in job.slices[: r + 1] for sid in s} | base_ids)
-        rows = store.catalog.db.execute(
-            "SELECT hash, metrics FROM artifacts WHERE kind = ? AND name = ? AND slice = ? AND lineage_hash = ? AND active = ? "
-            "ORDER BY created_at DESC",
-            (job.kind, job.name, r, want, int(job.activate)),
-        ).fetchall()
+        rows = store.catalog.checkpoints(job.kind, job.name, r, want, active=job.activate)
         # a checkpoint trained another way (other hooks or λ, epochs, lr, architecture) is not this job's;
         # checkpoints from before recipes were recorded are matched on their hook kinds
-        row = next((x for x in rows if _same_recipe(json.loads(x[1]), job)), None)
-        if row is None or not store.artifacts.exists(row[0]):
+        row = next((x for x in rows if _same_recipe(x["metrics"], job)), None)
+        if row is None or not store.artifacts.exists(row["hash"]):
             break
-        start, init = r + 1, row[0]
+        start, init = r + 1, row["hash"]
     return start, init
 
 
@@ -166,11 +178,10 @@ def _initial_model(store: Store, job: SliceJob) -> torch.nn.Module:
     """The model before its first slice: fresh, the base's weights (a full fine-tune starts from them; an
     adapter freezes them and trains only its low-rank layers) or an imported pretrained UNet's (``init_from``)."""
     model = build(job.model)
-    if job.extra.get("init_from"):
-        model.load_state_dict(model_tensors(store.artifacts.get(job.extra["init_from"], train=False)[0]))
-    base = job.extra.get("base")
-    if base:
-        tensors = model_tensors(store.artifacts.get(base["hash"], train=False)[0])
+    if job.init_from:
+        model.load_state_dict(model_tensors(store.artifacts.get(job.init_from, train=False)[0]))
+    if job.base:
+        tensors = model_tensors(store.artifacts.get(job.base.hash, train=False)[0])
         if getattr(model, "base_hash", None):
             model.load_base(tensors)
         else:
@@ -181,13 +192,13 @@ def _initial_model(store: Store, job: SliceJob) -> torch.nn.Module:
 def run_job(job: SliceJob) -> JobResult:
     """Train one job to completion (resuming if checkpoints exist); returns what it wrote.
 
-    ``job.extra["data_parallel"] = N`` trains it in N processes (one per GPU on CUDA, gloo on
+    ``job.data_parallel = N`` trains it in N processes (one per GPU on CUDA, gloo on
     the CPU; see ``silodiff.training.parallel``); rank 0 writes the checkpoints.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(job.threads)
     try:
-        if int(job.extra.get("data_parallel", 1)) > 1:
+        if job.data_parallel > 1:
             return _run_parallel(job)
         return _run(job)
     finally:
@@ -201,7 +212,7 @@ def _run_parallel(job: SliceJob) -> JobResult:
     from ..devices import resolve_device
     from ..training.parallel import launch
 
-    size = int(job.extra["data_parallel"])
+    size = job.data_parallel
     device_type = resolve_device(job.train.get("device", "auto")).type
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
@@ -229,7 +240,7 @@ def _run(job: SliceJob, rank: int = 0) -> JobResult:
     store = Store(job.store, create=False)
     config = TrainConfig(**{**job.train, "seed": derive_seed(job.train.get("seed", 0), job.name)}).check()
     set_ids = [store.catalog.add_sample_set(s) for s in job.slices] if lead else []
-    hooks = build_hooks(job.extra.get("hooks", []))  # plain-data specs, e.g. AGC (silodiff.defences.agc)
+    hooks = build_hooks(job.hooks)  # plain-data specs, e.g. AGC (silodiff.defences.agc)
     start, init = _resume_point(store, job)
     torch.manual_seed(config.seed)
     state = new_state(_initial_model(store, job), config)
@@ -237,7 +248,7 @@ def _run(job: SliceJob, rank: int = 0) -> JobResult:
         tensors, _ = store.artifacts.get(init)
         state.load_tensors(tensors)
     data = store.training_set(sorted({sid for s in job.slices for sid in s}))  # streamed when large
-    base_ids = job.extra.get("base", {}).get("ids", [])
+    base_ids = job.base.ids if job.base else ()
     replay = store.training_set(sorted(base_ids)) if config.replay and base_ids else None  # the base's samples
     budget = stage_steps(job, config)
     written, t0, steps0 = [], time.perf_counter(), state.step

@@ -1,7 +1,7 @@
 """What serves a request: one consistent snapshot of the active artifacts, within a key's rights.
 
 Per request (``ActiveSet.serve``):
-  1. inside ONE read transaction of the catalog (``read_snapshot``: a deferred
+  1. inside ONE read transaction of the catalog (``Catalog.read_snapshot``: a deferred
      SQLite transaction; in WAL mode it takes no lock, so neither writers nor
      other requests wait on it): list the trained compartments, their active
      final checkpoints, and the sources in each checkpoint's lineage; keep those
@@ -35,38 +35,17 @@ from typing import Any
 
 import torch
 
-from ..composition import ROUTER_NAME, AdapterSoup, ComposedDenoiser, compose, final_checkpoint, trained_compartments
+from ..composition import ROUTER_NAME, AdapterSoup, ComposedDenoiser, compose
 from ..composition.build import check_combine
 from ..composition.heads import check_known, heads_within, is_heads, load_heads, reference_hashes, router_members
 from ..errors import SilodiffError
-from ..jobs.base import BASE
 from ..store import Store
+from ..store.lineage import BASE, base_checkpoints, final_checkpoint, trained_compartments
 from .errors import Forbidden, NotFound, Unavailable
 from .keys import ALL_SOURCES, Caller
 
 ROUTER_CHOICES = ("auto", "classifier", "trajectory", "uniform")
 ATTEMPTS = 3
-
-
-@contextmanager
-def read_snapshot(store: Store) -> Iterator[None]:
-    """One consistent read of the catalog: ``BEGIN DEFERRED`` … ``COMMIT`` on this thread's connection.
-
-    In WAL mode a read transaction sees the database as of its first read and
-    holds no lock that a writer or another reader waits for (unlike the
-    ``BEGIN IMMEDIATE`` of ``Catalog.transaction``).  Inside a transaction
-    already open on this thread, it reads in that one.
-    """
-    db = store.catalog.db
-    if db.in_transaction:
-        yield
-        return
-    db.execute("BEGIN DEFERRED")
-    try:
-        yield
-    finally:
-        if db.in_transaction:
-            db.execute("COMMIT")  # nothing was written: ends the read
 
 
 class _Moved(Exception):
@@ -218,18 +197,10 @@ class ActiveSet:
             self._sources[digest] = frozenset(self.store.catalog.lineage_sources(digest))
         return self._sources[digest]
 
-    def _planned_sources(self, compartment: str) -> frozenset[str]:
-        rows = self.store.catalog.db.execute(
-            "SELECT DISTINCT s.source FROM slice_members m JOIN samples s ON s.sample_id = m.sample_id "
-            "WHERE m.compartment = ?",
-            (compartment,),
-        )
-        return frozenset(r[0] for r in rows)
-
     def compartments(self, caller: Caller) -> list[dict[str, Any]]:
         """Every compartment ``caller`` may use, with its sources, labels and active final checkpoint."""
         out = []
-        with read_snapshot(self.store):  # one snapshot
+        with self.store.catalog.read_snapshot():  # one snapshot
             trained = set(trained_compartments(self.store))
             for c in self.store.catalog.compartments():
                 if c["status"] == "dropped":
@@ -240,7 +211,7 @@ class ActiveSet:
                         final = final_checkpoint(self.store, "compartment", c["name"])["hash"]
                     except SilodiffError:
                         final = None
-                sources = self.lineage_sources(final) if final else self._planned_sources(c["name"])
+                sources = self.lineage_sources(final) if final else frozenset(self.store.catalog.planned_sources(c["name"]))
                 if not caller.may_use(sources):
                     continue
                 out.append(
@@ -332,7 +303,7 @@ class ActiveSet:
 
     def _base(self, caller: Caller) -> str:
         """The active base's hash, when the key may use its sources (a member of the mixture, ``with_base``)."""
-        rows = self.store.active(BASE, BASE)
+        rows = base_checkpoints(self.store)
         if not rows:
             raise SilodiffError("this store has no base model: train one (`silodiff train base`) or drop with_base")
         if not caller.may_use(self.lineage_sources(rows[-1]["hash"])):
@@ -395,7 +366,7 @@ class ActiveSet:
             router = "uniform"  # a soup has no router: nothing to resolve or load for it
         with self.lock.read():
             for _ in range(ATTEMPTS):
-                with read_snapshot(self.store):  # 1. rights and hashes, from one snapshot
+                with self.store.catalog.read_snapshot():  # 1. rights and hashes, from one snapshot
                     names, chosen, needed = self._resolve(caller, requested, router, cpsample is not None, with_base)
                     scope = self.scope(needed.values())
                     heads = "router" in needed and is_heads(self.store, needed["router"])
@@ -418,7 +389,7 @@ class ActiveSet:
                     return loaded(heads_key(digest, members) if heads else digest)
 
                 try:
-                    with read_snapshot(self.store):  # 3. compose exactly what was loaded
+                    with self.store.catalog.read_snapshot():  # 3. compose exactly what was loaded
                         def build() -> torch.nn.Module:
                             return compose(self.store, names, router=chosen, gate=gate, load=loaded,
                                            load_router=loaded_router, with_base=with_base, combine=combine)
@@ -457,7 +428,7 @@ class ActiveSet:
 
     def artifacts(self, caller: Caller, requested: Sequence[str] | None = None, router: str = "auto") -> dict[str, str]:
         """The hashes a request would be served by now (no model is loaded)."""
-        with read_snapshot(self.store):
+        with self.store.catalog.read_snapshot():
             return self._resolve(caller, requested, router, False)[2]
 
     @contextmanager

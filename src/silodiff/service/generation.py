@@ -226,6 +226,6 @@ def run_attribution(state: ServiceState, caller: Caller, req: AttributeRequest, 
 
 
 def _num_classes(state: ServiceState) -> int:
-    from ..jobs import num_classes
+    from ..store.lineage import num_classes
 
     return num_classes(state.store)

@@ -1,4 +1,4 @@
-"""API keys, stored hashed in the catalog (table ``api_keys``), and the rights they carry.
+"""API keys, stored hashed in the catalog (table ``api_keys``: ``silodiff.store.api_keys``), and the rights they carry.
 
 A key is ``sdk_`` + 32 random bytes (URL-safe base64).  Only ``sha256(key)`` is
 stored: a key has 256 bits of entropy, so a fast hash is as strong as a slow one
@@ -16,20 +16,15 @@ scope lies within its sources (docs/guides/service-security.md).
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SilodiffError
 from ..store import Store, check_name
+from ..store.api_keys import ApiKeyTable
 from ..store.catalog import now
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys (
-    name TEXT PRIMARY KEY, key_hash TEXT NOT NULL UNIQUE, sources TEXT NOT NULL, admin INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL, revoked_at TEXT);
-"""
 ALL_SOURCES = "*"
 PREFIX = "sdk_"
 
@@ -65,8 +60,7 @@ def hash_key(key: str) -> str:
 
 
 def ensure_table(store: Store) -> None:
-    with store.catalog.transaction() as db:
-        db.execute(SCHEMA)  # one statement: executescript would commit the open transaction
+    ApiKeyTable(store.catalog).ensure()
 
 
 def create_key(
@@ -87,34 +81,33 @@ def create_key(
             f"unknown source(s) {', '.join(unknown)}: the store has {', '.join(sorted(known)) or 'none'}"
         )
     key = PREFIX + secrets.token_urlsafe(32)
-    ensure_table(store)
-    with store.catalog.transaction() as db:
-        if db.execute("SELECT 1 FROM api_keys WHERE name = ?", (name,)).fetchone():
+    keys = ApiKeyTable(store.catalog)
+    keys.ensure()
+    with store.catalog.transaction():
+        if keys.exists(name):
             raise SilodiffError(f"a key named {name!r} exists (revoke it or pick another name)")
-        db.execute(
-            "INSERT INTO api_keys(name, key_hash, sources, admin, created_at) VALUES (?,?,?,?,?)",
-            (name, hash_key(key), json.dumps(sources), int(admin), now()),
-        )
+        keys.add(name, hash_key(key), sources, admin, now())
         store.catalog.log_event("api-key", {"action": "create", "name": name, "sources": sources, "admin": admin})
     return {"name": name, "sources": sources, "admin": admin}, key
 
 
 def list_keys(store: Store) -> list[dict[str, Any]]:
     """Every key's name, rights and dates (never the key or its hash)."""
-    ensure_table(store)
-    rows = store.catalog.db.execute("SELECT name, sources, admin, created_at, revoked_at FROM api_keys ORDER BY name")
-    return [dict(r, sources=json.loads(r["sources"]), admin=bool(r["admin"])) for r in rows]
+    keys = ApiKeyTable(store.catalog)
+    keys.ensure()
+    return keys.rows()
 
 
 def revoke_key(store: Store, name: str) -> dict[str, Any]:
-    ensure_table(store)
-    with store.catalog.transaction() as db:
-        row = db.execute("SELECT revoked_at FROM api_keys WHERE name = ?", (name,)).fetchone()
-        if row is None:
+    keys = ApiKeyTable(store.catalog)
+    keys.ensure()
+    with store.catalog.transaction():
+        known, revoked_at = keys.revoked_at(name)
+        if not known:
             raise SilodiffError(f"no key named {name!r}")
-        if row["revoked_at"] is not None:
-            raise SilodiffError(f"key {name!r} was already revoked at {row['revoked_at']}")
-        db.execute("UPDATE api_keys SET revoked_at = ? WHERE name = ?", (now(), name))
+        if revoked_at is not None:
+            raise SilodiffError(f"key {name!r} was already revoked at {revoked_at}")
+        keys.revoke(name, now())
         store.catalog.log_event("api-key", {"action": "revoke", "name": name})
     return {"name": name, "revoked": True}
 
@@ -123,9 +116,7 @@ def lookup(store: Store, key: str) -> Caller | None:
     """The live (not revoked) key with this plain text, or None."""
     if not key.startswith(PREFIX):
         return None
-    row = store.catalog.db.execute(
-        "SELECT name, sources, admin FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (hash_key(key),)
-    ).fetchone()
+    row = ApiKeyTable(store.catalog).live(hash_key(key))
     if row is None:
         return None
-    return Caller(row["name"], frozenset(json.loads(row["sources"])), bool(row["admin"]))
+    return Caller(row["name"], frozenset(row["sources"]), row["admin"])

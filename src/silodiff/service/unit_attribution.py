@@ -22,6 +22,7 @@ from .generation import check_limits, request_labels
 from ..attribution.encoded import load_plan, member_checkpoints
 from ..attribution.gradient_units import attribute_by_gradient
 from ..attribution.influence import attribute_units
+from ..store.lineage import num_classes, seen_by
 
 
 def run_unit_attribution(state, caller, req, attempts: int = 3) -> dict[str, Any]:
@@ -72,7 +73,7 @@ def _snapshot(state, caller, req) -> dict[str, str]:
     if plan.unit != req.unit:
         raise SilodiffError(f"the encoded ensemble's units are {plan.unit!r}, not {req.unit!r}")
     rows = member_checkpoints(store, plan)
-    seen = {s for row in rows for s in store.catalog.lineage(row["hash"])}
+    seen = set(seen_by(store, [row["hash"] for row in rows]))
     sources = {r["source"] for r in store.catalog.sample_rows() if r["sample_id"] in seen}
     if not caller.may_use(sources):
         raise Forbidden("the encoded ensemble was trained on sources outside this key's rights")
@@ -80,6 +81,4 @@ def _snapshot(state, caller, req) -> dict[str, str]:
 
 
 def _num_classes(state) -> int:
-    from ..jobs import num_classes
-
     return num_classes(state.store)

@@ -5,6 +5,8 @@ Lineage is kept compact as immutable, content-addressed *sample sets* (one per
 trained slice); an artifact's lineage is the union of the sets it links to.
 "Which active artifacts saw sample X" is then a single indexed join.
 Every change runs inside one transaction (``with catalog.transaction():``).
+All of silodiff's SQL is here and in the table classes beside it (``api_keys``,
+``forget_requests``), which keep their tables in the same SQLite file.
 """
 
 from __future__ import annotations
@@ -120,6 +122,26 @@ class Catalog:
             if db.in_transaction:
                 db.execute("ROLLBACK")
 
+    @contextmanager
+    def read_snapshot(self) -> Iterator[None]:
+        """One consistent read: ``BEGIN DEFERRED`` … ``COMMIT`` on this thread's connection.
+
+        In WAL mode a read transaction sees the database as of its first read and
+        holds no lock that a writer or another reader waits for (unlike the
+        ``BEGIN IMMEDIATE`` of ``transaction``).  Inside a transaction already open
+        on this thread, it reads in that one.
+        """
+        db = self.db
+        if db.in_transaction:
+            yield
+            return
+        db.execute("BEGIN DEFERRED")
+        try:
+            yield
+        finally:
+            if db.in_transaction:
+                db.execute("COMMIT")  # nothing was written: ends the read
+
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
@@ -197,6 +219,29 @@ class Catalog:
             self._live_sources(sources, ts)
             self.log_event("readmit", {"dataset": dataset, "n": len(ids), "sample_ids": sorted(ids),
                                        "sources": sorted(set(sources))})
+
+    def forget_samples(self, ids: Sequence[str], sources: Sequence[str], ts: str) -> None:
+        """Mark live samples, and sources left empty, forgotten at ``ts`` (inside the caller's transaction)."""
+        with self.transaction() as db:
+            db.executemany("UPDATE samples SET forgotten_at = ? WHERE sample_id = ? AND forgotten_at IS NULL",
+                           [(ts, s) for s in ids])
+            db.executemany("UPDATE sources SET forgotten_at = ? WHERE name = ?", [(ts, s) for s in sources])
+
+    def source_samples(self, source: str) -> list[tuple[str, str | None]] | None:
+        """(sample_id, forgotten_at) of every sample ever registered under ``source``, forgotten ones included;
+        None for a source the catalog has never known."""
+        if self.db.execute("SELECT 1 FROM sources WHERE name = ?", (source,)).fetchone() is None:
+            return None
+        return [(r[0], r[1]) for r in self.db.execute(
+            "SELECT sample_id, forgotten_at FROM samples WHERE source = ?", (source,))]
+
+    def sources_of(self, ids: Sequence[str]) -> list[str]:
+        """The sources the samples ``ids`` are registered under, sorted."""
+        if not ids:
+            return []
+        rows = self.db.execute(f"SELECT DISTINCT source FROM samples WHERE sample_id IN ({','.join('?' * len(ids))})",
+                               tuple(ids))
+        return sorted(r[0] for r in rows)
 
     def sample_rows(self, source: str | None = None) -> list[sqlite3.Row]:
         """Live (not forgotten) samples, optionally of one source, ordered by id."""
@@ -325,6 +370,12 @@ class Catalog:
         with self.transaction() as db:
             db.execute("UPDATE compartments SET status = ? WHERE name = ?", (status, name))
 
+    def drop_compartment(self, name: str) -> None:
+        """A compartment left with no sample: its plan emptied, its status ``dropped``."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM slice_members WHERE compartment = ?", (name,))
+            db.execute("UPDATE compartments SET status = 'dropped' WHERE name = ?", (name,))
+
     def slices(self, compartment: str) -> list[list[str]]:
         """The current sample ids of each slice, ordered."""
         row = self.db.execute("SELECT n_slices FROM compartments WHERE name = ?", (compartment,)).fetchone()
@@ -336,6 +387,12 @@ class Catalog:
         ):
             out[r[0]].append(r[1])
         return out
+
+    def planned_sources(self, compartment: str) -> set[str]:
+        """The sources of the samples a compartment's plan holds (before it is trained: its lineage is empty)."""
+        rows = self.db.execute("SELECT DISTINCT s.source FROM slice_members m JOIN samples s "
+                               "ON s.sample_id = m.sample_id WHERE m.compartment = ?", (compartment,))
+        return {r[0] for r in rows}
 
     def label_counts(self, compartment: str) -> dict[int, int]:
         rows = self.db.execute(
@@ -353,6 +410,11 @@ class Catalog:
             if db.execute("SELECT 1 FROM sample_sets WHERE set_id = ? LIMIT 1", (set_id,)).fetchone() is None:
                 db.executemany("INSERT INTO sample_sets(set_id, sample_id) VALUES (?,?)", [(set_id, s) for s in ids])
         return set_id
+
+    def sample_set(self, set_id: str) -> list[str]:
+        """The sample ids of one content-addressed sample set, sorted."""
+        rows = self.db.execute("SELECT sample_id FROM sample_sets WHERE set_id = ? ORDER BY sample_id", (set_id,))
+        return [r[0] for r in rows]
 
     def add_artifact(
         self,
@@ -402,6 +464,35 @@ class Catalog:
         if len(rows) != 1:
             raise SilodiffError(f"{'no' if not rows else 'ambiguous'} artifact {digest!r}")
         return _artifact_dict(rows[0])
+
+    def artifact_hashes(self) -> set[str]:
+        """The hash of every artifact the catalog records, active or not."""
+        return {r[0] for r in self.db.execute("SELECT hash FROM artifacts")}
+
+    def is_active(self, digest: str) -> bool | None:
+        """Whether the artifact with exactly this hash is active; None when the catalog has no such artifact."""
+        row = self.db.execute("SELECT active FROM artifacts WHERE hash = ?", (digest,)).fetchone()
+        return None if row is None else bool(row[0])
+
+    def checkpoints(self, kind: str, name: str, slice: int, lineage_hash: str, *, active: bool) -> list[dict[str, Any]]:
+        """The checkpoints (hash, metrics) of ``kind``/``name`` after ``slice`` whose lineage is exactly the sample set
+        named ``lineage_hash``, active or staged as asked, newest first."""
+        rows = self.db.execute(
+            "SELECT hash, metrics FROM artifacts WHERE kind = ? AND name = ? AND slice = ? AND lineage_hash = ? "
+            "AND active = ? ORDER BY created_at DESC", (kind, name, slice, lineage_hash, int(active)))
+        return [{"hash": r[0], "metrics": json.loads(r[1])} for r in rows]
+
+    def retire_slices(self, kind: str, names: Sequence[str], first: int) -> None:
+        """Deactivate the checkpoints of ``kind``/``names`` after slice ``first`` and every later slice."""
+        with self.transaction() as db:
+            db.executemany("UPDATE artifacts SET active = 0 WHERE kind = ? AND name = ? AND slice >= ?",
+                           [(kind, n, first) for n in names])
+
+    def supersede(self, kind: str, name: str, slice: int, digest: str) -> None:
+        """Deactivate every checkpoint of ``kind``/``name`` after ``slice`` but ``digest`` (the one replacing them)."""
+        with self.transaction() as db:
+            db.execute("UPDATE artifacts SET active = 0 WHERE kind = ? AND name = ? AND slice = ? AND hash != ?",
+                       (kind, name, slice, digest))
 
     def set_active(self, digests: Iterable[str], active: bool) -> None:
         with self.transaction() as db:
@@ -464,6 +555,32 @@ class Catalog:
             args.append(kind)
         q += " ORDER BY seq DESC" + (f" LIMIT {int(limit)}" if limit else "")
         return [dict(r, payload=json.loads(r["payload"])) for r in self.db.execute(q, args)][::-1]
+
+    def newest_events(self, kind: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every event (of ``kind``), newest first, read as the caller iterates (stop early to read no more)."""
+        q, args = "SELECT * FROM events", []
+        if kind:
+            q += " WHERE kind = ?"
+            args.append(kind)
+        rows = self.db.execute(q + " ORDER BY seq DESC", args)
+        try:
+            for r in rows:
+                yield dict(r, payload=json.loads(r["payload"]))
+        finally:
+            rows.close()
+
+    def event(self, *, seq: int | None = None, digest: str | None = None) -> dict[str, Any] | None:
+        """The event with sequence number ``seq`` or hash ``digest`` (its payload parsed), or None."""
+        key, value = ("seq", seq) if digest is None else ("hash", digest)
+        row = self.db.execute(f"SELECT * FROM events WHERE {key} = ?", (value,)).fetchone()
+        return dict(row, payload=json.loads(row["payload"])) if row is not None else None
+
+    def readmitted_after(self, seq: int) -> set[str]:
+        """Sample ids re-admitted (new consent, ``readmit`` events) after event ``seq``."""
+        out: set[str] = set()
+        for r in self.db.execute("SELECT payload FROM events WHERE kind = 'readmit' AND seq > ?", (seq,)):
+            out |= set(json.loads(r[0]).get("sample_ids", []))
+        return out
 
     def verify_chain(self) -> tuple[bool, str]:
         """Recompute the event hash chain; returns (ok, head hash or the first broken seq)."""

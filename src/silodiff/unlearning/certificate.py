@@ -67,9 +67,9 @@ def build_certificate(store: Store, req: dict[str, Any]) -> dict[str, Any]:
     if external:  # pretrained weights the new models start from: their training data is not in this store
         body["external_artifacts"] = [external[h] for h in sorted(external)]
     digest = _digest(body)
-    with store.catalog.transaction() as db:
+    with store.catalog.transaction():
         head = store.catalog.log_event("forget-certificate", {"request": req["id"], "digest": digest})
-        seq = db.execute("SELECT seq FROM events WHERE hash = ?", (head,)).fetchone()[0]
+        seq = store.catalog.event(digest=head)["seq"]
     return {**body, "digest": digest, "event_log": {"seq": seq, "head": head}}
 
 
@@ -126,7 +126,7 @@ def _files_on_disk(store: Store, forgotten: set[str]) -> list[str]:
       from their pixels, must not be forgotten samples.
     """
     problems = []
-    registered = {r[0] for r in store.catalog.db.execute("SELECT hash FROM artifacts")}
+    registered = store.catalog.artifact_hashes()
     for path in sorted(p for p in store.root.rglob("*") if p.is_file()):
         rel = path.relative_to(store.root)
         top = rel.parts[0]
@@ -147,14 +147,6 @@ def _files_on_disk(store: Store, forgotten: set[str]) -> list[str]:
     return problems
 
 
-def _readmitted_after(store: Store, seq: int) -> set[str]:
-    """Sample ids re-admitted (new consent, ``readmit`` events) after event ``seq``."""
-    out: set[str] = set()
-    for r in store.catalog.db.execute("SELECT payload FROM events WHERE kind = 'readmit' AND seq > ?", (seq,)):
-        out |= set(json.loads(r[0]).get("sample_ids", []))
-    return out
-
-
 def verify_certificate(store: Store, certificate: dict[str, Any] | str | Path) -> tuple[bool, list[str]]:
     """Re-check a certificate against the catalog and the files on disk: (ok, problems)."""
     cert = load_certificate(certificate)
@@ -167,14 +159,14 @@ def verify_certificate(store: Store, certificate: dict[str, Any] | str | Path) -
     if not ok:
         problems.append(f"the catalog's event log hash chain is broken: {head}")
     log = cert.get("event_log", {})
-    row = catalog.db.execute("SELECT * FROM events WHERE seq = ?", (log.get("seq"),)).fetchone()
+    row = catalog.event(seq=log.get("seq"))
     if row is None or row["hash"] != log.get("head") or row["kind"] != "forget-certificate":
         problems.append(f"event {log.get('seq')} of the log is not this certificate's event")
-    elif json.loads(row["payload"]).get("digest") != cert.get("digest"):
+    elif row["payload"].get("digest") != cert.get("digest"):
         problems.append(f"event {log.get('seq')} records another certificate digest")
     # 2. the samples are forgotten (unless re-admitted later, with new consent), and nothing active, nor any
     #    file under the store, temporary ones included, holds them
-    readmitted = _readmitted_after(store, log.get("seq") or 0)
+    readmitted = catalog.readmitted_after(log.get("seq") or 0)
     ids = [s for s in cert["forgotten"]["sample_ids"] if s not in readmitted]
     for sid in ids:
         s = catalog.sample(sid)
@@ -188,17 +180,16 @@ def verify_certificate(store: Store, certificate: dict[str, Any] | str | Path) -
     problems += _files_on_disk(store, set(ids))
     # 3. old artifacts inactive and gone; new ones present and intact (or superseded by a later request)
     for a in cert["old_artifacts"]:
-        rows = catalog.db.execute("SELECT active FROM artifacts WHERE hash = ?", (a["hash"],)).fetchone()
-        if rows is not None and rows[0]:
+        if catalog.is_active(a["hash"]):
             problems.append(f"old artifact {a['hash'][:12]} ({a['kind']} {a['name']}) is active again")
         if a["action"] != "superseded" and store.artifacts.path(a["hash"]).exists():
             problems.append(f"old artifact {a['hash'][:12]} still has files on disk")
     later_deleted = _deleted_later(store, cert)
     for a in cert["new_artifacts"]:
-        rows = catalog.db.execute("SELECT active FROM artifacts WHERE hash = ?", (a["hash"],)).fetchone()
-        if rows is None:
+        active = catalog.is_active(a["hash"])
+        if active is None:
             problems.append(f"new artifact {a['hash'][:12]} is not in the catalog")
-        elif not (rows[0] == 0 and a["hash"] in later_deleted):
+        elif not (not active and a["hash"] in later_deleted):
             try:
                 store.artifacts.verify(a["hash"])  # every file re-hashed, the training state's too
             except SilodiffError as exc:

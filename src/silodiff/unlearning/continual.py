@@ -12,14 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..composition import ROUTER_NAME, final_checkpoint, train_router, trained_compartments
+from ..composition import ROUTER_NAME, train_router
 from ..data import SampleSet
 from ..errors import SilodiffError
 from ..jobs import train_compartments
-from ..jobs.base import BASE
-from ..jobs.compartments import num_classes
 from ..store import Store
 from ..store.external import artifact_info
+from ..store.lineage import BASE, base_of, final_checkpoint, num_classes, trained_compartments
 from ..training import TrainConfig
 from ..training.plan import split_slices
 from .journal import store_lock
@@ -42,7 +41,7 @@ def _like(store: Store, model: dict[str, Any] | None) -> dict[str, Any]:
     """How the existing compartments were built: on the active base (the same adapter) or from ``model``, so a new
     compartment on a base gets the base's lineage too."""
     names = trained_compartments(store)
-    if not names or not artifact_info(store, final_checkpoint(store, "compartment", names[0])["hash"]).get("base"):
+    if not names or not base_of(store, final_checkpoint(store, "compartment", names[0])["hash"]):
         return {"model": model}
     if model.get("kind") != "lora-denoiser":
         return {"from_base": True, "adapter": "none"}

@@ -31,13 +31,13 @@ from collections.abc import Sequence
 from typing import Any
 
 
-from ..composition import final_checkpoint, train_router
+from ..composition import train_router
 from ..errors import SilodiffError
-from ..jobs import BASE, SliceJob, run_jobs
-from ..jobs.base import active_base, base_ref
+from ..jobs import SliceJob, run_jobs
 from ..store import Store, ids_hash
 from ..store.artifacts import _fsync_write
 from ..store.catalog import now
+from ..store.lineage import BASE, BaseRef, active_base, base_ref, final_checkpoint
 from ..store.scratch import part_path
 from ..training import TrainConfig
 from .certificate import build_certificate
@@ -140,14 +140,11 @@ def _execute(store: Store, journal: Journal, req: dict[str, Any], progress: bool
 def _staged(store: Store, name: str, slices: list[list[str]], r: int, kind: str = "compartment",
             base_ids: Sequence[str] = ()) -> str:
     """The inactive checkpoint of ``name`` after slice r of the new plan (its lineage: those slices ∪ its base's)."""
-    row = store.catalog.db.execute(
-        "SELECT hash FROM artifacts WHERE kind = ? AND name = ? AND slice = ? AND lineage_hash = ? "
-        "AND active = 0 ORDER BY created_at DESC LIMIT 1",
-        (kind, name, r, ids_hash({sid for s in slices[: r + 1] for sid in s} | set(base_ids))),
-    ).fetchone()
-    if row is None or not store.artifacts.exists(row[0]):
+    rows = store.catalog.checkpoints(kind, name, r, ids_hash({sid for s in slices[: r + 1] for sid in s} | set(base_ids)),
+                                     active=False)
+    if not rows or not store.artifacts.exists(rows[0]["hash"]):
         raise SilodiffError(f"{kind} {name!r}: the retrained checkpoint of slice {r} is missing")
-    return row[0]
+    return rows[0]["hash"]
 
 
 def _on(train: dict[str, Any], device: str | None) -> dict[str, Any]:
@@ -162,22 +159,23 @@ def _retrain_base(store: Store, plan: dict[str, Any], progress: bool, device: st
         return None
     _log(progress, f"base: retrain without {base['removed']} sample(s); every compartment on it follows")
     job = SliceJob(str(store.root), BASE, BASE, base["slices"], base["model"], _on(base["train"], device),
-                   activate=False, progress=progress,
-                   extra={**({"sources": base["sources"]} if base["sources"] else {}),
-                          **({"init_from": base["init_from"]} if base.get("init_from") else {})})
+                   activate=False, progress=progress, sources=base["sources"] or None, init_from=base.get("init_from"))
     run_jobs([job], "serial")
     hashes = [_staged(store, BASE, base["slices"], r, kind=BASE) for r in range(len(base["slices"]))]
-    return {"hashes": hashes, **base_ref(store, hashes[-1])}
+    return {"hashes": hashes, **base_ref(store, hashes[-1]).to_dict()}
 
 
 def _rebased(c: dict[str, Any], base: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A compartment's model config and job extras, pointed at the new base when it is rebuilt on one."""
-    model, extra = dict(c["model"]), dict(c.get("extra", {}))
+    """A compartment's model config and ``SliceJob`` options (its plan's ``extra``: hooks, init_from, base), pointed
+    at the new base when it is rebuilt on one."""
+    model, extra = dict(c["model"]), c.get("extra", {})
+    options = {"hooks": list(extra.get("hooks", [])), "init_from": extra.get("init_from"),
+               "base": BaseRef.from_dict(extra["base"]) if extra.get("base") else None}
     if c.get("rebase") and base is not None:
         if "base_hash" in model:  # an adapter names its base
             model["base_hash"] = base["hash"]
-        extra["base"] = {k: base[k] for k in ("hash", "sets", "ids")}
-    return model, extra
+        options["base"] = BaseRef.from_dict(base)
+    return model, options
 
 
 def _retrain_compartments(store: Store, plan: dict[str, Any], progress: bool, backend: str,
@@ -186,9 +184,9 @@ def _retrain_compartments(store: Store, plan: dict[str, Any], progress: bool, ba
     todo = [c for c in plan["compartments"] if c["action"] == "retrain"]
     jobs = []
     for c in todo:
-        model, extra = _rebased(c, base)
+        model, options = _rebased(c, base)
         jobs.append(SliceJob(str(store.root), "compartment", c["name"], c["slices"], model, _on(c["train"], device),
-                             start=c["first_slice"], init=c["init"], activate=False, progress=progress, extra=extra))
+                             start=c["first_slice"], init=c["init"], activate=False, progress=progress, **options))
     for c in todo:
         _log(progress, f"{c['name']}: retrain slices {c['first_slice'] + 1}..{len(c['slices'])} of {len(c['slices'])}"
                        f" without {c['removed']} sample(s) (≈{c['cost_fraction']:.0%} of the compartment)")
@@ -198,7 +196,7 @@ def _retrain_compartments(store: Store, plan: dict[str, Any], progress: bool, ba
             crash_point("mid-retrain")
     elif jobs:
         run_jobs(jobs, backend)
-    return {job.name: [_staged(store, job.name, job.slices, r, base_ids=job.extra.get("base", {}).get("ids", ()))
+    return {job.name: [_staged(store, job.name, job.slices, r, base_ids=job.base.ids if job.base else ())
                        for r in c["retrained_slices"]] for c, job in zip(todo, jobs)}
 
 
@@ -226,18 +224,15 @@ def _switch(store: Store, journal: Journal, rid: str, plan: dict[str, Any], stat
     new += state["base"]["hashes"] if state.get("base") else []
     old = sorted({a["hash"] for a in plan["artifacts"] if a["active"]}
                  | {h for c in plan["compartments"] if c["action"] == "retrain" for h in c["replaced"]})
-    with catalog.transaction() as db:
+    with catalog.transaction():
         catalog.set_active(old, False)
         catalog.set_active(new, True)
         for c in plan["compartments"]:
             if c["action"] == "drop":
-                db.execute("DELETE FROM slice_members WHERE compartment = ?", (c["name"],))
-                db.execute("UPDATE compartments SET status = 'dropped' WHERE name = ?", (c["name"],))
+                catalog.drop_compartment(c["name"])
             else:
                 catalog.plan_compartment(c["name"], c["slices"])
-        db.executemany("UPDATE samples SET forgotten_at = ? WHERE sample_id = ? AND forgotten_at IS NULL",
-                       [(ts, s) for s in plan["forget_ids"]])
-        db.executemany("UPDATE sources SET forgotten_at = ? WHERE name = ?", [(ts, s) for s in plan["sources_forgotten"]])
+        catalog.forget_samples(plan["forget_ids"], plan["sources_forgotten"], ts)
         catalog.log_event("forget", {"request": rid, "n_samples": len(plan["forget_ids"]), "ids_hash": plan["ids_hash"],
                                      "deactivated": old, "activated": new,
                                      "dropped": [c["name"] for c in plan["compartments"] if c["action"] == "drop"]})

@@ -18,7 +18,6 @@ a named point, so tests can check exactly that.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from collections.abc import Iterator
@@ -28,17 +27,11 @@ from typing import Any
 
 from ..store import Store
 from ..store.catalog import now
+from ..store.forget_requests import ForgetRequestTable
 from ..store.locks import file_lock
 
 PHASES = ("planned", "staged", "switched", "deleted", "done")
 CRASH_ENV = "SILODIFF_CRASH_AT"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS forget_requests (
-    id TEXT PRIMARY KEY, created_at TEXT NOT NULL, phase TEXT NOT NULL, plan TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT '{}', certificate TEXT, finished_at TEXT);
-"""
-
 
 def crash_point(name: str) -> None:
     """Die here (SIGKILL, no clean-up) when ``SILODIFF_CRASH_AT`` names this point (crash-safety tests)."""
@@ -54,50 +47,38 @@ def store_lock(store: Store) -> Iterator[None]:
 
 
 class Journal:
-    """The ``forget_requests`` table of one store's catalog."""
+    """The forget requests of one store's catalog (``store.forget_requests``), moved through ``PHASES``."""
 
     def __init__(self, store: Store):
         self.catalog = store.catalog
-        self.catalog.db.executescript(SCHEMA)
+        self.requests = ForgetRequestTable(store.catalog)
 
     def open(self, request_id: str, plan: dict[str, Any]) -> None:
-        with self.catalog.transaction() as db:
-            db.execute("INSERT INTO forget_requests(id, created_at, phase, plan) VALUES (?,?,?,?)",
-                       (request_id, now(), "planned", json.dumps(plan)))
+        """Record a planned request and its ``forget-request`` event, in one transaction."""
+        with self.catalog.transaction():
+            self.requests.add(request_id, now(), PHASES[0], plan)
             self.catalog.log_event("forget-request", {"request": request_id, "n_samples": len(plan["forget_ids"]),
                                                       "ids_hash": plan["ids_hash"],
                                                       "compartments": [c["name"] for c in plan["compartments"]]})
 
     def set_phase(self, request_id: str, phase: str, state: dict[str, Any] | None = None) -> None:
         """Advance a request (joins the caller's transaction, if any)."""
-        with self.catalog.transaction() as db:
+        with self.catalog.transaction():
             if state is not None:
-                db.execute("UPDATE forget_requests SET state = ? WHERE id = ?", (json.dumps(state), request_id))
-            db.execute("UPDATE forget_requests SET phase = ? WHERE id = ?", (phase, request_id))
+                self.requests.set_state(request_id, state)
+            self.requests.set_phase(request_id, phase)
 
     def finish(self, request_id: str, certificate: dict[str, Any]) -> None:
-        with self.catalog.transaction() as db:
-            db.execute("UPDATE forget_requests SET phase = 'done', certificate = ?, finished_at = ? WHERE id = ?",
-                       (json.dumps(certificate), now(), request_id))
+        self.requests.finish(request_id, PHASES[-1], certificate, now())
 
     def get(self, request_id: str) -> dict[str, Any] | None:
-        row = self.catalog.db.execute("SELECT * FROM forget_requests WHERE id = ?", (request_id,)).fetchone()
-        return _row(row) if row else None
+        return self.requests.get(request_id)
 
     def pending(self) -> list[dict[str, Any]]:
-        rows = self.catalog.db.execute("SELECT * FROM forget_requests WHERE phase != 'done' ORDER BY created_at")
-        return [_row(r) for r in rows]
+        return self.requests.in_phase(PHASES[-1], negate=True)
 
     def done(self) -> list[dict[str, Any]]:
-        rows = self.catalog.db.execute("SELECT * FROM forget_requests WHERE phase = 'done' ORDER BY created_at")
-        return [_row(r) for r in rows]
-
-
-def _row(row) -> dict[str, Any]:
-    d = dict(row)
-    d["plan"], d["state"] = json.loads(d["plan"]), json.loads(d["state"])
-    d["certificate"] = json.loads(d["certificate"]) if d["certificate"] else None
-    return d
+        return self.requests.in_phase(PHASES[-1])
 
 
 def certificate_path(store: Store, request_id: str) -> Path:

@@ -26,10 +26,10 @@ from typing import Any
 from ..composition import ROUTER_NAME
 from ..errors import SilodiffError
 from ..jobs import SliceJob, stage_steps
-from ..jobs.base import BASE, base_ref
 from ..jobs.compartments import PARAGON
 from ..store import Store, ids_hash
 from ..store.external import artifact_info
+from ..store.lineage import BASE, base_checkpoints, base_ref, built_on
 from ..training import TrainConfig, steps_for
 from ..training.plan import split_slices
 
@@ -47,7 +47,6 @@ def resolve_request(store: Store, sample_ids: Sequence[str] = (), sources: Seque
     sample_ids, sources = _as_list(sample_ids), _as_list(sources)
     if not sample_ids and not sources:
         raise SilodiffError("nothing to forget: give sample ids and/or sources")
-    db = store.catalog.db
     status: dict[str, str | None] = {}
     for sid in sample_ids:
         row = store.catalog.sample(sid)
@@ -55,10 +54,10 @@ def resolve_request(store: Store, sample_ids: Sequence[str] = (), sources: Seque
             raise SilodiffError(f"unknown sample id {sid!r}")
         status[sid] = row["forgotten_at"]
     for src in sources:
-        if db.execute("SELECT 1 FROM sources WHERE name = ?", (src,)).fetchone() is None:
+        rows = store.catalog.source_samples(src)
+        if rows is None:
             raise SilodiffError(f"unknown source {src!r}")
-        for r in db.execute("SELECT sample_id, forgotten_at FROM samples WHERE source = ?", (src,)):
-            status[r[0]] = r[1]
+        status.update(rows)
     live = sorted(s for s, gone in status.items() if gone is None)
     return live, sorted(s for s, gone in status.items() if gone is not None)
 
@@ -92,7 +91,7 @@ def _compartment_plan(store: Store, comp: dict[str, Any], forget: set[str], reba
     if info.get("init_from"):
         extra["init_from"] = info["init_from"]  # a retrain from slice 0 starts from the same pretrained UNet
     if info.get("base") and not rebase:  # the same base: its weights to start from, its lineage to keep
-        extra["base"] = base_ref(store, info["base"])
+        extra["base"] = base_ref(store, info["base"]).to_dict()
     if train is None:
         raise SilodiffError(f"compartment {comp['name']!r}: checkpoint {latest['hash'][:12]} records no training config")
     init = active.get(entry["first_slice"] - 1)
@@ -121,10 +120,9 @@ def plan_forget(store: Store, sample_ids: Sequence[str] = (), sources: Sequence[
     }
     if not live:
         return plan
-    db = store.catalog.db
     # 0. a base that saw F retrains, and every compartment built on it retrains on the new base
     plan["base"] = _base_plan(store, forget)
-    on_base = _built_on(store, plan["base"]["replaced"]) if plan["base"] else set()
+    on_base = built_on(store, plan["base"]["replaced"]) if plan["base"] else set()
     # 1. compartments and the first affected slice of each
     for comp in store.catalog.compartments():
         if comp["status"] != "dropped":
@@ -156,11 +154,9 @@ def plan_forget(store: Store, sample_ids: Sequence[str] = (), sources: Sequence[
                           "compartments": kept, "with_base": BASE in info.get("compartments", []),
                           "heads": info.get("router") == "heads"}
     # 3. sources left with no live sample, and the image shape (for emptied data shards)
-    touched = sorted({r[0] for r in db.execute(
-        f"SELECT DISTINCT source FROM samples WHERE sample_id IN ({','.join('?' * len(live))})", live)})
+    touched = store.catalog.sources_of(live)
     for src in touched:
-        left = db.execute("SELECT sample_id FROM samples WHERE source = ? AND forgotten_at IS NULL", (src,)).fetchall()
-        if not {r[0] for r in left} - forget:
+        if not {r["sample_id"] for r in store.catalog.sample_rows(src)} - forget:
             plan["sources_forgotten"].append(src)
     plan["sources_touched"] = touched
     plan["image_shape"] = list(store.dataset([live[0]]).image_shape)
@@ -170,10 +166,10 @@ def plan_forget(store: Store, sample_ids: Sequence[str] = (), sources: Sequence[
 
 def _base_plan(store: Store, forget: set[str]) -> dict[str, Any] | None:
     """Retrain the active base without F (all of it: every compartment on it restarts anyway), or None."""
-    bases = store.catalog.artifacts(BASE, name=BASE)
+    bases = base_checkpoints(store)
     if not bases:
         return None
-    last = max(bases, key=lambda a: a["slice"] or 0)
+    last = bases[-1]
     lineage = set(store.catalog.lineage(last["hash"]))
     if not lineage & forget:
         return None
@@ -190,12 +186,6 @@ def _base_plan(store: Store, forget: set[str]) -> dict[str, Any] | None:
             "train": info["train"], "sources": info.get("sources", []), "removed": len(lineage & forget),
             **({"init_from": info["init_from"]} if info.get("init_from") else {}),
             "steps": sum(stage_steps(job, TrainConfig(**info["train"])))}
-
-
-def _built_on(store: Store, base_hashes: Sequence[str]) -> set[str]:
-    """Compartments whose active checkpoints start from one of ``base_hashes``."""
-    bases = set(base_hashes)
-    return {a["name"] for a in store.catalog.artifacts("compartment") if artifact_info(store, a["hash"]).get("base") in bases}
 
 
 def _estimate(store: Store, plan: dict[str, Any], kept: list[str]) -> dict[str, Any]:

@@ -11,7 +11,6 @@ counts the events the key may see: the newest ``limit`` of those.
 ``GET /v1/events/verify`` re-checks the chain (the head hash says nothing of the contents).
 """
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -36,21 +35,16 @@ def event_scope(kind: str, payload: dict[str, Any]) -> list[str] | None:
 def visible_events(state, caller: Caller, kind: str | None, limit: int) -> list[dict[str, Any]]:
     if caller.all_sources:
         return state.store.catalog.events(kind, limit)
-    q, args = "SELECT * FROM events", []
-    if kind:
-        q += " WHERE kind = ?"
-        args.append(kind)
     out = []
-    rows = state.store.catalog.db.execute(q + " ORDER BY seq DESC", args)  # newest first, stop at limit
+    events = state.store.catalog.newest_events(kind)
     try:
-        for row in rows:
-            payload = json.loads(row["payload"])
-            if caller.may_see(event_scope(row["kind"], payload)):
-                out.append(dict(row, payload=payload))
+        for event in events:  # newest first, stop at limit
+            if caller.may_see(event_scope(event["kind"], event["payload"])):
+                out.append(event)
                 if len(out) >= limit:
                     break
     finally:
-        rows.close()
+        events.close()  # the catalog's cursor, now
     return out[::-1]
 
 
