@@ -17,7 +17,7 @@ from silodiff.cli.main import app
 
 runner = CliRunner()
 NOT_REPORTING = {("serve",)}  # runs a server: prints its log, not a report
-TRAINING_FLAGS = {"--epochs", "--batch-size", "--lr", "--seed"}
+TRAINING_FLAGS = {"--epochs", "--batch-size", "--lr", "--seed", "--device", "--log-dir"}
 
 
 def walk(cmd, path: tuple[str, ...] = ()):

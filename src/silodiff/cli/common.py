@@ -5,7 +5,7 @@ The convention every command follows (written on the docs site, ``docs/cli/conve
 - a list option takes one comma-separated value (``--allowed a,b``); repeating the flag is the
   old spelling, still accepted for one release with a one-line note on stderr;
 - a command that reports takes ``--json`` and then prints exactly one JSON document on stdout;
-- every ``train`` sub-command takes ``--epochs --batch-size --lr --seed``;
+- every ``train`` sub-command takes ``--epochs --batch-size --lr --seed --device --log-dir`` (``train_options``);
 - exit status: 0 success, 1 a verification that failed, 2 bad input (one ``error: …`` line),
   3 anything unexpected (one ``internal error: …`` line; ``silodiff --debug …`` shows the traceback).
 """
@@ -13,6 +13,7 @@ The convention every command follows (written on the docs site, ``docs/cli/conve
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -39,9 +40,6 @@ app.add_typer(catalog_app, name="catalog")
 
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="Store directory (catalog + artifacts + data).", envvar="SILODIFF_STORE")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-EpochsOpt = Annotated[int, typer.Option(help="Training epochs (spread over the slices).")]
-BatchSizeOpt = Annotated[int, typer.Option(help="Batch size.")]
-LrOpt = Annotated[float, typer.Option(help="AdamW learning rate.")]
 SeedOpt = Annotated[int, typer.Option(help="Random seed.")]
 NOpt = Annotated[int, typer.Option(help="Number of generated images (the same default for sample and attribute).")]
 DEFAULT_N = 16  # `sample --n` and `attribute --n`: same default, so `attribute --seed S` explains `sample --seed S`
@@ -58,24 +56,69 @@ def deprecated(old: str, new: str) -> None:
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.",
                                         envvar="SILODIFF_DEVICE")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 (autocast; weights stay fp32).")]
 CombineOpt = Annotated[str, typer.Option("--combine", help="mixture (outputs weighted by the router) or soup (LoRA "
                                          "compartments of one base averaged into one model).")]
-PrecisionOpt = Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 (autocast; weights stay fp32).")]
 UnetConfigOpt = Annotated[str | None, typer.Option("--unet-config", help="A UNet preset (tiny, fashion-28, ddpm-cifar10) "
                                                    "or a JSON file of diffusers UNet2DModel settings (default: by image size).")]
-GradAccumOpt = Annotated[int, typer.Option("--grad-accum", help="Micro-batches per optimizer step (gradient accumulation).")]
-WorkersOpt = Annotated[int, typer.Option("--num-workers", help="DataLoader worker processes.")]
-HflipOpt = Annotated[bool, typer.Option("--hflip/--no-hflip", help="Random horizontal flips of training images.")]
-ValFractionOpt = Annotated[float | None, typer.Option("--val-fraction", help="Hold out this share of each model's samples "
-                                                     "and stop early when their loss stops improving (default: 0.1 for a "
-                                                     "full fine-tune from a base, else off; 0 turns it off).")]
-PatienceOpt = Annotated[int, typer.Option("--patience", help="Early stopping: held-out evaluations without a new best "
-                                          "before stopping.")]
 InitFromOpt = Annotated[Path | None, typer.Option("--init-from", help="Start from a pretrained diffusers UNet2DModel "
                                                    "folder (local; a pipeline folder's unet/ too).")]
 ProvenanceOpt = Annotated[str | None, typer.Option("--provenance", help="With --init-from: where the pretrained weights "
                                                    "come from (recorded in the catalog and in certificates).")]
-CompileOpt = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model (pays on GPUs for long runs).")]
+DataParallelOpt = Annotated[int, typer.Option("--data-parallel", help="Train in N processes, one per GPU "
+                                              "(gloo processes without GPUs), gradients summed across them.")]
+
+# ----------------------------------------------------------------------------- training options
+# Every TrainConfig field a `train` command sets from the command line, declared once: field -> (option, default).
+TRAIN_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "epochs": (Annotated[int, typer.Option(help="Training epochs (spread over the slices).")], 200),
+    "batch_size": (Annotated[int, typer.Option(help="Batch size.")], 64),
+    "lr": (Annotated[float, typer.Option(help="AdamW learning rate.")], 2e-3),
+    "seed": (SeedOpt, 0),
+    "device": (DeviceOpt, "auto"),
+    "log_dir": (Annotated[str | None, typer.Option("--log-dir", metavar="DIR",
+                                                   help="Write training curves for TensorBoard to DIR.")], None),
+    "precision": (PrecisionOpt, "fp32"),
+    "grad_accum": (Annotated[int, typer.Option("--grad-accum", help="Micro-batches per optimizer step (gradient "
+                                               "accumulation).")], 1),
+    "num_workers": (Annotated[int, typer.Option("--num-workers", help="DataLoader worker processes.")], 0),
+    "hflip": (Annotated[bool, typer.Option("--hflip/--no-hflip", help="Random horizontal flips of training images.")],
+              False),
+    "compile": (Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model (pays on GPUs "
+                                             "for long runs).")], False),
+    "val_fraction": (Annotated[float | None, typer.Option("--val-fraction", help="Hold out this share of each model's "
+                     "samples and stop early when their loss stops improving (default: 0.1 for a full fine-tune from "
+                     "a base, else off; 0 turns it off).")], None),
+    "patience": (Annotated[int, typer.Option("--patience", help="Early stopping: held-out evaluations without a new "
+                                             "best before stopping.")], 8),
+}
+TRAINING = ("epochs", "batch_size", "lr", "seed", "device", "log_dir")  # every `train` command
+SLICE_JOB = (*TRAINING, "precision", "grad_accum", "num_workers", "hflip", "compile", "val_fraction", "patience")
+
+
+def train_options(*fields: str, **defaults: Any):
+    """Decorator of a ``train`` command: adds the options of these ``TrainConfig`` fields (``TRAIN_OPTIONS``;
+    ``defaults`` overrides a default) to its signature, and passes their values as one ``TrainConfig`` in its
+    ``config`` parameter.  The config is not checked here: the library function checks it."""
+
+    def wrap(fn):
+        namespace = fn.__globals__
+        own = [p.replace(annotation=eval(p.annotation, namespace) if isinstance(p.annotation, str) else p.annotation)
+               for p in inspect.signature(fn).parameters.values() if p.name != "config"]  # what `eval_str` does
+        added = [inspect.Parameter(f, inspect.Parameter.KEYWORD_ONLY, annotation=TRAIN_OPTIONS[f][0],
+                                   default=defaults.get(f, TRAIN_OPTIONS[f][1])) for f in fields]
+
+        @functools.wraps(fn)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            from ..training import TrainConfig
+
+            return fn(*args, config=TrainConfig(**{f: kwargs.pop(f) for f in fields}), **kwargs)
+
+        command.__signature__ = inspect.Signature([*own, *added])
+        command.__annotations__ = {p.name: p.annotation for p in [*own, *added]}
+        return command
+
+    return wrap
 
 
 def device_arg(spec: str, precision: str = "fp32") -> str:

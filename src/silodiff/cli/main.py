@@ -8,18 +8,21 @@ from __future__ import annotations
 import itertools
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..errors import SilodiffError
 from .common import (
-    DEBUG, DEFAULT_N, EXIT_BAD_INPUT, EXIT_VERIFY_FAILED, BatchSizeOpt, EpochsOpt, JsonOpt, LrOpt, NOpt, SeedOpt,
-    StoreOpt, _names, _open, app, catalog_app, cli_errors, data_app, deprecated, emit, train_app,
-    CombineOpt, CompileOpt, DeviceOpt, GradAccumOpt, HflipOpt, InitFromOpt, PatienceOpt, PrecisionOpt, ProvenanceOpt, UnetConfigOpt,
-    ValFractionOpt, WorkersOpt, device_arg,
+    DEBUG, DEFAULT_N, EXIT_BAD_INPUT, EXIT_VERIFY_FAILED, SLICE_JOB, TRAINING, CombineOpt, DataParallelOpt, DeviceOpt,
+    InitFromOpt, JsonOpt, NOpt, PrecisionOpt, ProvenanceOpt, SeedOpt, StoreOpt, UnetConfigOpt, _names, _open, app,
+    catalog_app, cli_errors, data_app, deprecated, device_arg, emit, train_app, train_options,
 )
+
+if TYPE_CHECKING:
+    from ..training import TrainConfig
 
 AssignOpt = Annotated[str, typer.Option(help="How samples get their source: by-class, random:K or single[:NAME] "
                                              "(folders name their own).")]
@@ -107,13 +110,11 @@ def data_show(
 # ----------------------------------------------------------------------------- train
 @train_app.command("compartments")
 @cli_errors
+@train_options(*SLICE_JOB)
 def train_compartments_cmd(
     store: StoreOpt,
     plan: Annotated[str, typer.Option(help="Compartments by 'source' or 'shards:K'.")] = "source",
     slices: Annotated[int, typer.Option(help="SISA slices per compartment (checkpoint after each).")] = 2,
-    epochs: EpochsOpt = 200,
-    batch_size: BatchSizeOpt = 64,
-    lr: LrOpt = 2e-3,
     backend: Annotated[str, typer.Option(help="serial, process or ray.")] = "serial",
     ray_address: Annotated[str | None, typer.Option(help="Ray: join this cluster ('auto', host:port, ray://host:10001; "
                                                          "default: start a local one). Workers open the same store path.")] = None,
@@ -132,24 +133,16 @@ def train_compartments_cmd(
     target_modules: Annotated[list[str] | None, typer.Option(help="LoRA: regexes of layer names, comma-separated (default: every linear, conv and embedding layer).")] = None,
     replay: Annotated[float, typer.Option(help="With --from-base: share of each batch drawn from the base's samples, "
                                                 "in [0, 1) (keeps what the base knows; same steps).")] = 0.0,
-    seed: SeedOpt = 0,
     as_json: JsonOpt = False,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "fp32",
     unet_config: UnetConfigOpt = None,
-    grad_accum: GradAccumOpt = 1,
-    num_workers: WorkersOpt = 0,
-    hflip: HflipOpt = False,
-    compile_: CompileOpt = False,
-    val_fraction: ValFractionOpt = None,
-    patience: PatienceOpt = 8,
     init_from: InitFromOpt = None,
     provenance: ProvenanceOpt = None,
+    *,
+    config: TrainConfig,
 ) -> None:
     """Train one model per compartment, each on its own samples only (from scratch, or from the base)."""
     from ..jobs import plan_compartments, train_compartments
     from ..jobs.compartments import model_config
-    from ..training import TrainConfig
 
     ray = {k: v for k, v in {"address": ray_address, "num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": max_retries,
                              "timeout": ray_timeout}.items() if v is not None}
@@ -164,9 +157,7 @@ def train_compartments_cmd(
         raise SilodiffError("--init-from gives the architecture and the starting weights: drop --from-base / --unet-config")
     if provenance is not None and init_from is None:
         raise SilodiffError("--provenance describes --init-from: give both")
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,
-                         grad_accum=grad_accum, num_workers=num_workers, hflip=hflip, compile=compile_,
-                         val_fraction=val_fraction, patience=patience, replay=replay)
+    config = replace(config, replay=replay)
     if not num_gpus:  # with --num-gpus the device is checked in each Ray task, on the GPU Ray assigns it
         config.check()
     st = _open(store)
@@ -181,7 +172,7 @@ def train_compartments_cmd(
 
         check_fits(read_unet(init_from)[0], store_image_shape(st), num_classes(st))
     if replan or not st.catalog.compartments():
-        plan_compartments(st, by=plan, slices=slices, seed=seed)
+        plan_compartments(st, by=plan, slices=slices, seed=config.seed)
     results = train_compartments(st, _names(only, "--only"), config=config, model=model,
                                  backend=backend, hooks=_agc(agc, agc_lam), from_base=from_base, adapter=adapter,
                                  lora=lora, init_from=init_from, provenance=provenance, **ray)
@@ -192,37 +183,27 @@ def train_compartments_cmd(
 
 @train_app.command("paragon")
 @cli_errors
+@train_options(*SLICE_JOB)
 def train_paragon_cmd(
     store: StoreOpt, slices: Annotated[int, typer.Option(help="Slices (same schedule as compartments).")] = 2,
-    epochs: EpochsOpt = 200, batch_size: BatchSizeOpt = 64, lr: LrOpt = 2e-3, seed: SeedOpt = 0,
     agc: Annotated[bool, typer.Option(help="Anti-gradient control hook (memorisation defence).")] = False,
     agc_lam: Annotated[float, typer.Option(help="AGC λ.")] = 2.0,
     as_json: JsonOpt = False,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "fp32",
     unet_config: UnetConfigOpt = None,
-    grad_accum: GradAccumOpt = 1,
-    num_workers: WorkersOpt = 0,
-    hflip: HflipOpt = False,
-    compile_: CompileOpt = False,
-    val_fraction: ValFractionOpt = None,
-    patience: PatienceOpt = 8,
-    data_parallel: Annotated[int, typer.Option("--data-parallel", help="Train in N processes, one per GPU "
-                                               "(gloo processes without GPUs), gradients summed across them.")] = 1,
+    data_parallel: DataParallelOpt = 1,
     init_from: InitFromOpt = None,
     provenance: ProvenanceOpt = None,
+    *,
+    config: TrainConfig,
 ) -> None:
     """Train the monolithic paragon on all data (the baseline)."""
     from ..jobs import train_paragon
     from ..jobs.compartments import model_config
-    from ..training import TrainConfig
 
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, precision=precision,
-                         grad_accum=grad_accum, num_workers=num_workers, hflip=hflip, compile=compile_,
-                         val_fraction=val_fraction, patience=patience).check()
+    config.check()
     st = _open(store)
     model = model_config(st, unet_config) if unet_config else None
-    r = train_paragon(st, config=config, model=model, slices=slices, seed=seed, hooks=_agc(agc, agc_lam),
+    r = train_paragon(st, config=config, model=model, slices=slices, seed=config.seed, hooks=_agc(agc, agc_lam),
                       data_parallel=data_parallel, init_from=init_from, provenance=provenance)
     emit({"paragon": r.artifacts[-1] if r.artifacts else None, "steps": r.steps, "seconds": round(r.seconds, 2)}, as_json)
 
@@ -235,20 +216,18 @@ def _agc(on: bool, lam: float) -> list[dict] | None:
 
 @train_app.command("router")
 @cli_errors
-def train_router_cmd(store: StoreOpt, epochs: EpochsOpt = 100, batch_size: BatchSizeOpt = 64, lr: LrOpt = 2e-3,
-                     seed: SeedOpt = 0, as_json: JsonOpt = False,
-                     device: DeviceOpt = "auto",
+@train_options(*TRAINING, epochs=100)
+def train_router_cmd(store: StoreOpt, as_json: JsonOpt = False,
                      heads: Annotated[bool, typer.Option(
                          "--heads", help="one head per compartment against the public data: a forget retrains "
                                          "only the heads that saw it")] = False,
                      with_base: Annotated[bool, typer.Option(
                          "--with-base", help="the base is one more class (its public data the heads' reference)")]
-                     = False) -> None:
+                     = False, *, config: TrainConfig) -> None:
     """Train the router over all trained compartments: a shard classifier, or one head per compartment."""
     from ..composition import train_router
-    from ..training import TrainConfig
 
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device_arg(device))
+    config = replace(config, device=device_arg(config.device))
     emit({"router": train_router(_open(store), config=config, heads=heads, with_base=with_base)}, as_json)
 
 
