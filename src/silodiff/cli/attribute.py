@@ -9,15 +9,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .common import (
-    DEFAULT_N, TRAINING, DeviceOpt, JsonOpt, NOpt, StoreOpt, _names, _open, app, cli_errors, deprecated, device_arg, emit,
-    train_app, train_options,
+    DEFAULT_N, TRAINING, DeviceOpt, JsonOpt, NOpt, StoreOpt, _names, _open, cli_errors, deprecated, device_arg, emit,
+    train_options,
 )
 
 if TYPE_CHECKING:
     from ..training import TrainConfig
 
 
-@train_app.command("encoded")
 @cli_errors
 @train_options(*TRAINING)
 def train_encoded_cmd(
@@ -63,7 +62,6 @@ def train_encoded_cmd(
     emit({"plan": plan.hash, "units": len(plan.units), "unit": unit, "members": rows} if as_json else rows, as_json)
 
 
-@app.command("attribute")
 @cli_errors
 def attribute_cmd(
     store: StoreOpt,

@@ -8,10 +8,9 @@ from typing import Annotated
 import typer
 
 from ..errors import SilodiffError
-from .common import DeviceOpt, JsonOpt, SeedOpt, StoreOpt, _names, _open, app, cli_errors, device_arg, emit
+from .common import DeviceOpt, JsonOpt, SeedOpt, StoreOpt, _names, _open, cli_errors, device_arg, emit
 
 
-@app.command("audit")
 @cli_errors
 def audit_cmd(
     store: StoreOpt,

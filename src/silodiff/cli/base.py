@@ -1,6 +1,6 @@
 """``silodiff train base``: a shared base model on sources declared public.
 
-``--from-base`` on ``train compartments`` (in ``cli/main.py``) starts each
+``--from-base`` on ``train compartments`` (in ``cli/train.py``) starts each
 compartment from it, as a full fine-tune or LoRA adapters.
 """
 
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .common import (
-    SLICE_JOB, DataParallelOpt, InitFromOpt, JsonOpt, ProvenanceOpt, StoreOpt, _names, _open, cli_errors, emit, train_app,
+    SLICE_JOB, DataParallelOpt, InitFromOpt, JsonOpt, ProvenanceOpt, StoreOpt, _names, _open, cli_errors, emit,
     train_options,
 )
 
@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from ..training import TrainConfig
 
 
-@train_app.command("base")
 @cli_errors
 @train_options(*SLICE_JOB)
 def train_base_cmd(

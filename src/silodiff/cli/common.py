@@ -29,15 +29,6 @@ def sub_app(help: str) -> typer.Typer:
     return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None)
 
 
-app = typer.Typer(help="silodiff: training-data protection for image diffusion models.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)
-data_app = sub_app("Ingest and inspect training data.")
-train_app = sub_app("Train compartments, the paragon, the router, the encoded ensemble and the memorisation defences.")
-catalog_app = sub_app("Query the catalog: sources, compartments, artifacts, lineage, events.")
-app.add_typer(data_app, name="data")
-app.add_typer(train_app, name="train")
-app.add_typer(catalog_app, name="catalog")
-
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="Store directory (catalog + artifacts + data).", envvar="SILODIFF_STORE")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 SeedOpt = Annotated[int, typer.Option(help="Random seed.")]

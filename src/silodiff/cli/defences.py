@@ -1,7 +1,7 @@
 """``silodiff train iet-agc`` and ``silodiff train protection-classifier`` (memorisation defences).
 
 ``--agc`` on ``train compartments``/``train paragon`` and ``--cpsample`` on
-``sample`` live beside those commands in ``cli/main.py``.
+``sample`` live beside those commands in ``cli/train.py`` and ``cli/sample.py``.
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import TRAINING, JsonOpt, StoreOpt, _names, _open, cli_errors, deprecated, device_arg, emit, train_app, train_options
+from .common import TRAINING, JsonOpt, StoreOpt, _names, _open, cli_errors, deprecated, device_arg, emit, train_options
 
 if TYPE_CHECKING:
     from ..training import TrainConfig
 
 
-@train_app.command("iet-agc")
 @cli_errors
 @train_options(*(f for f in TRAINING if f != "epochs"))  # its --epochs: local epochs per shard per round
 def train_iet_cmd(
@@ -50,7 +49,6 @@ def train_iet_cmd(
     emit(summary, as_json)
 
 
-@train_app.command("protection-classifier")
 @cli_errors
 @train_options(*TRAINING, epochs=300)
 def train_protection_cmd(

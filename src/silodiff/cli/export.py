@@ -7,10 +7,9 @@ from typing import Annotated
 
 import typer
 
-from .common import JsonOpt, StoreOpt, _names, _open, app, cli_errors, emit
+from .common import JsonOpt, StoreOpt, _names, _open, cli_errors, emit
 
 
-@app.command("export")
 @cli_errors
 def export_cmd(
     store: StoreOpt,

@@ -9,11 +9,10 @@ import typer
 
 from ..errors import SilodiffError
 from .common import (
-    EXIT_VERIFY_FAILED, DeviceOpt, JsonOpt, StoreOpt, _names, _open, app, cli_errors, deprecated, device_arg, emit, sub_app,
+    EXIT_VERIFY_FAILED, DeviceOpt, JsonOpt, StoreOpt, _names, _open, cli_errors, deprecated, device_arg, emit, sub_app,
 )
 
 certificate_app = sub_app("Check forget certificates against a store.")
-app.add_typer(certificate_app, name="certificate")
 
 
 def _read_ids(path: Path) -> list[str]:
@@ -30,7 +29,6 @@ def _summary(result: dict[str, Any]) -> list[dict[str, Any]]:
              "remaining": c["remaining"], "cost": c.get("cost_fraction")} for c in result["compartments"]]
 
 
-@app.command("forget")
 @cli_errors
 def forget_cmd(
     store: StoreOpt,
@@ -105,7 +103,6 @@ def certificate_list(store: StoreOpt, as_json: JsonOpt = False) -> None:
     emit(rows, as_json)
 
 
-@app.command("add-source")
 @cli_errors
 def add_source_cmd(
     store: StoreOpt,

@@ -6,10 +6,9 @@ from typing import Annotated
 
 import typer
 
-from .common import JsonOpt, StoreOpt, _names, _open, app, cli_errors, emit, sub_app
+from .common import JsonOpt, StoreOpt, _names, _open, cli_errors, emit, sub_app
 
 keys_app = sub_app("API keys of the HTTP service (stored hashed; a key is shown once).")
-app.add_typer(keys_app, name="keys")
 
 
 @keys_app.command("create")
