@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .common import (
-    DEFAULT_N, TRAINING, DeviceOpt, JsonOpt, NOpt, StoreOpt, _names, _open, cli_errors, deprecated, device_arg, emit,
+    DEFAULT_N, TRAINING, DeviceOpt, JsonOpt, NOpt, StoreOpt, _names, _open, cli_errors, deprecated, emit,
     train_options,
 )
 
@@ -47,7 +46,7 @@ def train_encoded_cmd(
         slices=slices,
         seed=config.seed,
         backend=backend,
-        config=replace(config, device=device_arg(config.device)),
+        config=config,
     )
     rows = [
         {
@@ -118,7 +117,6 @@ def attribute_cmd(
     if old_label is not None:
         deprecated("`attribute --label`", "--labels (as on `sample`)")
         labels = old_label
-    device = device_arg(device)
     result = run_attribute(
         _open(store),
         out,

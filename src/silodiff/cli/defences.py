@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import TRAINING, JsonOpt, StoreOpt, _names, _open, cli_errors, deprecated, device_arg, emit, train_options
+from .common import TRAINING, JsonOpt, StoreOpt, _names, _open, cli_errors, deprecated, emit, train_options
 
 if TYPE_CHECKING:
     from ..training import TrainConfig
@@ -42,7 +42,7 @@ def train_iet_cmd(
         epochs = local_epochs
     summary = train_iet(_open(store), shards=shards, rounds=rounds, local_epochs=epochs,
                         agc=None if no_agc else {"lam": lam, "decay": decay}, init=from_, name=name,
-                        config=replace(config, device=device_arg(config.device)))
+                        config=config)
     if not as_json:
         summary.pop("top_skipped", None)
         summary["shard_sizes"] = ",".join(map(str, summary["shard_sizes"]))
@@ -74,8 +74,7 @@ def train_protection_cmd(
     from ..defences import train_protection_classifier
 
     st = _open(store)
-    config = replace(config, label_dropout=0.0, ema_decay=0.99, max_timestep=max_timestep,
-                     device=device_arg(config.device))
+    config = replace(config, label_dropout=0.0, ema_decay=0.99, max_timestep=max_timestep)
     targets = [{"compartment": c} for c in trained_compartments(st)] if all_compartments else \
         [{"compartment": compartment, "paragon": paragon, "artifact": artifact}]
     rows = []

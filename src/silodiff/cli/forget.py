@@ -120,23 +120,14 @@ def add_source_cmd(
     """Continual learning: register new sources as new compartments and train only them (and the router)."""
     from ..data import load_dataset
     from ..unlearning import add_source
-    from ..store.external import artifact_info
 
     if old_sources is not None:
         deprecated("`add-source --sources`", "--assign (--sources names rights on `keys create`)")
         assign = old_sources
     st = _open(store)
     data = load_dataset(dataset, sources=assign, limit=limit, path=path)
-    config = None
-    if epochs is not None or device is not None:
-        from ..composition import final_checkpoint, trained_compartments
-        from ..training import TrainConfig
-
-        names = trained_compartments(st)
-        train = artifact_info(st, final_checkpoint(st, "compartment", names[0])["hash"]).get("train", {}) if names else {}
-        changes = {k: v for k, v in {"epochs": epochs, "device": device}.items() if v is not None}
-        config = TrainConfig(**{**train, **changes}).check()
-    result = add_source(st, data, dataset, config=config, progress=not as_json)
+    changes = {k: v for k, v in {"epochs": epochs, "device": device}.items() if v is not None}
+    result = add_source(st, data, dataset, changes=changes, progress=not as_json)
     if as_json:
         emit(result, True)
         return

@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 
 from .common import (
-    DEFAULT_N, CombineOpt, DeviceOpt, JsonOpt, NOpt, PrecisionOpt, SeedOpt, StoreOpt, _names, _open, cli_errors,
-    device_arg, emit,
+    DEFAULT_N, CombineOpt, DeviceOpt, JsonOpt, NOpt, PrecisionOpt, SeedOpt, StoreOpt, _names, _open, cli_errors, emit,
 )
 
 
@@ -40,7 +39,6 @@ def sample_cmd(
     """Generate images: a PNG grid and an .npz (uint8 images, labels, per-image weights)."""
     from ..generation import run_sample
 
-    device = device_arg(device, precision)
     emit(run_sample(_open(store), out, model=model, allowed=_names(allowed, "--allowed"), router=router, gate=gate, n=n, labels=labels,
                     sampler=sampler, steps=steps, eta=eta, seed=seed,
                     cpsample={"alpha": alpha, "scale": scale} if cpsample else None, device=device, precision=precision,
@@ -63,6 +61,5 @@ def quality_cmd(
     """FLD and class accuracy of a model's class-conditional samples against the store's data."""
     from ..audit.quality import evaluate_quality
 
-    device = device_arg(device)
     emit(evaluate_quality(_open(store), model, router=router, gate=gate, n=n, steps=steps, seed=seed, device=device,
                           combine=combine), as_json)

@@ -11,10 +11,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..errors import SilodiffError
 from .common import (
     SLICE_JOB, TRAINING, DataParallelOpt, InitFromOpt, JsonOpt, ProvenanceOpt, StoreOpt, UnetConfigOpt, _names, _open,
-    cli_errors, device_arg, emit, train_options,
+    cli_errors, emit, train_options,
 )
 
 if TYPE_CHECKING:
@@ -53,39 +52,18 @@ def train_compartments_cmd(
     config: TrainConfig,
 ) -> None:
     """Train one model per compartment, each on its own samples only (from scratch, or from the base)."""
-    from ..jobs import plan_compartments, train_compartments
+    from ..jobs import train_compartments
     from ..jobs.compartments import model_config
 
     ray = {k: v for k, v in {"address": ray_address, "num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": max_retries,
                              "timeout": ray_timeout}.items() if v is not None}
-    if ray and backend != "ray":
-        raise SilodiffError("--ray-address, --num-cpus, --num-gpus, --max-retries and --ray-timeout need --backend ray")
-    lora = {"rank": rank, "alpha": lora_alpha, "targets": _names(target_modules, "--target-modules")} if adapter == "lora" else None
-    if not from_base and (adapter != "none" or rank != 4 or lora_alpha is not None or target_modules or replay):
-        raise SilodiffError("--adapter, --rank, --lora-alpha, --target-modules and --replay need --from-base")
-    if from_base and unet_config:
-        raise SilodiffError("--unet-config and --from-base: a compartment on a base has the base's architecture")
-    if init_from is not None and (from_base or unet_config):
-        raise SilodiffError("--init-from gives the architecture and the starting weights: drop --from-base / --unet-config")
-    if provenance is not None and init_from is None:
-        raise SilodiffError("--provenance describes --init-from: give both")
-    config = replace(config, replay=replay)
-    if not num_gpus:  # with --num-gpus the device is checked in each Ray task, on the GPU Ray assigns it
-        config.check()
+    targets = _names(target_modules, "--target-modules")
+    lora = {"rank": rank, "alpha": lora_alpha, "targets": targets} \
+        if adapter == "lora" or rank != 4 or lora_alpha is not None or targets else None
     st = _open(store)
-    model = model_config(st, unet_config) if unet_config else None  # checked before anything is planned
-    if from_base:  # refuse bad adapter options (and a missing base) before anything is planned or trained
-        from ..jobs.base import active_base, from_base_model
-
-        from_base_model(active_base(st), adapter, **(lora or {}))
-    if init_from is not None:  # refuse a bad folder before anything is planned
-        from ..jobs.compartments import num_classes, store_image_shape
-        from ..nn.diffusers_io import check_fits, read_unet
-
-        check_fits(read_unet(init_from)[0], store_image_shape(st), num_classes(st))
-    if replan or not st.catalog.compartments():
-        plan_compartments(st, by=plan, slices=slices, seed=config.seed)
-    results = train_compartments(st, _names(only, "--only"), config=config, model=model,
+    results = train_compartments(st, _names(only, "--only"), config=replace(config, replay=replay),
+                                 model=model_config(st, unet_config) if unet_config else None,
+                                 plan=plan if replan or not st.catalog.compartments() else None, slices=slices,
                                  backend=backend, hooks=_agc(agc, agc_lam), from_base=from_base, adapter=adapter,
                                  lora=lora, init_from=init_from, provenance=provenance, **ray)
     rows = [{"compartment": r.name, "checkpoints": len(r.artifacts), "final": r.artifacts[-1] if r.artifacts else None,
@@ -111,7 +89,6 @@ def train_paragon_cmd(
     from ..jobs import train_paragon
     from ..jobs.compartments import model_config
 
-    config.check()
     st = _open(store)
     model = model_config(st, unet_config) if unet_config else None
     r = train_paragon(st, config=config, model=model, slices=slices, seed=config.seed, hooks=_agc(agc, agc_lam),
@@ -137,5 +114,4 @@ def train_router_cmd(store: StoreOpt, as_json: JsonOpt = False,
     """Train the router over all trained compartments: a shard classifier, or one head per compartment."""
     from ..composition import train_router
 
-    config = replace(config, device=device_arg(config.device))
     emit({"router": train_router(_open(store), config=config, heads=heads, with_base=with_base)}, as_json)
