@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .common import (
-    DEFAULT_N, TRAINING, DeviceOpt, JsonOpt, NOpt, StoreOpt, _names, _open, cli_errors, deprecated, emit,
+    DEFAULT_N, TRAINING, DeviceOpt, JsonOpt, NOpt, StoreOpt, _names, _open, cli_errors, emit,
     train_options,
 )
 
@@ -109,14 +109,10 @@ def attribute_cmd(
     ] = 1e-2,
     as_json: JsonOpt = False,
     device: DeviceOpt = "auto",
-    old_label: Annotated[str | None, typer.Option("--label", hidden=True, help="Deprecated: --labels.")] = None,
 ) -> None:
     """Which compartment (router weights, leave-one-out, posterior) or training units (--method) an image drew on."""
     from ..attribution.report import run_attribute
 
-    if old_label is not None:
-        deprecated("`attribute --label`", "--labels (as on `sample`)")
-        labels = old_label
     result = run_attribute(
         _open(store),
         out,

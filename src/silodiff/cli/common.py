@@ -1,9 +1,9 @@
-"""Shared pieces of the CLI: the Typer apps, common options, error handling and output.
+"""Shared pieces of the CLI: command groups, common options (the training options declared once), error handling
+and output.
 
 The convention every command follows (written on the docs site, ``docs/cli/conventions.md``):
 
-- a list option takes one comma-separated value (``--allowed a,b``); repeating the flag is the
-  old spelling, still accepted for one release with a one-line note on stderr;
+- a list option takes one comma-separated value (``--allowed a,b``); repeating the flag is refused;
 - a command that reports takes ``--json`` and then prints exactly one JSON document on stdout;
 - every ``train`` sub-command takes ``--epochs --batch-size --lr --seed --device --log-dir`` (``train_options``);
 - exit status: 0 success, 1 a verification that failed, 2 bad input (one ``error: …`` line),
@@ -40,10 +40,6 @@ DEBUG = {"on": False}
 # Typer's own exits and usage errors pass through (Typer ≥ 0.20 vendors click, so find its ClickException by name)
 _PASS_THROUGH = (typer.Exit, typer.Abort, next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"))  # `silodiff --debug`: let unexpected exceptions through with their traceback
 
-
-def deprecated(old: str, new: str) -> None:
-    """One line on stderr for an old spelling that still works for one release."""
-    typer.echo(f"note: {old} is deprecated and will be removed in the next release; use {new}", err=True)
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.",
                                         envvar="SILODIFF_DEVICE")]
@@ -178,12 +174,12 @@ def _short(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def _names(values: str | list[str] | None, flag: str = "") -> list[str] | None:
-    """A list option's names: one comma-separated value; a repeated flag is the deprecated spelling."""
+def _names(values: str | list[str] | None, flag: str) -> list[str] | None:
+    """A list option's names: one comma-separated value (a repeated flag is refused: one spelling)."""
     if not values:
         return None
     if isinstance(values, str):
         values = [values]
-    if len(values) > 1 and flag:
-        deprecated(f"repeating {flag}", f"one comma-separated value ({flag} a,b)")
-    return [s.strip() for v in values for s in v.split(",") if s.strip()] or None
+    if len(values) > 1:
+        raise SilodiffError(f"give {flag} once, comma-separated ({flag} {','.join(values)})")
+    return [s.strip() for s in values[0].split(",") if s.strip()] or None

@@ -9,13 +9,12 @@ from typing import Annotated
 import typer
 
 from ..errors import SilodiffError
-from .common import JsonOpt, StoreOpt, _open, cli_errors, deprecated, emit, sub_app
+from .common import JsonOpt, StoreOpt, _open, cli_errors, emit, sub_app
 
 data_app = sub_app("Ingest and inspect training data.")
 
 AssignOpt = Annotated[str, typer.Option(help="How samples get their source: by-class, random:K or single[:NAME] "
                                              "(folders name their own).")]
-OldSourcesOpt = Annotated[str | None, typer.Option("--sources", hidden=True, help="Deprecated spelling of --assign.")]
 
 
 @data_app.command("ingest")
@@ -29,14 +28,10 @@ def data_ingest(
     readmit_forgotten: Annotated[bool, typer.Option(
         help="Store forgotten samples again (new consent, logged as an event); by default they are skipped.")] = False,
     as_json: JsonOpt = False,
-    old_sources: OldSourcesOpt = None,
 ) -> None:
     """Load a data set and register its samples (pixels stored, ids in the catalog)."""
     from ..data import stream_dataset
 
-    if old_sources is not None:
-        deprecated("`data ingest --sources`", "--assign (--sources names rights on `keys create`)")
-        assign = old_sources
     # a folder streams in chunk-sized parts (with a progress bar); the other data sets load at once
     parts = stream_dataset(dataset, sources=assign, limit=limit, path=path, progress=not as_json)
     first = next(parts, None)  # the first part read before the store is created (bad input leaves no store)

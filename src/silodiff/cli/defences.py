@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import TRAINING, JsonOpt, StoreOpt, _names, _open, cli_errors, deprecated, emit, train_options
+from .common import TRAINING, JsonOpt, StoreOpt, _names, _open, cli_errors, emit, train_options
 
 if TYPE_CHECKING:
     from ..training import TrainConfig
@@ -30,16 +30,12 @@ def train_iet_cmd(
     from_: Annotated[str | None, typer.Option("--from", help="Fine-tune from this trained artifact (hash or prefix).")] = None,
     name: Annotated[str | None, typer.Option(help="Artifact name (default: the kind, iet-agc or iet).")] = None,
     as_json: JsonOpt = False,
-    local_epochs: Annotated[float | None, typer.Option(hidden=True, help="Deprecated: --epochs.")] = None,
     *,
     config: TrainConfig,
 ) -> None:
     """Iterative ensemble training with anti-gradient control: one model whose lineage is ALL shards (not compartmentalised)."""
     from ..defences import train_iet
 
-    if local_epochs is not None:
-        deprecated("`train iet-agc --local-epochs`", "--epochs (the same flag on every `train` command)")
-        epochs = local_epochs
     summary = train_iet(_open(store), shards=shards, rounds=rounds, local_epochs=epochs,
                         agc=None if no_agc else {"lam": lam, "decay": decay}, init=from_, name=name,
                         config=config)

@@ -9,7 +9,7 @@ import typer
 
 from ..errors import SilodiffError
 from .common import (
-    EXIT_VERIFY_FAILED, DeviceOpt, JsonOpt, StoreOpt, _names, _open, cli_errors, deprecated, device_arg, emit, sub_app,
+    EXIT_VERIFY_FAILED, DeviceOpt, JsonOpt, StoreOpt, _names, _open, cli_errors, device_arg, emit, sub_app,
 )
 
 certificate_app = sub_app("Check forget certificates against a store.")
@@ -115,15 +115,11 @@ def add_source_cmd(
     device: Annotated[str | None, typer.Option("--device", help="Train there: auto, cpu, cuda, cuda:N or mps "
                                                "(default: the existing compartments' setting).")] = None,
     as_json: JsonOpt = False,
-    old_sources: Annotated[str | None, typer.Option("--sources", hidden=True, help="Deprecated: --assign.")] = None,
 ) -> None:
     """Continual learning: register new sources as new compartments and train only them (and the router)."""
     from ..data import load_dataset
     from ..unlearning import add_source
 
-    if old_sources is not None:
-        deprecated("`add-source --sources`", "--assign (--sources names rights on `keys create`)")
-        assign = old_sources
     st = _open(store)
     data = load_dataset(dataset, sources=assign, limit=limit, path=path)
     changes = {k: v for k, v in {"epochs": epochs, "device": device}.items() if v is not None}

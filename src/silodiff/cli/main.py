@@ -15,7 +15,7 @@ import typer
 
 from ..errors import SilodiffError
 from . import attribute, audit, base, catalog, data, defences, export, forget, keys, sample, serve, train
-from .common import DEBUG, EXIT_BAD_INPUT, JsonOpt, _names, cli_errors, deprecated, emit, sub_app
+from .common import DEBUG, EXIT_BAD_INPUT, JsonOpt, _names, cli_errors, emit, sub_app
 
 app = typer.Typer(help="silodiff: training-data protection for image diffusion models.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)
@@ -61,35 +61,9 @@ for name, group in (("data", data.data_app), ("train", train_app), ("catalog", c
     app.add_typer(group, name=name)
 
 
-def _old_train_spelling(argv: list[str]) -> list[str]:
-    """``train --method M …`` / ``train --protection-classifier …``: the spellings of the last release.
-
-    They still work for this one release (with a note on stderr); the sub-command is ``train M``."""
-    if len(argv) < 2 or argv[0] != "train":
-        return argv
-    rest = list(argv[1:])
-    if "--protection-classifier" in rest:
-        rest.remove("--protection-classifier")
-        deprecated("`train --protection-classifier`", "`train protection-classifier`")
-        return ["train", "protection-classifier", *rest]
-    for i, a in enumerate(rest):
-        if a in ("--method", "-m") and i + 1 < len(rest):
-            method = rest[i + 1]
-            del rest[i:i + 2]
-        elif a.startswith("--method="):
-            method = a.partition("=")[2]
-            del rest[i]
-        else:
-            continue
-        deprecated(f"`train --method {method}`", f"`train {'iet-agc --no-agc' if method == 'iet' else method}`")
-        return ["train", *(["iet-agc", "--no-agc"] if method == "iet" else [method]), *rest]
-    return argv
-
-
 def main(argv: list[str] | None = None) -> None:
-    args = _old_train_spelling(list(sys.argv[1:] if argv is None else argv))
     try:
-        app(args, prog_name="silodiff")
+        app(sys.argv[1:] if argv is None else argv, prog_name="silodiff")
     except SilodiffError as exc:  # defensive: commands already convert these
         typer.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
