@@ -108,13 +108,12 @@ def train_options(*fields: str, **defaults: Any):
     return wrap
 
 
-def device_arg(spec: str, precision: str = "fp32") -> str:
-    """Check ``--device`` (and ``--precision``) before anything runs; returns the resolved device as a string."""
-    from ..devices import check_precision, resolve_device
+def device_arg(spec: str) -> str:
+    """Check ``--device`` before anything runs, for the commands whose library resolves it late (a forget mid-way,
+    the service on its first request); returns the resolved device as a string."""
+    from ..devices import resolve_device
 
-    device = resolve_device(spec)
-    check_precision(precision, device)
-    return str(device)
+    return str(resolve_device(spec))
 
 
 def cli_errors(fn):
