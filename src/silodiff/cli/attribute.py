@@ -122,7 +122,7 @@ def attribute_cmd(
         image=image,
         device=device,
         ensemble=ensemble,
-        allowed=_names(allowed, "--allowed"),
+        allowed=_names(allowed),
         router=router,
         sampler=sampler,
         steps=steps,

@@ -34,9 +34,9 @@ def audit_cmd(
 
     from ..audit.report import run_audit, run_audits
 
-    models = _names(model, "--model") or []
+    models = _names(model) or []
     options = dict(router=router, gate=gate, n=n, steps=steps, sampler=sampler, seed=seed, holdout=holdout, mia_n=mia_n,
-                   attacks=tuple(_names(attacks, "--attacks") or ()), cosine_threshold=cosine_threshold,
+                   attacks=tuple(_names(attacks) or ()), cosine_threshold=cosine_threshold,
                    cosine_features=cosine_features, device=device)
     st = _open(store)
     if len(models) == 1:

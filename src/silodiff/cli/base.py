@@ -39,7 +39,7 @@ def train_base_cmd(
     from ..jobs import train_base
 
     st = _open(store)
-    r = train_base(st, _names(sources, "--sources") or [], config=config, slices=slices, seed=config.seed, public=public, init_from=init_from, provenance=provenance,
-                   data_parallel=data_parallel)
+    r = train_base(st, _names(sources) or [], config=config, slices=slices, seed=config.seed, public=public,
+                   init_from=init_from, provenance=provenance, data_parallel=data_parallel)
     emit({"base": r.artifacts[-1] if r.artifacts else None, "public_sources": st.catalog.public_sources(),
           "steps": r.steps, "seconds": round(r.seconds, 2)}, as_json)

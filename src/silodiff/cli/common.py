@@ -3,7 +3,7 @@ and output.
 
 The convention every command follows (written on the docs site, ``docs/cli/conventions.md``):
 
-- a list option takes one comma-separated value (``--allowed a,b``); repeating the flag is refused;
+- a list option takes a comma-separated value (``--allowed a,b``; repeating the flag adds values);
 - a command that reports takes ``--json`` and then prints exactly one JSON document on stdout;
 - every ``train`` sub-command takes ``--epochs --batch-size --lr --seed --device --log-dir`` (``train_options``);
 - exit status: 0 success, 1 a verification that failed, 2 bad input (one ``error: …`` line),
@@ -173,12 +173,10 @@ def _short(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def _names(values: str | list[str] | None, flag: str) -> list[str] | None:
-    """A list option's names: one comma-separated value (a repeated flag is refused: one spelling)."""
+def _names(values: str | list[str] | None) -> list[str] | None:
+    """A list option's names: comma-separated (a repeated flag adds its values, as click collects them)."""
     if not values:
         return None
     if isinstance(values, str):
         values = [values]
-    if len(values) > 1:
-        raise SilodiffError(f"give {flag} once, comma-separated ({flag} {','.join(values)})")
-    return [s.strip() for s in values[0].split(",") if s.strip()] or None
+    return [s.strip() for v in values for s in v.split(",") if s.strip()] or None

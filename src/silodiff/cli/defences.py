@@ -76,7 +76,7 @@ def train_protection_cmd(
     rows = []
     for target in targets:
         r = train_protection_classifier(st, **target, config=config, width=width, bit_seed=config.seed, target_accuracy=target_accuracy,
-                                        calibration=_names(calibrate_on, "--calibrate-on") or (), calibration_weight=calibration_weight)
+                                        calibration=_names(calibrate_on) or (), calibration_weight=calibration_weight)
         fires = r["fire_rate"]
         rows.append({k: r[k] for k in ("protects", "artifact", "n", "epochs", "train_accuracy")}
                     | {"accuracy_t500": r["accuracy_by_t"][500], "calibration_n": (r["calibration"] or {}).get("n", 0),

@@ -43,8 +43,8 @@ def forget_cmd(
     """Forget samples and sources exactly: retrain what saw them, switch, delete, print a certificate."""
     from ..unlearning import forget
 
-    ids = (_names(sample, "--sample") or []) + (_read_ids(ids_file) if ids_file else [])
-    result = forget(_open(store), sample_ids=ids, sources=_names(source, "--source") or [], dry_run=dry_run, progress=not as_json,
+    ids = (_names(sample) or []) + (_read_ids(ids_file) if ids_file else [])
+    result = forget(_open(store), sample_ids=ids, sources=_names(source) or [], dry_run=dry_run, progress=not as_json,
                     backend=backend, device=device_arg(device))
     if as_json:
         if dry_run:

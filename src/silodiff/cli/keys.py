@@ -23,7 +23,7 @@ def keys_create(
     """Create a key; it is printed once and never stored in plain text."""
     from ..service.keys import create_key
 
-    record, key = create_key(_open(store), name, _names(sources, "--sources"), admin=admin)
+    record, key = create_key(_open(store), name, _names(sources), admin=admin)
     if as_json:
         emit({**record, "key": key}, True)
         return

@@ -40,7 +40,7 @@ def demo_cmd(
     """The main job end to end on the embedded digits data; writes a Markdown + PNG report."""
     from ..demo import run_demo
 
-    report = run_demo(out, quick=quick, extra=("ray",) if ray else (), skip=tuple(_names(skip, "--skip") or ()))
+    report = run_demo(out, quick=quick, extra=("ray",) if ray else (), skip=tuple(_names(skip) or ()))
     emit({"report": str(report)}, True) if as_json else typer.echo(f"report: {report}")
 
 

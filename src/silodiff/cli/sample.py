@@ -39,7 +39,7 @@ def sample_cmd(
     """Generate images: a PNG grid and an .npz (uint8 images, labels, per-image weights)."""
     from ..generation import run_sample
 
-    emit(run_sample(_open(store), out, model=model, allowed=_names(allowed, "--allowed"), router=router, gate=gate, n=n, labels=labels,
+    emit(run_sample(_open(store), out, model=model, allowed=_names(allowed), router=router, gate=gate, n=n, labels=labels,
                     sampler=sampler, steps=steps, eta=eta, seed=seed,
                     cpsample={"alpha": alpha, "scale": scale} if cpsample else None, device=device, precision=precision,
                     with_base=with_base, combine=combine), as_json)

@@ -57,11 +57,11 @@ def train_compartments_cmd(
 
     ray = {k: v for k, v in {"address": ray_address, "num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": max_retries,
                              "timeout": ray_timeout}.items() if v is not None}
-    targets = _names(target_modules, "--target-modules")
+    targets = _names(target_modules)
     lora = {"rank": rank, "alpha": lora_alpha, "targets": targets} \
         if adapter == "lora" or rank != 4 or lora_alpha is not None or targets else None
     st = _open(store)
-    results = train_compartments(st, _names(only, "--only"), config=replace(config, replay=replay),
+    results = train_compartments(st, _names(only), config=replace(config, replay=replay),
                                  model=model_config(st, unet_config) if unet_config else None,
                                  plan=plan if replan or not st.catalog.compartments() else None, slices=slices,
                                  backend=backend, hooks=_agc(agc, agc_lam), from_base=from_base, adapter=adapter,
