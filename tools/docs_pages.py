@@ -107,7 +107,7 @@ def _target(payload: dict, stem: str = "") -> str:
 
 # ----------------------------------------------------------------------------- CLI reference
 def cli_markdown() -> str:
-    """Every command of the Typer app: usage, help and options (hidden, deprecated spellings left out)."""
+    """Every command of the Typer app: usage, help and options (hidden options left out)."""
     import typer.main
 
     from silodiff.cli.main import app

@@ -41,11 +41,6 @@ def mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
-def available_devices() -> list[str]:
-    """Device types present on this machine: ``cpu`` always, then ``cuda`` and ``mps`` where present."""
-    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (["mps"] if mps_available() else [])
-
-
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     """``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` → ``torch.device``."""
     if isinstance(spec, torch.device):

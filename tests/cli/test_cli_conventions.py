@@ -1,6 +1,6 @@
 """The CLI's one convention (docs/cli/conventions.md), checked on every command of the Typer app:
 ``--help`` everywhere, ``--json`` that parses wherever a command reports, the same training flags on every
-``train`` sub-command, one list syntax (the old repeated spelling with a deprecation note), and the
+``train`` sub-command, one list syntax (a repeated flag adds values), no hidden options, and the
 exit-code rule (0 ok, 1 a failed verification, 2 bad input, 3 unexpected; ``--debug`` for the traceback)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from silodiff.cli.main import app
 
 runner = CliRunner()
 NOT_REPORTING = {("serve",)}  # runs a server: prints its log, not a report
-TRAINING_FLAGS = {"--epochs", "--batch-size", "--lr", "--seed"}
+TRAINING_FLAGS = {"--epochs", "--batch-size", "--lr", "--seed", "--device", "--log-dir"}
 
 
 def walk(cmd, path: tuple[str, ...] = ()):
@@ -31,8 +31,8 @@ COMMANDS = list(walk(typer.main.get_command(app)))
 LEAVES = [(p, c) for p, c in COMMANDS if not hasattr(c, "commands")]
 
 
-def flags(cmd, hidden: bool = False) -> set[str]:
-    return {o for p in cmd.params if p.param_type_name == "option" and (hidden or not p.hidden) for o in p.opts}
+def flags(cmd) -> set[str]:
+    return {o for p in cmd.params if p.param_type_name == "option" for o in p.opts}
 
 
 def test_the_walk_finds_every_command():
@@ -61,7 +61,7 @@ def test_every_train_command_takes_the_same_training_flags(path, cmd):
 
 def test_one_flag_one_meaning():
     """``--sources`` names rights: what one key may use (keys create), or what every key may use (train base,
-    which declares its sources public); the ingest scheme is ``--assign`` (``--sources`` hidden, deprecated)."""
+    which declares its sources public); the ingest scheme is ``--assign``."""
     with_sources = {" ".join(p) for p, c in LEAVES if "--sources" in flags(c)}
     assert with_sources == {"keys create", "train base"}
     assert {" ".join(p) for p, c in LEAVES if "--assign" in flags(c)} == {"data ingest", "add-source"}
@@ -124,34 +124,27 @@ def test_events_json_has_full_payloads(store):
     assert len(json.dumps(ingest["payload"])) > 0 and "ingest" in table
 
 
-# ----------------------------------------------------------------------------- one list syntax; old spellings
-def test_comma_list_and_the_deprecated_repeated_flag_agree(store):
+# ----------------------------------------------------------------------------- one list syntax, one spelling
+def test_a_comma_list_and_a_repeated_flag_agree_without_a_note(store):
     a, b = [r["sample_id"] for r in run_json("data", "list", "--store", store, "--limit", 2)]
     new = runner.invoke(app, ["forget", "--store", str(store), "--sample", f"{a},{b}", "--dry-run", "--json"])
     old = runner.invoke(app, ["forget", "--store", str(store), "--sample", a, "--sample", b, "--dry-run", "--json"])
     assert new.exit_code == old.exit_code == 0, old.output
     assert json.loads(new.stdout)["request"] == json.loads(old.stdout)["request"]
     assert json.loads(new.stdout)["request"]["sample_ids"] == sorted([a, b])
-    assert new.stderr == "" and old.stderr.count("\n") == 1 and "deprecated" in old.stderr
+    assert new.stderr == old.stderr == ""
 
 
-def test_old_ingest_spelling_still_works_with_one_note(tmp_path):
-    r = runner.invoke(app, ["data", "ingest", "--store", str(tmp_path / "s"), "--limit", "8", "--sources", "single:a",
-                            "--json"])
-    assert r.exit_code == 0, r.output
-    assert [s["name"] for s in json.loads(r.stdout)["sources"]] == ["a"]
-    assert r.stderr.strip().count("\n") == 0 and "--assign" in r.stderr
+def test_no_command_has_hidden_options():
+    assert not [(p, o.opts) for p, c in LEAVES for o in c.params if getattr(o, "hidden", False)]
 
 
-def test_old_train_method_spelling_maps_to_the_sub_command(capsys):
-    from silodiff.cli.main import _old_train_spelling
-
-    assert _old_train_spelling(["train", "--method", "paragon", "--epochs", "1"]) == ["train", "paragon", "--epochs", "1"]
-    assert _old_train_spelling(["train", "--method=iet", "-s", "x"]) == ["train", "iet-agc", "--no-agc", "-s", "x"]
-    assert _old_train_spelling(["train", "--protection-classifier", "--paragon"]) == \
-        ["train", "protection-classifier", "--paragon"]
-    assert _old_train_spelling(["train", "paragon"]) == ["train", "paragon"]
-    assert capsys.readouterr().err.count("deprecated") == 3
+@pytest.mark.parametrize("argv", [["data", "ingest", "--sources", "single:a"], ["attribute", "--label", "3"],
+                                  ["train", "iet-agc", "--local-epochs", "2"], ["train", "--method", "paragon"]],
+                         ids=lambda a: " ".join(a))
+def test_the_old_spellings_are_usage_errors(argv, tmp_path):
+    r = runner.invoke(app, [*argv, "--store", str(tmp_path / "s")])
+    assert r.exit_code == 2 and "No such option" in r.output and not (tmp_path / "s").exists()
 
 
 # ----------------------------------------------------------------------------- exit codes

@@ -98,21 +98,20 @@ def test_bad_options_are_loud(defence_store):
         train_iet(defence_store, rounds=0, model=tiny_model(), progress=False)
 
 
-def test_train_method_flag_is_the_deprecated_spelling_of_the_sub_command(defence_store):
-    """``train --method M`` (last release's spelling) runs ``train M`` with a note on stderr (``--method iet`` is
-    IET without AGC); a wrong method exits 2."""
+def test_train_iet_agc_from_the_cli(defence_store):
+    """``train iet-agc`` trains IET-AGC, ``--no-agc`` plain IET; a bad option exits 2."""
     from typer.testing import CliRunner
 
-    from silodiff.cli.main import _old_train_spelling, app
+    from silodiff.cli.main import app
 
     runner = CliRunner()
     common = ["--store", str(defence_store.root), "--shards", "2", "--rounds", "1", "--epochs", "0.5", "--json"]
     kinds = {}
-    for spelling in (["--method", "iet-agc"], ["--method=iet"], ["-m", "iet-agc", "--name", "via-m"]):
-        r = runner.invoke(app, _old_train_spelling(["train", *spelling, *common]))
+    for extra in ([], ["--no-agc"], ["--name", "named"]):
+        r = runner.invoke(app, ["train", "iet-agc", *extra, *common])
         assert r.exit_code == 0, r.output
         out = json.loads(r.stdout)
         kinds[out["name"]] = out["kind"]
-    assert kinds == {"iet-agc": "iet-agc", "iet": "iet", "via-m": "iet-agc"}
-    r = runner.invoke(app, _old_train_spelling(["train", "--method", "bogus", *common]))
-    assert r.exit_code == 2 and "bogus" in r.output
+    assert kinds == {"iet-agc": "iet-agc", "iet": "iet", "named": "iet-agc"}
+    r = runner.invoke(app, ["train", "iet-agc", *common[:2], "--shards", "bogus", *common[4:]])
+    assert r.exit_code == 2 and "--shards" in r.output

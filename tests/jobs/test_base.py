@@ -155,7 +155,7 @@ def test_replay_is_refused_where_there_is_no_base_to_replay(based):
 
     replayed = TrainConfig(epochs=1, batch_size=16, replay=0.5)
     before = {a["hash"] for a in based.catalog.artifacts(active=None)}
-    with pytest.raises(SilodiffError, match="--replay needs --from-base"):
+    with pytest.raises(SilodiffError, match="and --replay need --from-base"):
         train_compartments(based, ["source-1"], config=replayed, progress=False)
     with pytest.raises(SilodiffError, match="not the paragon"):
         train_paragon(based, config=replayed, progress=False)

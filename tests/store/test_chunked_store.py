@@ -1,6 +1,6 @@
 """Chunked data: ingest appends fixed-size chunks (all or nothing, even when killed), forgetting rewrites
-only the chunk that holds the sample, old one-file-a-source stores migrate on open, the chunk sampler
-shuffles across chunks, and training streams a store bigger than its memory growth allows."""
+only the chunk that holds the sample, the chunk sampler shuffles across chunks, and training streams a store
+bigger than its memory growth allows."""
 
 from __future__ import annotations
 
@@ -155,26 +155,6 @@ def test_forgetting_rewrites_only_the_chunk_that_holds_the_sample(tmp_path):
     assert sid not in store.samples().sample_ids and len(store.dataset()) == 39
     ok, problems = verify_certificate(store, cert)
     assert ok, problems
-
-
-def test_old_one_file_a_source_store_migrates_on_open(tmp_path):
-    from safetensors.torch import save_file
-
-    data = load_digits("random:2", limit=30)
-    root = tmp_path / "old"
-    store = Store(root)
-    store.catalog.set_num_classes(10)
-    store.catalog.add_samples(data.sample_ids, data.labels.tolist(), data.sources, "digits")
-    for source in sorted(set(data.sources)):  # the layout of silodiff before chunks: data/<source>.safetensors
-        part = data.where([s == source for s in data.sources])
-        save_file({"pixels": part.pixels, "labels": part.labels}, str(root / "data" / f"{source}.safetensors"),
-                  metadata={"sample_ids": json.dumps(part.sample_ids)})
-    reopened = Store(root)
-    assert not list((root / "data").glob("*.safetensors"))  # the old shards are gone
-    assert {c["source"] for c in reopened.catalog.chunks()} == set(data.sources)
-    got = reopened.dataset(data.sample_ids)
-    assert torch.equal(got.pixels, data.pixels)
-    assert [e["kind"] for e in reopened.catalog.events("migrate-data")] == ["migrate-data"] * 2
 
 
 def test_chunk_batches_cover_every_row_once_and_mix_chunks():

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..devices import resolve_device
 from ..errors import SilodiffError
 from ..generation import parse_labels
 from ..store import Store
@@ -104,6 +105,7 @@ def run_attribute(
         from .gradient import check_proj_dim
 
         check_proj_dim(proj_dim)
+    device = resolve_device(device or "auto")  # a missing device is refused before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if ensemble:

@@ -90,12 +90,15 @@ def run_audit(
     lineage, hence members and the memorisation reference, still come from ``model``'s artifacts.
     """
     unknown = [a for a in attacks if a not in ATTACKS]
+    if not attacks:
+        raise SilodiffError(f"give at least one attack: {', '.join(ATTACKS)}")
     if unknown:
         raise SilodiffError(f"unknown attack {unknown[0]!r}: use {', '.join(ATTACKS)}")
     if cosine_features not in COSINE_FEATURES:
         raise SilodiffError(f"cosine features must be one of {COSINE_FEATURES}, not {cosine_features!r}")
     if n < 2 or mia_n < 1:
         raise SilodiffError("need n ≥ 2 generated images and mia_n ≥ 1")
+    dev = resolve_device(device or "auto")
     from .plots import save_pairs, save_ratio_hist, save_roc
     from ..viz import save_grid
 
@@ -103,7 +106,6 @@ def run_audit(
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     options = dict(router=router, gate=gate) if model == "composed" else {}
-    dev = resolve_device(device or "auto")
     served = served_model(store, model, **options)
     if denoiser is not None:
         served.model = denoiser
@@ -242,6 +244,8 @@ def comparison(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 def run_audits(store: Store, out: str | Path, models: tuple[str, ...] = ("paragon", "composed"), **kwargs: Any) -> Path:
     """``run_audit`` for each model into ``out/<model>/``, and ``out/report.md`` comparing them."""
+    if not models:
+        raise SilodiffError("give a model: paragon, composed, a compartment or a hash")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summaries = {}

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .common import (
-    DEFAULT_N, BatchSizeOpt, EpochsOpt, JsonOpt, LrOpt, NOpt, SeedOpt, StoreOpt, _names, _open, app, cli_errors,
-    deprecated, device_arg, emit, train_app, DeviceOpt,
+    DEFAULT_N, TRAINING, DeviceOpt, JsonOpt, NOpt, StoreOpt, _names, _open, cli_errors, emit,
+    train_options,
 )
 
+if TYPE_CHECKING:
+    from ..training import TrainConfig
 
-@train_app.command("encoded")
+
 @cli_errors
+@train_options(*TRAINING)
 def train_encoded_cmd(
     store: StoreOpt,
     members: Annotated[
@@ -27,17 +30,13 @@ def train_encoded_cmd(
         Path | None, typer.Option(help="CSV with columns sample_id and NAME, for --unit column:NAME.")
     ] = None,
     slices: Annotated[int, typer.Option(help="SISA slices per member (checkpoint after each).")] = 1,
-    epochs: EpochsOpt = 200,
-    batch_size: BatchSizeOpt = 64,
-    lr: LrOpt = 2e-3,
     backend: Annotated[str, typer.Option(help="serial, process or ray.")] = "serial",
-    seed: SeedOpt = 0,
     as_json: JsonOpt = False,
-    device: DeviceOpt = "auto",
+    *,
+    config: TrainConfig,
 ) -> None:
     """Train an encoded ensemble for unit attribution (member m trains on the units with a 1 at m)."""
     from ..attribution import train_encoded
-    from ..training import TrainConfig
 
     plan, results = train_encoded(
         _open(store),
@@ -45,9 +44,9 @@ def train_encoded_cmd(
         unit=unit,
         groups=groups,
         slices=slices,
-        seed=seed,
+        seed=config.seed,
         backend=backend,
-        config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device_arg(device)),
+        config=config,
     )
     rows = [
         {
@@ -62,7 +61,6 @@ def train_encoded_cmd(
     emit({"plan": plan.hash, "units": len(plan.units), "unit": unit, "members": rows} if as_json else rows, as_json)
 
 
-@app.command("attribute")
 @cli_errors
 def attribute_cmd(
     store: StoreOpt,
@@ -111,15 +109,10 @@ def attribute_cmd(
     ] = 1e-2,
     as_json: JsonOpt = False,
     device: DeviceOpt = "auto",
-    old_label: Annotated[str | None, typer.Option("--label", hidden=True, help="Deprecated: --labels.")] = None,
 ) -> None:
     """Which compartment (router weights, leave-one-out, posterior) or training units (--method) an image drew on."""
     from ..attribution.report import run_attribute
 
-    if old_label is not None:
-        deprecated("`attribute --label`", "--labels (as on `sample`)")
-        labels = old_label
-    device = device_arg(device)
     result = run_attribute(
         _open(store),
         out,
@@ -129,7 +122,7 @@ def attribute_cmd(
         image=image,
         device=device,
         ensemble=ensemble,
-        allowed=_names(allowed, "--allowed"),
+        allowed=_names(allowed),
         router=router,
         sampler=sampler,
         steps=steps,

@@ -7,11 +7,9 @@ from typing import Annotated
 
 import typer
 
-from ..errors import SilodiffError
-from .common import DeviceOpt, JsonOpt, SeedOpt, StoreOpt, _names, _open, app, cli_errors, device_arg, emit
+from .common import DeviceOpt, JsonOpt, SeedOpt, StoreOpt, _names, _open, cli_errors, emit
 
 
-@app.command("audit")
 @cli_errors
 def audit_cmd(
     store: StoreOpt,
@@ -36,15 +34,10 @@ def audit_cmd(
 
     from ..audit.report import run_audit, run_audits
 
-    models = _names(model, "--model")
-    if not models:
-        raise SilodiffError("give a model: paragon, composed, a compartment or a hash")
-    chosen = tuple(_names(attacks, "--attacks") or ())
-    if not chosen:
-        raise SilodiffError("give at least one attack: loss, pia, secmi")
+    models = _names(model) or []
     options = dict(router=router, gate=gate, n=n, steps=steps, sampler=sampler, seed=seed, holdout=holdout, mia_n=mia_n,
-                   attacks=chosen, cosine_threshold=cosine_threshold, cosine_features=cosine_features,
-                   device=device_arg(device))
+                   attacks=tuple(_names(attacks) or ()), cosine_threshold=cosine_threshold,
+                   cosine_features=cosine_features, device=device)
     st = _open(store)
     if len(models) == 1:
         report = run_audit(st, out, models[0], **options)

@@ -1,11 +1,11 @@
-"""Shared pieces of the CLI: the Typer apps, common options, error handling and output.
+"""Shared pieces of the CLI: command groups, common options (the training options declared once), error handling
+and output.
 
 The convention every command follows (written on the docs site, ``docs/cli/conventions.md``):
 
-- a list option takes one comma-separated value (``--allowed a,b``); repeating the flag is the
-  old spelling, still accepted for one release with a one-line note on stderr;
+- a list option takes a comma-separated value (``--allowed a,b``; repeating the flag adds values);
 - a command that reports takes ``--json`` and then prints exactly one JSON document on stdout;
-- every ``train`` sub-command takes ``--epochs --batch-size --lr --seed``;
+- every ``train`` sub-command takes ``--epochs --batch-size --lr --seed --device --log-dir`` (``train_options``);
 - exit status: 0 success, 1 a verification that failed, 2 bad input (one ``error: …`` line),
   3 anything unexpected (one ``internal error: …`` line; ``silodiff --debug …`` shows the traceback).
 """
@@ -13,6 +13,7 @@ The convention every command follows (written on the docs site, ``docs/cli/conve
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,20 +29,8 @@ def sub_app(help: str) -> typer.Typer:
     return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None)
 
 
-app = typer.Typer(help="silodiff: training-data protection for image diffusion models.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)
-data_app = sub_app("Ingest and inspect training data.")
-train_app = sub_app("Train compartments, the paragon, the router, the encoded ensemble and the memorisation defences.")
-catalog_app = sub_app("Query the catalog: sources, compartments, artifacts, lineage, events.")
-app.add_typer(data_app, name="data")
-app.add_typer(train_app, name="train")
-app.add_typer(catalog_app, name="catalog")
-
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="Store directory (catalog + artifacts + data).", envvar="SILODIFF_STORE")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-EpochsOpt = Annotated[int, typer.Option(help="Training epochs (spread over the slices).")]
-BatchSizeOpt = Annotated[int, typer.Option(help="Batch size.")]
-LrOpt = Annotated[float, typer.Option(help="AdamW learning rate.")]
 SeedOpt = Annotated[int, typer.Option(help="Random seed.")]
 NOpt = Annotated[int, typer.Option(help="Number of generated images (the same default for sample and attribute).")]
 DEFAULT_N = 16  # `sample --n` and `attribute --n`: same default, so `attribute --seed S` explains `sample --seed S`
@@ -52,39 +41,79 @@ DEBUG = {"on": False}
 _PASS_THROUGH = (typer.Exit, typer.Abort, next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"))  # `silodiff --debug`: let unexpected exceptions through with their traceback
 
 
-def deprecated(old: str, new: str) -> None:
-    """One line on stderr for an old spelling that still works for one release."""
-    typer.echo(f"note: {old} is deprecated and will be removed in the next release; use {new}", err=True)
-
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.",
                                         envvar="SILODIFF_DEVICE")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 (autocast; weights stay fp32).")]
 CombineOpt = Annotated[str, typer.Option("--combine", help="mixture (outputs weighted by the router) or soup (LoRA "
                                          "compartments of one base averaged into one model).")]
-PrecisionOpt = Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 (autocast; weights stay fp32).")]
 UnetConfigOpt = Annotated[str | None, typer.Option("--unet-config", help="A UNet preset (tiny, fashion-28, ddpm-cifar10) "
                                                    "or a JSON file of diffusers UNet2DModel settings (default: by image size).")]
-GradAccumOpt = Annotated[int, typer.Option("--grad-accum", help="Micro-batches per optimizer step (gradient accumulation).")]
-WorkersOpt = Annotated[int, typer.Option("--num-workers", help="DataLoader worker processes.")]
-HflipOpt = Annotated[bool, typer.Option("--hflip/--no-hflip", help="Random horizontal flips of training images.")]
-ValFractionOpt = Annotated[float | None, typer.Option("--val-fraction", help="Hold out this share of each model's samples "
-                                                     "and stop early when their loss stops improving (default: 0.1 for a "
-                                                     "full fine-tune from a base, else off; 0 turns it off).")]
-PatienceOpt = Annotated[int, typer.Option("--patience", help="Early stopping: held-out evaluations without a new best "
-                                          "before stopping.")]
 InitFromOpt = Annotated[Path | None, typer.Option("--init-from", help="Start from a pretrained diffusers UNet2DModel "
                                                    "folder (local; a pipeline folder's unet/ too).")]
 ProvenanceOpt = Annotated[str | None, typer.Option("--provenance", help="With --init-from: where the pretrained weights "
                                                    "come from (recorded in the catalog and in certificates).")]
-CompileOpt = Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model (pays on GPUs for long runs).")]
+DataParallelOpt = Annotated[int, typer.Option("--data-parallel", help="Train in N processes, one per GPU "
+                                              "(gloo processes without GPUs), gradients summed across them.")]
+
+# ----------------------------------------------------------------------------- training options
+# Every TrainConfig field a `train` command sets from the command line, declared once: field -> (option, default).
+TRAIN_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "epochs": (Annotated[int, typer.Option(help="Training epochs (spread over the slices).")], 200),
+    "batch_size": (Annotated[int, typer.Option(help="Batch size.")], 64),
+    "lr": (Annotated[float, typer.Option(help="AdamW learning rate.")], 2e-3),
+    "seed": (SeedOpt, 0),
+    "device": (DeviceOpt, "auto"),
+    "log_dir": (Annotated[str | None, typer.Option("--log-dir", metavar="DIR",
+                                                   help="Write training curves for TensorBoard to DIR.")], None),
+    "precision": (PrecisionOpt, "fp32"),
+    "grad_accum": (Annotated[int, typer.Option("--grad-accum", help="Micro-batches per optimizer step (gradient "
+                                               "accumulation).")], 1),
+    "num_workers": (Annotated[int, typer.Option("--num-workers", help="DataLoader worker processes.")], 0),
+    "hflip": (Annotated[bool, typer.Option("--hflip/--no-hflip", help="Random horizontal flips of training images.")],
+              False),
+    "compile": (Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model (pays on GPUs "
+                                             "for long runs).")], False),
+    "val_fraction": (Annotated[float | None, typer.Option("--val-fraction", help="Hold out this share of each model's "
+                     "samples and stop early when their loss stops improving (default: 0.1 for a full fine-tune from "
+                     "a base, else off; 0 turns it off).")], None),
+    "patience": (Annotated[int, typer.Option("--patience", help="Early stopping: held-out evaluations without a new "
+                                             "best before stopping.")], 8),
+}
+TRAINING = ("epochs", "batch_size", "lr", "seed", "device", "log_dir")  # every `train` command
+SLICE_JOB = (*TRAINING, "precision", "grad_accum", "num_workers", "hflip", "compile", "val_fraction", "patience")
 
 
-def device_arg(spec: str, precision: str = "fp32") -> str:
-    """Check ``--device`` (and ``--precision``) before anything runs; returns the resolved device as a string."""
-    from ..devices import check_precision, resolve_device
+def train_options(*fields: str, **defaults: Any):
+    """Decorator of a ``train`` command: adds the options of these ``TrainConfig`` fields (``TRAIN_OPTIONS``;
+    ``defaults`` overrides a default) to its signature, and passes their values as one ``TrainConfig`` in its
+    ``config`` parameter.  The config is not checked here: the library function checks it."""
 
-    device = resolve_device(spec)
-    check_precision(precision, device)
-    return str(device)
+    def wrap(fn):
+        namespace = fn.__globals__
+        own = [p.replace(annotation=eval(p.annotation, namespace) if isinstance(p.annotation, str) else p.annotation)
+               for p in inspect.signature(fn).parameters.values() if p.name != "config"]  # what `eval_str` does
+        added = [inspect.Parameter(f, inspect.Parameter.KEYWORD_ONLY, annotation=TRAIN_OPTIONS[f][0],
+                                   default=defaults.get(f, TRAIN_OPTIONS[f][1])) for f in fields]
+
+        @functools.wraps(fn)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            from ..training import TrainConfig
+
+            return fn(*args, config=TrainConfig(**{f: kwargs.pop(f) for f in fields}), **kwargs)
+
+        command.__signature__ = inspect.Signature([*own, *added])
+        command.__annotations__ = {p.name: p.annotation for p in [*own, *added]}
+        return command
+
+    return wrap
+
+
+def device_arg(spec: str) -> str:
+    """Check ``--device`` before anything runs, for the commands whose library resolves it late (a forget mid-way,
+    the service on its first request); returns the resolved device as a string."""
+    from ..devices import resolve_device
+
+    return str(resolve_device(spec))
 
 
 def cli_errors(fn):
@@ -144,12 +173,10 @@ def _short(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def _names(values: str | list[str] | None, flag: str = "") -> list[str] | None:
-    """A list option's names: one comma-separated value; a repeated flag is the deprecated spelling."""
+def _names(values: str | list[str] | None) -> list[str] | None:
+    """A list option's names: comma-separated (a repeated flag adds its values, as click collects them)."""
     if not values:
         return None
     if isinstance(values, str):
         values = [values]
-    if len(values) > 1 and flag:
-        deprecated(f"repeating {flag}", f"one comma-separated value ({flag} a,b)")
     return [s.strip() for v in values for s in v.split(",") if s.strip()] or None

@@ -7,10 +7,9 @@ from typing import Annotated
 
 import typer
 
-from .common import JsonOpt, StoreOpt, _names, _open, app, cli_errors, emit
+from .common import JsonOpt, StoreOpt, _names, _open, cli_errors, emit
 
 
-@app.command("export")
 @cli_errors
 def export_cmd(
     store: StoreOpt,
@@ -31,7 +30,7 @@ def export_cmd(
     """Export a model for diffusers: a DDPMPipeline folder + the class-conditional UNet2DModel (or a peft adapter)."""
     from ..interop import export_model
 
-    names = _names(composition, "--composition")
+    names = _names(composition)
     chosen = None if names is None else (True if names == ["all"] else names)
     report = export_model(_open(store), out, artifact=artifact, compartment=compartment, paragon=paragon, base=base,
                           composition=chosen, format=format_, router=router, gate=gate, force=force)

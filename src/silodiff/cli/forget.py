@@ -9,11 +9,10 @@ import typer
 
 from ..errors import SilodiffError
 from .common import (
-    EXIT_VERIFY_FAILED, DeviceOpt, JsonOpt, StoreOpt, _names, _open, app, cli_errors, deprecated, device_arg, emit, sub_app,
+    EXIT_VERIFY_FAILED, DeviceOpt, JsonOpt, StoreOpt, _names, _open, cli_errors, device_arg, emit, sub_app,
 )
 
 certificate_app = sub_app("Check forget certificates against a store.")
-app.add_typer(certificate_app, name="certificate")
 
 
 def _read_ids(path: Path) -> list[str]:
@@ -30,7 +29,6 @@ def _summary(result: dict[str, Any]) -> list[dict[str, Any]]:
              "remaining": c["remaining"], "cost": c.get("cost_fraction")} for c in result["compartments"]]
 
 
-@app.command("forget")
 @cli_errors
 def forget_cmd(
     store: StoreOpt,
@@ -45,8 +43,8 @@ def forget_cmd(
     """Forget samples and sources exactly: retrain what saw them, switch, delete, print a certificate."""
     from ..unlearning import forget
 
-    ids = (_names(sample, "--sample") or []) + (_read_ids(ids_file) if ids_file else [])
-    result = forget(_open(store), sample_ids=ids, sources=_names(source, "--source") or [], dry_run=dry_run, progress=not as_json,
+    ids = (_names(sample) or []) + (_read_ids(ids_file) if ids_file else [])
+    result = forget(_open(store), sample_ids=ids, sources=_names(source) or [], dry_run=dry_run, progress=not as_json,
                     backend=backend, device=device_arg(device))
     if as_json:
         if dry_run:
@@ -105,7 +103,6 @@ def certificate_list(store: StoreOpt, as_json: JsonOpt = False) -> None:
     emit(rows, as_json)
 
 
-@app.command("add-source")
 @cli_errors
 def add_source_cmd(
     store: StoreOpt,
@@ -118,28 +115,15 @@ def add_source_cmd(
     device: Annotated[str | None, typer.Option("--device", help="Train there: auto, cpu, cuda, cuda:N or mps "
                                                "(default: the existing compartments' setting).")] = None,
     as_json: JsonOpt = False,
-    old_sources: Annotated[str | None, typer.Option("--sources", hidden=True, help="Deprecated: --assign.")] = None,
 ) -> None:
     """Continual learning: register new sources as new compartments and train only them (and the router)."""
     from ..data import load_dataset
     from ..unlearning import add_source
-    from ..store.external import artifact_info
 
-    if old_sources is not None:
-        deprecated("`add-source --sources`", "--assign (--sources names rights on `keys create`)")
-        assign = old_sources
     st = _open(store)
     data = load_dataset(dataset, sources=assign, limit=limit, path=path)
-    config = None
-    if epochs is not None or device is not None:
-        from ..store.lineage import final_checkpoint, trained_compartments
-        from ..training import TrainConfig
-
-        names = trained_compartments(st)
-        train = artifact_info(st, final_checkpoint(st, "compartment", names[0])["hash"]).get("train", {}) if names else {}
-        changes = {k: v for k, v in {"epochs": epochs, "device": device}.items() if v is not None}
-        config = TrainConfig(**{**train, **changes}).check()
-    result = add_source(st, data, dataset, config=config, progress=not as_json)
+    changes = {k: v for k, v in {"epochs": epochs, "device": device}.items() if v is not None}
+    result = add_source(st, data, dataset, changes=changes, progress=not as_json)
     if as_json:
         emit(result, True)
         return

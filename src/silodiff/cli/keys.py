@@ -6,10 +6,9 @@ from typing import Annotated
 
 import typer
 
-from .common import JsonOpt, StoreOpt, _names, _open, app, cli_errors, emit, sub_app
+from .common import JsonOpt, StoreOpt, _names, _open, cli_errors, emit, sub_app
 
 keys_app = sub_app("API keys of the HTTP service (stored hashed; a key is shown once).")
-app.add_typer(keys_app, name="keys")
 
 
 @keys_app.command("create")
@@ -24,7 +23,7 @@ def keys_create(
     """Create a key; it is printed once and never stored in plain text."""
     from ..service.keys import create_key
 
-    record, key = create_key(_open(store), name, _names(sources, "--sources"), admin=admin)
+    record, key = create_key(_open(store), name, _names(sources), admin=admin)
     if as_json:
         emit({**record, "key": key}, True)
         return

@@ -6,10 +6,9 @@ from typing import Annotated
 
 import typer
 
-from .common import DeviceOpt, StoreOpt, _open, app, cli_errors, device_arg
+from .common import DeviceOpt, StoreOpt, _open, cli_errors, device_arg
 
 
-@app.command("serve")
 @cli_errors
 def serve_cmd(
     store: StoreOpt,

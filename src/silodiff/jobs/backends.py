@@ -70,6 +70,7 @@ def die_with_parent(parent: int) -> None:
 
 def run_jobs(jobs: Sequence[SliceJob], backend: str = "serial", *, workers: int | None = None, **options) -> list[JobResult]:
     """Run jobs and return their results in job order."""
+    check_backend(backend, options)
     if backend == "serial":
         return [run_job_locked(job) for job in jobs]
     if backend == "process":
@@ -89,4 +90,12 @@ def run_jobs(jobs: Sequence[SliceJob], backend: str = "serial", *, workers: int 
         from .ray_backend import run_jobs_ray
 
         return run_jobs_ray(jobs, **options)
-    raise SilodiffError(f"unknown backend {backend!r}: use one of {BACKENDS}")
+
+
+def check_backend(backend: str, options: dict) -> None:
+    """Refuse an unknown backend, and Ray's options (``run_jobs_ray``'s keywords) on another backend
+    (``options`` may hold ``run_jobs``' own ``workers``)."""
+    if backend not in BACKENDS:
+        raise SilodiffError(f"unknown backend {backend!r}: use one of {BACKENDS}")
+    if set(options) - {"workers"} and backend != "ray":
+        raise SilodiffError("--ray-address, --num-cpus, --num-gpus, --max-retries and --ray-timeout need --backend ray")

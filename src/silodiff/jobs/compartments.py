@@ -19,10 +19,10 @@ from ..store import Store
 from ..store.lineage import BaseRef, active_base
 from ..training import TrainConfig
 from ..training.plan import group_compartments, split_slices
-from .backends import run_jobs
+from .backends import check_backend, run_jobs
 from .failures import JobsFailed
 from .models import from_base_model
-from .pretrained import init_model
+from .pretrained import check_init, init_model
 from .slices import JobResult, slice_jobs
 
 PARAGON = "paragon"
@@ -54,10 +54,14 @@ def train_compartments(
     lora: dict[str, Any] | None = None,
     init_from: str | None = None,
     provenance: str | None = None,
+    plan: str | None = None,
+    slices: int = 1,
     **backend_options: Any,
 ) -> list[JobResult]:
     """Train (or resume) the planned compartments; each sees only its own samples.
 
+    ``plan`` ('source' or 'shards:K'): first plan the compartments that way, ``slices`` slices each
+    (``plan_compartments``, seeded by ``config.seed``), once every option is checked: bad input plans nothing.
     ``hooks``: training-hook specs as plain data (``silodiff.training.hooks.hook_spec``),
     e.g. anti-gradient control; every job rebuilds its own.
     ``from_base``: start each compartment from the active base model (``silodiff.store.lineage.active_base``), as a full
@@ -67,18 +71,27 @@ def train_compartments(
     batch comes from the base's samples (``training.loop.replay_batches``), the steps unchanged.
     ``init_from``: a local diffusers ``UNet2DModel`` folder every compartment starts from, registered as an external
     artifact with the ``provenance`` the caller declares (``silodiff.jobs.pretrained``).
+    ``backend_options``: ``run_jobs_ray``'s keywords (``backend="ray"`` only).
     """
     config = (config or TrainConfig()).check()
+    check_backend(backend, backend_options)
     base = None
     if from_base:
+        if model is not None:
+            raise SilodiffError("--unet-config and --from-base: a compartment on a base has the base's architecture")
+        if init_from is not None:
+            raise SilodiffError("--init-from and --from-base: a compartment starts from one model (import it as the base)")
+        if adapter == "none" and lora:
+            raise SilodiffError("--rank, --lora-alpha and --target-modules need --adapter lora")
         base = active_base(store)
         model = from_base_model(base, adapter, **(lora or {}))
         if adapter == "none" and config.val_fraction is None:  # a full fine-tune overfits an owner's few samples
             config = dataclasses.replace(config, val_fraction=FINE_TUNE_VAL_FRACTION)
-    elif adapter != "none" or lora:
-        raise SilodiffError("--adapter and the LoRA options need --from-base")
-    elif config.replay:
-        raise SilodiffError("--replay needs --from-base: it replays the base's samples")
+    elif adapter != "none" or lora or config.replay:
+        raise SilodiffError("--adapter, the LoRA options and --replay need --from-base: they start from the base")
+    check_init(store, init_from, provenance, model)  # before anything is planned or registered
+    if plan is not None:
+        plan_compartments(store, by=plan, slices=slices, seed=config.seed)
     planned = {c["name"] for c in store.catalog.compartments()} - {c["name"] for c in store.catalog.compartments("dropped")}
     if not planned:
         raise SilodiffError("no compartments planned: run `silodiff train compartments` with a plan, or plan_compartments()")
@@ -89,8 +102,6 @@ def train_compartments(
     unknown = sorted(set(names) - planned)
     if unknown:
         raise SilodiffError(f"unknown compartment(s): {', '.join(unknown)}")
-    if init_from is not None and from_base:
-        raise SilodiffError("--init-from and --from-base: a compartment starts from one model (import it as the base)")
     model, external = init_model(store, init_from, provenance, model)
     jobs = slice_jobs(store, "compartment", {n: store.catalog.slices(n) for n in names}, config, model, progress, hooks,
                       init_from=external, base=BaseRef.from_dict(base) if base else None)

@@ -162,8 +162,3 @@ def denoiser_from_unet(unet: UNet2DModel, image_shape: tuple[int, int, int], num
                 state[key] = torch.zeros_like(value)
     model.unet.load_state_dict(state)
     return model.eval()
-
-
-def model_config_of(unet: UNet2DModel, image_shape: tuple[int, int, int], num_classes: int) -> dict[str, Any]:
-    """The silodiff model config (``unet-denoiser``) of ``denoiser_from_unet`` (built, checked)."""
-    return denoiser_from_unet(unet, image_shape, num_classes).config

@@ -116,42 +116,10 @@ class Store:
         return removed
 
     def _tidy_data(self) -> None:
-        """On open: migrate data shards of the old layout, and remove orphan chunks if no writer is at work."""
-        if any(self.data_dir.glob("*.safetensors")):
-            self.migrate_shards()  # under the ingest lock
+        """On open: remove orphan chunks if no writer is at work."""
         with try_file_lock(self.root / "ingest.lock") as mine:
             if mine:
                 self.clean_orphan_chunks()
-
-    def migrate_shards(self) -> list[str]:
-        """Rewrite old-layout shards (``data/<source>.safetensors``, one file a source) as chunks; returns the
-        sources migrated.  Each source in one transaction; the old shard is removed once its chunks are
-        registered (a crash in between: the next open removes it)."""
-        from ..data.chunked import CHUNK_SIZE, read_chunk
-
-        done = []
-        with file_lock(self.root / "ingest.lock"):
-            for path in sorted(self.data_dir.glob("*.safetensors")):
-                source = path.stem
-                if not self.catalog.chunks(source):
-                    old = read_chunk(path, source)
-                    live = {r["sample_id"] for r in self.catalog.sample_rows(source)}
-                    keep = old.where([sid in live for sid in old.sample_ids])
-                    staged = [self._stage_chunk(source, keep.subset(keep.sample_ids[k : k + CHUNK_SIZE]))
-                              for k in range(0, len(keep), CHUNK_SIZE)]
-                    try:
-                        self._place(staged)
-                        with self.catalog.transaction():
-                            for st in staged:
-                                self.catalog.add_chunk(st["chunk"], source, st["ids"], st["bytes"], st["sha256"])
-                            self.catalog.log_event("migrate-data", {"source": source, "n": len(keep),
-                                                                    "chunks": len(staged)})
-                    except BaseException:
-                        self._unplace(staged)
-                        raise
-                    done.append(source)
-                path.unlink()
-        return done
 
     def ingest(self, data: SampleSet | Iterable[SampleSet], dataset: str, **options: Any) -> int:
         """Store the pixels, then register the samples; returns the number of new samples (see ``ingest_report``)."""

@@ -48,7 +48,7 @@ from .state import EMA, TrainState
 REPLAY_SEED_OFFSET = 7919  # the replay loader's shuffle seed is the run's plus this (its own stream)
 
 # fields that change where and how fast a run goes, not what it learns (left out of recipes)
-EXECUTION_FIELDS = ("device", "num_workers", "compile")
+EXECUTION_FIELDS = ("device", "num_workers", "compile", "log_dir")
 
 
 @dataclass
@@ -81,6 +81,7 @@ class TrainConfig:
     patience: int = 8  # evaluations without a new best before stopping
     replay: float = 0.0  # share of each batch drawn from the base's samples (a compartment fine-tuned from a base);
     # the step count is unchanged: the compartment's own samples fill the rest of each batch
+    log_dir: str | None = None  # write training curves for TensorBoard here (an execution option: not in the recipe)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

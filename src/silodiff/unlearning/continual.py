@@ -50,15 +50,18 @@ def _like(store: Store, model: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def add_source(store: Store, data: SampleSet, dataset: str, *, config: TrainConfig | None = None,
-               progress: bool = False) -> dict[str, Any]:
+               changes: dict[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
     """Register ``data`` (new sources only) as new compartments, train them, retrain the router if any.
 
-    ``config`` defaults to the existing compartments' training config.  Returns the
+    ``config`` defaults to the existing compartments' training config; ``changes`` replaces some of its fields
+    (e.g. ``{"epochs": 50, "device": "cuda"}``).  It is checked before anything is stored.  Returns the
     new compartments' checkpoints, the new router (or None) and the untouched
     compartments' final hashes.
     """
     if len(data) == 0:
         raise SilodiffError("nothing to add: the data set is empty")
+    fields = config.to_dict() if config is not None else (_template(store)[2] or {})
+    config = TrainConfig(**{**fields, **(changes or {})}).check()
     new_sources = sorted(set(data.sources))
     if _interrupted(store, data):  # the same call was killed after ingesting: resume its training
         return _finish(store, data, dataset, new_sources, config, progress, ingest=False)
@@ -82,10 +85,10 @@ def _interrupted(store: Store, data: SampleSet) -> bool:
     return all(status.get(s) == "planned" for s in set(data.sources))
 
 
-def _finish(store: Store, data: SampleSet, dataset: str, new_sources: list[str], config: TrainConfig | None,
+def _finish(store: Store, data: SampleSet, dataset: str, new_sources: list[str], config: TrainConfig,
             progress: bool, *, ingest: bool) -> dict[str, Any]:
     with store_lock(store):
-        n_slices, model, train = _template(store)
+        n_slices, model, _ = _template(store)
         if model is not None and data.num_classes > model.get("num_classes", data.num_classes):
             raise SilodiffError(f"the new data has labels up to {data.num_classes - 1}; the compartments' "
                                 f"model has {model['num_classes']} classes")
@@ -98,7 +101,6 @@ def _finish(store: Store, data: SampleSet, dataset: str, new_sources: list[str],
                     ids = [s for s, src in zip(data.sample_ids, data.sources) if src == source]
                     store.catalog.plan_compartment(source, split_slices(ids, min(n_slices, len(ids))))
         # 2. train only them (a rerun resumes after the last checkpoint written)
-        config = config or (TrainConfig(**train) if train else TrainConfig())
         results = train_compartments(store, new_sources, config=config, progress=progress, **_like(store, model))
         # 3. the router's output set changed: retrain it over all compartments
         router = None
