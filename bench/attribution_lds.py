@@ -1,4 +1,4 @@
-"""Attribution LDS benchmark (issue 18): the encoded ensemble side by side with D-TRAK and TRAK.
+"""Attribution LDS benchmark (issues 18, 40): the encoded ensemble side by side with D-TRAK and TRAK.
 
     python bench/attribution_lds.py [--quick]          (make bench-attribution-lds)
 
@@ -38,6 +38,20 @@ Protocol (fixed before the first full run; not retuned after seeing results):
     projection to d = 2048, λ (relative) picked from the 17-point grid 1e-5..1e3 by the LDS on
     the 100-image tuning split (same subset models), never on test images.
   - ``random``.
+  - Added for issue 40 (declared before their first run; same data, subsets, ground truth, test images,
+    projection, K, noise and λ grid as ``dtrak`` / ``trak``; λ picked per row on the tuning split):
+    - ``dtrak_ensemble`` / ``trak_ensemble``: ``GradientAttribution`` over the M = 16 members of the encoded
+      ensemble above (each trained on half the units; no extra training).  Every member gives features of all
+      500 training samples, seen or not, and of the test images, with the same projection (seed 0) and noise;
+      member m's score φ_m (Φ_mᵀΦ_m + λ s_m I)⁻¹ Φ_mᵀ with s_m the mean eigenvalue of Φ_mᵀΦ_m (TRAK's
+      per-model normalisation; one relative λ for the row); scores averaged over members.
+    - ``dtrak_ensemble_4`` / ``_8``, ``trak_ensemble_4`` / ``_8``: the same over members 0..3 and 0..7
+      (the LDS-versus-members curve; their training cost is counted pro rata, k/16 of the ensemble's).
+    - ``dtrak_full16`` / ``trak_full16``: the compute-matched reference, TRAK's usual ensemble: the same
+      estimator over 16 models trained on all 500 samples with train seeds 0..15 (seed 0 is ``lds-full``;
+      jobs ``lds-full-seed<k>``), same loop and settings.
+    - Cost per row as below; for the ensemble rows the fit also reports the attribution's own CPU seconds
+      (what a store that already holds the models pays).
 - Planted duplicates: among the gen images, those whose nearest unit (closest sample of the
   unit, [0, 1] pixel units) is planted with d(nearest unit) / d(second unit) < 1/3 (Gu et al.'s
   copy criterion) or < 0.9 (the looser criterion, fixed in advance, as bench/attribution.py);
@@ -51,6 +65,9 @@ Protocol (fixed before the first full run; not retuned after seeing results):
   attribution's own fit) and to score one image, bytes stored (float32 checkpoints + features).
 - Target: silodiff's best method on val (``best_method_val``, among the ensemble rows) beats
   D-TRAK's LDS with non-overlapping 95 % intervals.
+- Target (issue 40, ``target_dtrak_ensemble``): ``lds.dtrak_ensemble.val`` ≥ 1.3 × ``lds.dtrak.val`` (the single
+  model) with non-overlapping 95 % intervals (the ensemble's lower bound above the single model's upper bound).
+  Reported against ``dtrak_full16`` too (ratio and overlap), whatever it shows; not a target.
 """
 
 from __future__ import annotations
