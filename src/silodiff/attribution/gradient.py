@@ -296,7 +296,8 @@ class GradientAttribution:
         (default: one per row).  ``model``: one model, or a list of members whose scores ``score`` averages."""
         if len(x) == 0:
             raise SilodiffError("no training images to fit on")
-        members = check_members(model if isinstance(model, (list, tuple)) else [model])
+        one = isinstance(model, torch.nn.Module) and not isinstance(model, torch.nn.ModuleList)
+        members = check_members([model] if one else list(model))
         units = [[i] for i in range(len(x))] if units is None else [list(u) for u in units]
         bad = [i for u in units for i in u if not 0 <= i < len(x)]
         if bad or any(not u for u in units):
