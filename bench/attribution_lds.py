@@ -1,4 +1,4 @@
-"""Attribution LDS benchmark (issue 18): the encoded ensemble side by side with D-TRAK and TRAK.
+"""Attribution LDS benchmark (issues 18, 40): the encoded ensemble side by side with D-TRAK and TRAK.
 
     python bench/attribution_lds.py [--quick]          (make bench-attribution-lds)
 
@@ -38,6 +38,20 @@ Protocol (fixed before the first full run; not retuned after seeing results):
     projection to d = 2048, λ (relative) picked from the 17-point grid 1e-5..1e3 by the LDS on
     the 100-image tuning split (same subset models), never on test images.
   - ``random``.
+  - Added for issue 40 (declared before their first run; same data, subsets, ground truth, test images,
+    projection, K, noise and λ grid as ``dtrak`` / ``trak``; λ picked per row on the tuning split):
+    - ``dtrak_ensemble`` / ``trak_ensemble``: ``GradientAttribution`` over the M = 16 members of the encoded
+      ensemble above (each trained on half the units; no extra training).  Every member gives features of all
+      500 training samples, seen or not, and of the test images, with the same projection (seed 0) and noise;
+      member m's score φ_m (Φ_mᵀΦ_m + λ s_m I)⁻¹ Φ_mᵀ with s_m the mean eigenvalue of Φ_mᵀΦ_m (TRAK's
+      per-model normalisation; one relative λ for the row); scores averaged over members.
+    - ``dtrak_ensemble_4`` / ``_8``, ``trak_ensemble_4`` / ``_8``: the same over members 0..3 and 0..7
+      (the LDS-versus-members curve; their training cost is counted pro rata, k/16 of the ensemble's).
+    - ``dtrak_full16`` / ``trak_full16``: the compute-matched reference, TRAK's usual ensemble: the same
+      estimator over 16 models trained on all 500 samples with train seeds 0..15 (seed 0 is ``lds-full``;
+      jobs ``lds-full-seed<k>``), same loop and settings.
+    - Cost per row as below; for the ensemble rows the fit also reports the attribution's own CPU seconds
+      (what a store that already holds the models pays).
 - Planted duplicates: among the gen images, those whose nearest unit (closest sample of the
   unit, [0, 1] pixel units) is planted with d(nearest unit) / d(second unit) < 1/3 (Gu et al.'s
   copy criterion) or < 0.9 (the looser criterion, fixed in advance, as bench/attribution.py);
@@ -51,6 +65,9 @@ Protocol (fixed before the first full run; not retuned after seeing results):
   attribution's own fit) and to score one image, bytes stored (float32 checkpoints + features).
 - Target: silodiff's best method on val (``best_method_val``, among the ensemble rows) beats
   D-TRAK's LDS with non-overlapping 95 % intervals.
+- Target (issue 40, ``target_dtrak_ensemble``): ``lds.dtrak_ensemble.val`` ≥ 1.3 × ``lds.dtrak.val`` (the single
+  model) with non-overlapping 95 % intervals (the ensemble's lower bound above the single model's upper bound).
+  Reported against ``dtrak_full16`` too (ratio and overlap), whatever it shows; not a target.
 """
 
 from __future__ import annotations
@@ -187,6 +204,11 @@ def main() -> None:
                                   config.to_dict(), progress=False)], "serial")[0]
     full_train_cpu = time.process_time() - c0
     full_model = store.load(full_res.artifacts[-1])
+    c0 = time.process_time()
+    more = run_jobs([SliceJob(str(store.root), "lds-full", f"lds-full-seed{k}", [sorted(all_ids)], model_cfg,
+                              {**config.to_dict(), "seed": k}, progress=False) for k in range(1, a.members)], "serial")
+    full_models = [full_model] + [store.load(r.artifacts[-1]) for r in more]
+    full16_train_cpu = full_train_cpu + time.process_time() - c0
     rng = np.random.default_rng(123)
     masks = np.zeros((a.subsets, U), dtype=bool)
     for s in range(a.subsets):
@@ -254,24 +276,33 @@ def main() -> None:
     row_of = {sid: i for i, sid in enumerate(all_ids)}
     units_rows = [[row_of[s] for s in ids] for ids in plan.unit_ids]
     lambda_scan = {}
+    member_bytes = param_bytes(ens.members[0])
+    rows_gradient = [(method, method, [full_model], full_train_cpu, param_bytes(full_model)) for method in ("dtrak", "trak")]
     for method in ("dtrak", "trak"):
+        for k in (a.members // 4, a.members // 2, a.members):
+            name = f"{method}_ensemble" + ("" if k == a.members else f"_{k}")
+            rows_gradient.append((name, method, list(ens.members)[:k], ens_train_cpu * k / a.members, k * member_bytes))
+        rows_gradient.append((f"{method}_full{a.members}", method, full_models, full16_train_cpu,
+                              sum(param_bytes(m) for m in full_models)))
+    for row, method, models, train_cpu, model_bytes in rows_gradient:
         est = GradientAttribution(method=method, timesteps=a.timesteps, proj_dim=a.proj_dim, seed=0)
         c0 = time.process_time()
-        est.fit(full_model, data.x(), data.labels, units=units_rows, unit_names=plan.units)
+        est.fit(models if len(models) > 1 else models[0], data.x(), data.labels, units=units_rows,
+                unit_names=plan.units)
         fit_cpu = time.process_time() - c0
         est.select_lambda(*sets["tune"], masks, target["tune"])
-        lambda_scan[method] = {"chosen": est.lam, "scan": est.lambda_scan_, "projector": est.projector_,
-                               "vectorised": est.vectorised_}
-        log(f"{method}: fit {fit_cpu:.1f} CPU s, λ = {est.lam:g} ({est.projector_})")
-        scores[method], per_image = {}, {}
+        lambda_scan[row] = {"chosen": est.lam, "scan": est.lambda_scan_, "projector": est.projector_,
+                            "vectorised": est.vectorised_, "members": len(models)}
+        log(f"{row}: {len(models)} model(s), fit {fit_cpu:.1f} CPU s, λ = {est.lam:g} ({est.projector_})")
+        scores[row], per_image = {}, {}
         for name in ("val", "gen"):
             c0 = time.process_time()
-            scores[method][name] = est.score(*sets[name])
+            scores[row][name] = est.score(*sets[name])
             per_image[name] = round((time.process_time() - c0) / len(sets[name][0]), 5)
-        scores[method]["planted"] = est.score(*sets["planted"])
-        cost[method] = {"fit_seconds": round(full_train_cpu + fit_cpu, 2), "train_seconds": round(full_train_cpu, 2),
-                        "attribution_fit_seconds": round(fit_cpu, 2), "score_seconds_per_image": per_image,
-                        "bytes_stored": int(param_bytes(full_model) + est.stored_bytes())}
+        scores[row]["planted"] = est.score(*sets["planted"])
+        cost[row] = {"fit_seconds": round(train_cpu + fit_cpu, 2), "train_seconds": round(train_cpu, 2),
+                     "attribution_fit_seconds": round(fit_cpu, 2), "score_seconds_per_image": per_image,
+                     "members": len(models), "bytes_stored": int(model_bytes + est.stored_bytes())}
     rand = np.random.default_rng(7)
     scores["random"] = {name: rand.random((len(sets[name][0]), U)) for name in ("val", "gen", "planted")}
     cost["random"] = {"fit_seconds": 0.0, "score_seconds_per_image": {"val": 0.0, "gen": 0.0}, "bytes_stored": 0}
@@ -307,10 +338,19 @@ def main() -> None:
 
     best = max(SILODIFF, key=lambda m: table[m]["val"]["mean"])
     beats = table[best]["val"]["ci95"][0] > table["dtrak"]["val"]["ci95"][1]
+
+    def versus(row: str, ref: str) -> dict:
+        r, b = table[row]["val"], table[ref]["val"]
+        return {"row": row, "reference": ref, "ratio": r["mean"] / b["mean"], "non_overlapping": r["ci95"][0] > b["ci95"][1],
+                "overlap": not (r["ci95"][0] > b["ci95"][1] or b["ci95"][0] > r["ci95"][1])}
+
+    ens_target = {**versus("dtrak_ensemble", "dtrak"), "ratio_needed": 1.3}
+    ens_target["met"] = bool(ens_target["ratio"] >= 1.3 and ens_target["non_overlapping"])
+    ens_target["against_compute_matched"] = versus("dtrak_ensemble", f"dtrak_full{a.members}")
     total = time.perf_counter() - t_start
     results.update({
         "lds": table, "cost": cost, "best_method_val": best,
-        "best_beats_dtrak_val_non_overlapping": bool(beats),
+        "best_beats_dtrak_val_non_overlapping": bool(beats), "target_dtrak_ensemble": ens_target,
         "random_mean_of_20_draws": random_draws, "lambda": lambda_scan, "planted": planted,
         "ensemble_resample_seconds": inf.seconds_, "units": U, "samples": len(all_ids), "seconds": round(total, 1),
     })
@@ -324,6 +364,10 @@ def main() -> None:
                      f"{c['bytes_stored'] / 1e6:.2f} MB; planted top-1 "
                      + ", ".join(f"{k} {planted[k]['top1'].get(m)}" for k in planted)))
     rows.append(("best_method_val", best, f"beats D-TRAK with non-overlapping 95 % intervals → {'met' if beats else 'NOT met'}"))
+    cm = ens_target["against_compute_matched"]
+    rows.append(("target_dtrak_ensemble", f"{ens_target['ratio']:.2f}× dtrak on val",
+                 f"≥ 1.3× with non-overlapping 95 % intervals → {'met' if ens_target['met'] else 'NOT met'}; "
+                 f"against {cm['reference']}: {cm['ratio']:.2f}×, intervals {'overlap' if cm['overlap'] else 'disjoint'}"))
     notes = [
         f"Protocol: see the docstring of bench/attribution_lds.py (fixed before running); git commit {results['commit']}.",
         f"{len(all_ids)} training samples, {U} units, {a.subsets} subsets × {a.seeds} seeds; MLP hidden {a.hidden}, "

@@ -47,6 +47,12 @@ def test_dtrak_on_an_image_file_and_ensemble_signed(enc_store, tmp_path):
     assert r.exit_code == 0, r.output
     result = json.loads((tmp_path / "f" / "influence.json").read_text())
     assert result["model"].startswith("encoded ensemble") and result["image"] == str(path)
+    r = _run("attribute", "--store", enc_store.root, "--method", "dtrak", "--models", "ensemble", "--seed", 2,
+             *FAST, "--out", tmp_path / "m", "--json")
+    assert r.exit_code == 0, r.output
+    result = json.loads((tmp_path / "m" / "influence.json").read_text())
+    assert result["models"] == "ensemble" and result["members"] == 8 and result["units"] == 30
+    assert "members of the encoded ensemble" in result["model"] and result["per_sample_gradients"] == "vmap"
     r = _run("attribute", "--store", enc_store.root, "--method", "ensemble", "--contrast", "signed", "--seed", 2,
              "--n", 2, "--steps", 3, "--out", tmp_path / "e")
     assert r.exit_code == 0, r.output
@@ -64,6 +70,10 @@ def test_bad_method_input_is_one_line_and_exit_2(comp_store, tmp_path):
         ((*base, "--method", "dtrak", "--unit", "column:owner"), "--groups"),
         ((*base, "--method", "dtrak", "--allowed", "nobody"), "not a trained compartment"),
         ((*base, "--method", "dtrak", "--ensemble"), "disagree"),
+        ((*base, "--method", "dtrak", "--models", "ensemble"), "no encoded ensemble"),
+        ((*base, "--method", "dtrak", "--models", "ensemble", "--proj-dim", 0), "projection dimension"),
+        ((*base, "--method", "trak", "--models", "all"), "unknown models"),
+        ((*base, "--models", "compartments"), "applies to --method dtrak or trak"),
     ]
     for args, message in cases:
         r = _run(*args)
@@ -108,7 +118,26 @@ def test_http_attribute_with_a_method_stays_within_the_keys_rights(client):
     # no encoded ensemble in this store: a clear 4xx, not a 500
     r = http.post("/v1/attribute", json={**req, "method": "ensemble"}, headers={"X-API-Key": keys["all"]})
     assert r.status_code == 422 and "encoded ensemble" in r.json()["detail"]
+    r = http.post("/v1/attribute", json={**req, "models": "ensemble"}, headers={"X-API-Key": keys["all"]})
+    assert r.status_code == 422 and "encoded ensemble" in r.json()["detail"]
+    bad = {**req, "method": "compartments", "models": "compartments"}
+    assert http.post("/v1/attribute", json=bad, headers={"X-API-Key": keys["all"]}).status_code == 422
     assert np.isfinite([t["score"] for t in body["images"][0]["top"]]).all()
+
+
+def test_http_models_compartments_averages_only_the_compartments_within_the_keys_rights(client):
+    http, keys, sources = client
+    req = {"n": 1, "steps": 3, "seed": 1, "method": "trak", "models": "compartments", "unit": "source", "proj_dim": 16,
+           "top_k": 5}
+    r = http.post("/v1/attribute", json=req, headers={"X-API-Key": keys["one"]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["members"] == 1 and body["units"] == 1 and set(body["artifacts"]) == {sources[0]}
+    assert {t["unit"] for t in body["images"][0]["top"]} == {sources[0]}
+    r = http.post("/v1/attribute", json=req, headers={"X-API-Key": keys["all"]})
+    assert r.status_code == 200 and r.json()["members"] == 3 and r.json()["units"] == 3
+    r = http.post("/v1/attribute", json={**req, "compartments": sources[1:]}, headers={"X-API-Key": keys["one"]})
+    assert r.status_code == 403
 
 
 def test_http_ensemble_method_needs_rights_over_every_source(enc_store, tmp_path):
@@ -132,3 +161,8 @@ def test_http_ensemble_method_needs_rights_over_every_source(enc_store, tmp_path
     body = r.json()
     assert body["contrast"] == "signed" and len(body["images"][0]["top"]) == 2 and len(body["artifacts"]) == 8
     assert http.post("/v1/attribute", json=req, headers={"X-API-Key": one}).status_code == 403
+    dtrak = {"n": 1, "steps": 3, "seed": 1, "method": "dtrak", "models": "ensemble", "proj_dim": 16, "top_k": 2}
+    r = http.post("/v1/attribute", json=dtrak, headers={"X-API-Key": every})
+    assert r.status_code == 200, r.text
+    assert r.json()["members"] == 8 and len(r.json()["artifacts"]) == 8
+    assert http.post("/v1/attribute", json=dtrak, headers={"X-API-Key": one}).status_code == 403

@@ -26,6 +26,18 @@ order (the influence-function sign: ΔL(z) ≈ −g(z)ᵀ H⁻¹ g(j), H ≈ Φ�
 eigendecomposition of the smaller Gram matrix serves every λ, so
 ``select_lambda`` can scan a grid on a tuning split cheaply.  λ is relative:
 ``λ = lam · mean eigenvalue`` of ΦᵀΦ.  Unit scores are sums of sample scores.
+
+Several models (TRAK's ensemble, Park et al. 2023 §3.3): ``fit([θ_1, …, θ_M], x)``
+computes every member's features Φ_m of ALL N training images (whether or not
+member m saw them, as TRAK does with models trained on subsets) with the same
+projection P and noise, and scores
+
+    τ(z) = (1/M) Σ_m φ_m(z)ᵀ (Φ_mᵀΦ_m + λ s_m I)⁻¹ Φ_mᵀ,   s_m = mean eigenvalue of Φ_mᵀΦ_m.
+
+The relative λ is the per-member kernel normalisation: τ_m is unchanged when
+Φ_m and φ_m are scaled by any c, so every member's kernel counts on the same
+scale.  One member gives the single-model scores exactly.  Members must share
+the data shape and the parameter shapes (one projection serves them all).
 """
 
 from __future__ import annotations
@@ -105,10 +117,61 @@ def fixed_noise(seed: int, timesteps: Sequence[int], image_shape: Sequence[int])
     )
 
 
+def check_members(models: Sequence[torch.nn.Module]) -> list[torch.nn.Module]:
+    """Refuse an empty or mixed set of members: one data shape, one label set, one parameter layout."""
+    models = list(models)
+    if not models:
+        raise SilodiffError("give at least one model to attribute with")
+    ref = models[0]
+
+    def layout(m: torch.nn.Module) -> list[tuple[str, tuple[int, ...]]]:
+        return [(k, tuple(v.shape)) for k, v in m.named_parameters() if v.requires_grad]
+
+    for i, m in enumerate(models[1:], 1):
+        shape, ref_shape = tuple(getattr(m, "image_shape", ())), tuple(getattr(ref, "image_shape", ()))
+        classes, ref_classes = getattr(m, "num_classes", 0), getattr(ref, "num_classes", 0)
+        if shape != ref_shape or classes != ref_classes:
+            raise SilodiffError(
+                f"member {i} takes images {shape} with {classes} classes, member 0 {ref_shape} with {ref_classes}: "
+                "members must share the data shape"
+            )
+        if layout(m) != layout(ref):
+            raise SilodiffError(
+                f"member {i}'s trainable parameters differ from member 0's: members must share one projection"
+            )
+    return models
+
+
+class _Kernel:
+    """One member's ridge kernel: training features Φ (N, d) and the eigendecomposition of the smaller Gram matrix."""
+
+    def __init__(self, phi: torch.Tensor):
+        phi = phi.double()
+        self.features = phi.float()
+        self.dual = phi.shape[1] >= phi.shape[0]
+        gram = phi @ phi.T if self.dual else phi.T @ phi
+        s, V = torch.linalg.eigh(gram)  # one decomposition: every λ costs one rescale
+        self.eig, self.basis = s.clamp(min=0), V
+        self.scale = float(phi.pow(2).sum() / max(1, min(phi.shape)))  # mean non-zero eigenvalue of ΦᵀΦ
+
+    def scores(self, phi_test: torch.Tensor, lam: float) -> torch.Tensor:
+        """φ (ΦᵀΦ + λ s I)⁻¹ Φᵀ for test features (n, d) → (n, N), λ relative to the mean eigenvalue s."""
+        lam = lam * self.scale
+        phi, V, s = self.features.double(), self.basis, self.eig
+        z = phi_test.double()
+        if self.dual:  # φ Φᵀ (ΦΦᵀ + λI)⁻¹
+            return ((z @ phi.T) @ V / (s + lam)) @ V.T
+        return ((z @ V) / (s + lam)) @ V.T @ phi.T  # φ (ΦᵀΦ + λI)⁻¹ Φᵀ
+
+    def nbytes(self) -> int:
+        return int(self.features.numel() * 4 + self.basis.numel() * 8 + self.eig.numel() * 8)
+
+
 class GradientAttribution:
     """D-TRAK / TRAK scores of training units for images, as an estimator.
 
-    ``fit(model, x, labels, units=…)`` computes the training features Φ;
+    ``fit(model, x, labels, units=…)`` computes the training features Φ (``model`` may be
+    a list of models: their kernel-normalised scores are averaged);
     ``score(x, labels)`` returns unit scores (n, U) and keeps ``sample_scores_`` (n, N);
     ``top_k(k)`` as ``UnitInfluence``; ``select_lambda(…)`` picks λ on a tuning split.
     """
@@ -134,7 +197,7 @@ class GradientAttribution:
         self.batch_size = batch_size
 
     # ------------------------------------------------------------------ features
-    def _setup(self, model: torch.nn.Module) -> None:
+    def _setup(self, model: torch.nn.Module, projector: tuple | None = None) -> None:
         self.model_ = model.eval()
         self.params_ = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
         if not self.params_:
@@ -149,7 +212,7 @@ class GradientAttribution:
         self.a_, self.b_ = abar.sqrt(), (1 - abar).sqrt()  # (K,)
         self.noise_ = fixed_noise(self.seed, t.tolist(), model.image_shape).to(dtype)
         self.null_ = int(getattr(model, "num_classes", 0))
-        proj, self.projector_ = make_projector(self.grad_dim_, self.proj_dim, self.seed, self.projector)
+        proj, self.projector_ = projector or make_projector(self.grad_dim_, self.proj_dim, self.seed, self.projector)
         self._proj = proj
         self.vectorised_ = True
 
@@ -188,8 +251,9 @@ class GradientAttribution:
         return torch.as_tensor(labels, dtype=torch.long)
 
     def features(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """φ(z) = Pᵀ g(z) / √d for every image, (n, d)."""
-        self._check_setup()
+        """φ(z) = Pᵀ g(z) / √d for every image under the member set up last, (n, d)."""
+        if not hasattr(self, "params_"):
+            raise SilodiffError("call fit(model, x, labels) first")
         y = self._labels(labels, len(x))
         # gradients in vmap batches, projected in chunks of ≤ 2²⁵ floats (the projection regenerates P per call)
         chunk = int(max(1, 2**25 // self.grad_dim_))
@@ -201,64 +265,79 @@ class GradientAttribution:
             out.append(self._proj.project(g.float(), model_id=0) / math.sqrt(self.proj_dim))
         return torch.cat(out) if out else torch.zeros(0, self.proj_dim)
 
+    def member_features(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """φ_m(z) under every member m, M × (n, d)."""
+        self._check_setup()
+        if len(self.members_) == 1:
+            return [self.features(x, labels)]
+        out, vectorised = [], True
+        for model in self.members_:
+            self._setup(model, (self._proj, self.projector_))
+            out.append(self.features(x, labels))
+            vectorised = vectorised and self.vectorised_
+        self.vectorised_ = vectorised
+        return out
+
     def _check_setup(self) -> None:
-        if not hasattr(self, "params_"):
+        if not hasattr(self, "members_"):
             raise SilodiffError("call fit(model, x, labels) first")
 
     # ------------------------------------------------------------------ fit / score
     def fit(
         self,
-        model: torch.nn.Module,
+        model: torch.nn.Module | Sequence[torch.nn.Module],
         x: torch.Tensor,
         labels: torch.Tensor | None = None,
         *,
         units: Sequence[Sequence[int]] | None = None,
         unit_names: Sequence[str] | None = None,
     ) -> GradientAttribution:
-        """Training features Φ of the N training images ``x``; ``units[u]`` = row indices of unit u (default: one per row)."""
+        """Training features Φ_m of the N training images ``x`` under each model; ``units[u]`` = row indices of unit u
+        (default: one per row).  ``model``: one model, or a list of members whose scores ``score`` averages."""
         if len(x) == 0:
             raise SilodiffError("no training images to fit on")
+        one = isinstance(model, torch.nn.Module) and not isinstance(model, torch.nn.ModuleList)
+        members = check_members([model] if one else list(model))
         units = [[i] for i in range(len(x))] if units is None else [list(u) for u in units]
         bad = [i for u in units for i in u if not 0 <= i < len(x)]
         if bad or any(not u for u in units):
             raise SilodiffError("every unit needs ≥ 1 training row within 0..N−1")
+        unit_names = list(unit_names) if unit_names is not None else [str(i) for i in range(len(units))]
+        if len(unit_names) != len(units):
+            raise SilodiffError(f"{len(unit_names)} unit names for {len(units)} units")
         t0, c0 = time.perf_counter(), time.process_time()
-        self._setup(model)
-        phi = self.features(x, labels).double()  # (N, d)
-        self.train_features_ = phi.float()
-        # eigendecomposition of the smaller Gram matrix: every λ costs one rescale
-        self.dual_ = phi.shape[1] >= phi.shape[0]
-        gram = phi @ phi.T if self.dual_ else phi.T @ phi
-        s, V = torch.linalg.eigh(gram)
-        self.eig_, self.basis_ = s.clamp(min=0), V
-        self.scale_ = float(phi.pow(2).sum() / max(1, min(phi.shape)))  # mean non-zero eigenvalue of ΦᵀΦ
-        self.units_ = units
-        self.unit_names_ = list(unit_names) if unit_names is not None else [str(i) for i in range(len(units))]
-        if len(self.unit_names_) != len(units):
-            raise SilodiffError(f"{len(self.unit_names_)} unit names for {len(units)} units")
+        self._setup(members[0])
+        self.members_ = members
+        self.kernels_ = [_Kernel(phi) for phi in self.member_features(x, labels)]  # one per member: Φ_m, (N, d)
+        self.units_, self.unit_names_ = units, unit_names
         self._pool = torch.zeros(len(x), len(units), dtype=torch.float64)
         for u, rows in enumerate(units):
             self._pool[rows, u] = 1.0
         self.fit_seconds_ = {"wall": round(time.perf_counter() - t0, 3), "cpu": round(time.process_time() - c0, 3)}
         return self
 
-    def sample_scores(self, phi_test: torch.Tensor, lam: float | None = None) -> torch.Tensor:
-        """τ(z)_j for test features (n, d) → (n, N), with relative λ (default ``self.lam``)."""
-        lam = (self.lam if lam is None else lam) * self.scale_
-        phi, V, s = self.train_features_.double(), self.basis_, self.eig_
-        z = phi_test.double()
-        if self.dual_:  # φ Φᵀ (ΦΦᵀ + λI)⁻¹
-            return ((z @ phi.T) @ V / (s + lam)) @ V.T
-        return ((z @ V) / (s + lam)) @ V.T @ phi.T  # φ (ΦᵀΦ + λI)⁻¹ Φᵀ
+    def sample_scores(self, phi_test: torch.Tensor | Sequence[torch.Tensor], lam: float | None = None) -> torch.Tensor:
+        """τ(z)_j for test features → (n, N), averaged over members, with relative λ (default ``self.lam``).
+
+        ``phi_test``: one (n, d) tensor per member (as ``member_features`` gives), or one tensor for one member.
+        """
+        lam = self.lam if lam is None else lam
+        phis = [phi_test] if isinstance(phi_test, torch.Tensor) else list(phi_test)
+        if len(phis) != len(self.kernels_):
+            raise SilodiffError(f"{len(phis)} feature sets for {len(self.kernels_)} members")
+        tau = self.kernels_[0].scores(phis[0], lam)
+        for kernel, phi in zip(self.kernels_[1:], phis[1:]):
+            tau = tau + kernel.scores(phi, lam)
+        return tau / len(self.kernels_)
 
     def unit_scores(self, sample_scores: torch.Tensor) -> np.ndarray:
         return (sample_scores @ self._pool).numpy()
 
     def score(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> np.ndarray:
-        """Unit scores (n, U) for the images ``x``; keeps ``test_features_``, ``sample_scores_``, ``seconds_``."""
+        """Unit scores (n, U) for the images ``x``; keeps ``test_features_`` (per member), ``sample_scores_``, ``seconds_``."""
         self._check_setup()
         t0, c0 = time.perf_counter(), time.process_time()
-        self.test_features_ = self.features(x, labels)
+        self.test_features_ = self.member_features(x, labels)
         self.sample_scores_ = self.sample_scores(self.test_features_)
         self.influence_ = self.unit_scores(self.sample_scores_)
         self.seconds_ = {"wall": round(time.perf_counter() - t0, 3), "cpu": round(time.process_time() - c0, 3)}
@@ -283,8 +362,7 @@ class GradientAttribution:
         """
         from .lds import linear_datamodeling_score
 
-        self._check_setup()
-        phi = self.features(x, labels)
+        phi = self.member_features(x, labels)
         self.lambda_scan_ = {}
         for lam in lambdas:
             scores = self.unit_scores(self.sample_scores(phi, lam))
@@ -293,6 +371,6 @@ class GradientAttribution:
         return self.lam
 
     def stored_bytes(self) -> int:
-        """Bytes the fitted estimator keeps: Φ (float32) and the eigenbasis (float64)."""
+        """Bytes the fitted estimator keeps: every member's Φ_m (float32) and eigenbasis (float64)."""
         self._check_setup()
-        return int(self.train_features_.numel() * 4 + self.basis_.numel() * 8 + self.eig_.numel() * 8)
+        return sum(k.nbytes() for k in self.kernels_)

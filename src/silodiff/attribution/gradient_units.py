@@ -24,6 +24,57 @@ from ..store import Store
 from ..store.lineage import final_checkpoint, seen_by, trained_compartments
 from .gradient import GradientAttribution
 
+MODELS = ("single", "ensemble", "compartments")
+
+
+def _live_lineage(store: Store, hashes: Sequence[str]) -> list[str]:
+    """Sorted live sample ids in the union of the artifacts' lineage (forgotten samples have no unit to credit)."""
+    ids = seen_by(store, hashes)
+    live = {r["sample_id"] for r in store.catalog.sample_rows()}
+    ids = [s for s in ids if s in live]
+    if not ids:
+        raise SilodiffError("the model's lineage holds no live samples")
+    return ids
+
+
+def _allowed_compartments(store: Store, allowed: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """Names and final-checkpoint hashes of the allowed trained compartments (default: all)."""
+    trained = trained_compartments(store)
+    names = list(trained if allowed is None else allowed)
+    unknown = sorted(set(names) - set(trained))
+    if unknown:
+        raise SilodiffError(f"not a trained compartment: {', '.join(unknown)}")
+    if not names:
+        raise SilodiffError("the allowed set is empty")
+    return names, [final_checkpoint(store, "compartment", n)["hash"] for n in names]
+
+
+def attribution_models(
+    store: Store, models: str = "single", allowed: Sequence[str] | None = None, router: str = "classifier"
+) -> tuple[torch.nn.Module, list[torch.nn.Module], list[str], str]:
+    """``(model that generates, members whose scores are averaged, training sample ids, description)``."""
+    from ..composition import compose
+
+    if models not in MODELS:
+        raise SilodiffError(f"unknown models {models!r}: use one of {', '.join(MODELS)}")
+    if models == "single":
+        model, ids, what = attribution_model(store, allowed, router)
+        return model, [model], ids, what
+    if models == "ensemble":
+        from .encoded import load_ensemble, member_checkpoints
+
+        if allowed:
+            raise SilodiffError("models ensemble uses the encoded ensemble: leave out the allowed compartments")
+        plan, ens = load_ensemble(store)
+        ids = _live_lineage(store, [r["hash"] for r in member_checkpoints(store, plan)])
+        return ens, list(ens.members), ids, f"the {plan.members} members of the encoded ensemble (scores averaged)"
+    if not trained_compartments(store):
+        raise SilodiffError(f"models compartments needs trained compartments: {store.root} has none")
+    names, hashes = _allowed_compartments(store, allowed)
+    members = [store.load(h) for h in hashes]
+    model = members[0] if len(names) == 1 else compose(store, names, router=router)
+    return model, members, _live_lineage(store, hashes), f"compartments {', '.join(names)} (scores averaged)"
+
 
 def attribution_model(
     store: Store, allowed: Sequence[str] | None = None, router: str = "classifier"
@@ -31,15 +82,8 @@ def attribution_model(
     """``(model, training sample ids, description)`` for gradient attribution."""
     from ..composition import compose
 
-    trained = trained_compartments(store)
-    if trained:
-        names = list(trained if allowed is None else allowed)
-        unknown = sorted(set(names) - set(trained))
-        if unknown:
-            raise SilodiffError(f"not a trained compartment: {', '.join(unknown)}")
-        if not names:
-            raise SilodiffError("the allowed set is empty")
-        hashes = [final_checkpoint(store, "compartment", n)["hash"] for n in names]
+    if trained_compartments(store):
+        names, hashes = _allowed_compartments(store, allowed)
         if len(names) == 1:
             model, what = store.load(hashes[0]), f"compartment {names[0]}"
         else:
@@ -56,12 +100,7 @@ def attribution_model(
                 f"nothing to attribute with in {store.root}: train compartments or an encoded ensemble first"
             ) from None
         hashes, what = [r["hash"] for r in member_checkpoints(store, plan)], f"encoded ensemble of {plan.members}"
-    ids = seen_by(store, hashes)
-    live = {r["sample_id"] for r in store.catalog.sample_rows()}
-    ids = [s for s in ids if s in live]  # forgotten samples have no unit to credit
-    if not ids:
-        raise SilodiffError("the model's lineage holds no live samples")
-    return model, ids, what
+    return model, _live_lineage(store, hashes), what
 
 
 def unit_rows(
@@ -89,6 +128,7 @@ def attribute_by_gradient(
     seed: int | None = None,
     allowed: Sequence[str] | None = None,
     router: str = "classifier",
+    models: str = "single",
     unit: str = "sample",
     groups: str | Path | None = None,
     sampler: str = "ddpm",
@@ -100,6 +140,7 @@ def attribute_by_gradient(
 ) -> tuple[GradientAttribution, torch.Tensor, dict[str, Any]]:
     """Score the store's training units for ``images`` (or the images ``seed`` generates with ``labels``).
 
+    ``models``: single, ensemble or compartments (whose features; see the module docstring).
     Returns the fitted estimator, the images and a JSON-ready summary (top-k units per image).
     """
     from .compartments import label_tensor
@@ -107,7 +148,7 @@ def attribute_by_gradient(
     est = GradientAttribution(method=method, timesteps=timesteps, proj_dim=proj_dim, lam=lam)  # checks first
     if (seed is None) == (images is None):
         raise SilodiffError("give either a seed (generated images) or images, not both")
-    model, ids, what = attribution_model(store, allowed, router)
+    model, members, ids, what = attribution_models(store, models, allowed, router)
     unit_names, rows = unit_rows(store, ids, unit, groups)
     if labels is None:
         raise SilodiffError("give one label per image (None for unconditional)")
@@ -123,12 +164,14 @@ def attribute_by_gradient(
     train = store.dataset(ids)
     row_of = {sid: i for i, sid in enumerate(train.sample_ids)}
     order = [row_of[s] for s in ids]
-    est.fit(model, train.x()[order], train.labels[order], units=rows, unit_names=unit_names)
+    est.fit(members, train.x()[order], train.labels[order], units=rows, unit_names=unit_names)
     tau = est.score(images, y)
     top = est.top_k(min(top_k, len(unit_names)))
     summary: dict[str, Any] = {
         "method": method,
         "model": what,
+        "models": models,
+        "members": len(members),
         "unit": unit,
         "units": len(unit_names),
         "training_samples": len(ids),

@@ -9,9 +9,9 @@
   the image, its resample without the top unit, then the top-k units' first
   training images);
 - encoded ensemble, a file: ``influence.json`` (loss change per unit) and ``topk.png``;
-- D-TRAK / TRAK (``method="dtrak" | "trak"``), generated or a file: ``influence.json``
-  (the top-k units and their scores) and ``topk.png`` (the image, then the top-k
-  units' first training images).
+- D-TRAK / TRAK (``method="dtrak" | "trak"``, with ``models`` single, ensemble or
+  compartments), generated or a file: ``influence.json`` (the top-k units and their
+  scores) and ``topk.png`` (the image, then the top-k units' first training images).
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ def run_attribute(
     first_order: bool = False,
     contrast: str = "matched",
     method: str | None = None,
+    models: str = "single",
     unit: str = "sample",
     groups: str | Path | None = None,
     timesteps: int = 10,
@@ -86,7 +87,9 @@ def run_attribute(
     """Attribute generated images (``seed``) or an image file (``image``) and write the results into ``out``.
 
     ``method``: None (compartments, or the encoded ensemble with ``ensemble``), ``"ensemble"``,
-    ``"dtrak"`` or ``"trak"`` (gradient attribution to ``unit`` s: sample, source, column:NAME).
+    ``"dtrak"`` or ``"trak"`` (gradient attribution to ``unit`` s: sample, source, column:NAME), with the
+    features of ``models``: single (one model), ensemble (the encoded ensemble's members) or compartments
+    (each allowed compartment), scores averaged over the members.
     ``device`` (default auto) runs the compartment attribution; the encoded ensemble runs on the CPU.
     """
     from ..viz import save_grid, save_weight_bars
@@ -96,6 +99,8 @@ def run_attribute(
         raise SilodiffError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
     if method is not None and method != "ensemble" and ensemble:
         raise SilodiffError(f"--ensemble and --method {method} disagree: give one")
+    if models != "single" and method not in ("dtrak", "trak"):
+        raise SilodiffError(f"--models {models} applies to --method dtrak or trak")
     ensemble = ensemble or method == "ensemble"
     if (seed is None) == (image is None):
         raise SilodiffError("give either --seed (generated images) or --image FILE, not both")
@@ -103,8 +108,11 @@ def run_attribute(
         raise SilodiffError(f"n must be ≥ 1, got {n}")
     if method in ("dtrak", "trak"):
         from .gradient import check_proj_dim
+        from .gradient_units import MODELS
 
         check_proj_dim(proj_dim)
+        if models not in MODELS:
+            raise SilodiffError(f"unknown models {models!r}: use one of {', '.join(MODELS)}")
     device = resolve_device(device or "auto")  # a missing device is refused before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -127,7 +135,7 @@ def run_attribute(
     if method in ("dtrak", "trak"):
         return _run_gradient(
             store, out, method=method, seed=seed, labels=labels, n=n, image=image, allowed=allowed, router=router,
-            unit=unit, groups=groups, sampler=sampler, steps=steps, top_k=top_k, timesteps=timesteps,
+            models=models, unit=unit, groups=groups, sampler=sampler, steps=steps, top_k=top_k, timesteps=timesteps,
             proj_dim=proj_dim, lam=lam,
         )
     if image is not None:
@@ -250,21 +258,21 @@ def _run_ensemble(
 
 
 def _run_gradient(
-    store: Store, out: Path, *, method, seed, labels, n, image, allowed, router, unit, groups, sampler, steps, top_k,
-    timesteps, proj_dim, lam,
+    store: Store, out: Path, *, method, seed, labels, n, image, allowed, router, models, unit, groups, sampler, steps,
+    top_k, timesteps, proj_dim, lam,
 ) -> dict[str, Any]:
     from ..viz import save_grid
     from .compartments import read_image
-    from .gradient_units import attribute_by_gradient, attribution_model, top_unit_images
+    from .gradient_units import attribute_by_gradient, attribution_models, top_unit_images
 
     if image is None:
         images, y = None, _labels(store, labels, n)
     else:
-        model, _, _ = attribution_model(store, allowed, router)
+        model = attribution_models(store, models, allowed, router)[0]
         images = read_image(image, model.image_shape)[None]
         y = [None if labels == "all" else _labels(store, labels, 1)[0]]
     est, images, result = attribute_by_gradient(
-        store, method=method, images=images, labels=y, seed=seed, allowed=allowed, router=router, unit=unit,
+        store, method=method, images=images, labels=y, seed=seed, allowed=allowed, router=router, models=models, unit=unit,
         groups=groups, sampler=sampler, steps=steps, timesteps=timesteps, proj_dim=proj_dim, lam=lam, top_k=top_k,
     )
     if image is not None:

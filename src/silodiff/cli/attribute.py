@@ -96,6 +96,11 @@ def attribute_cmd(
         typer.Option(help="Attribute to training units with: ensemble (the encoded ensemble, as --ensemble), "
                           "dtrak or trak (gradient features of the composed model, or of one --allowed compartment)."),
     ] = None,
+    models: Annotated[
+        str,
+        typer.Option(help="dtrak/trak: whose gradient features: single (one model), ensemble (the encoded "
+                          "ensemble's members) or compartments (each --allowed compartment); scores averaged."),
+    ] = "single",
     unit: Annotated[
         str, typer.Option(help="Units for dtrak/trak: sample, source or column:NAME (with --groups).")
     ] = "sample",
@@ -131,6 +136,7 @@ def attribute_cmd(
         first_order=first_order,
         contrast=contrast,
         method=method,
+        models=models,
         unit=unit,
         groups=groups,
         timesteps=timesteps,

@@ -70,9 +70,21 @@ class AttributeRequest(SampleRequest):
         description="compartments (router weights / leave-one-out), or training units by the encoded ensemble "
         "(signed contrast), D-TRAK or TRAK (gradient features of the composition over the allowed compartments).",
     )
+    models: Literal["single", "ensemble", "compartments"] = Field(
+        "single",
+        description="dtrak / trak: whose gradient features, scores averaged over them: single (the composition), "
+        "ensemble (the encoded ensemble's members; needs rights over every source they saw) or compartments "
+        "(each compartment within the key's rights; only their units are scored).",
+    )
     unit: Literal["sample", "source"] = Field("sample", description="Units for ensemble / dtrak / trak.")
     top_k: int = Field(5, ge=1, le=50, description="Top units per image (ensemble / dtrak / trak).")
     proj_dim: int = Field(512, ge=1, le=8192, description="dtrak / trak: random projection dimension.")
+
+    @model_validator(mode="after")
+    def _models_with_gradients(self) -> "AttributeRequest":
+        if self.models != "single" and self.method not in ("dtrak", "trak"):
+            raise ValueError(f"models {self.models} applies to method dtrak or trak")
+        return self
 
 
 class ForgetRequest(BaseModel):

@@ -2,7 +2,9 @@
 
 - ``dtrak`` / ``trak``: the composition over the key's allowed compartments (the same
   snapshot ``/v1/generate`` would serve), so every scored unit lies in the
-  lineage of a compartment the key may use;
+  lineage of a compartment the key may use; with ``models="compartments"`` the
+  scores are averaged over those compartments' own models, with
+  ``models="ensemble"`` over the encoded ensemble's members (rights as below);
 - ``ensemble``: the store's encoded ensemble (signed contrast: no resampling); its
   members trained on every unit, so the key needs rights over every source in
   their lineage, else 403.
@@ -42,7 +44,8 @@ def run_unit_attribution(state, caller, req, attempts: int = 3) -> dict[str, Any
                     names = [n for n in before if n != "router"]
                     router = "classifier" if "router" in before else ("trajectory" if req.router == "auto" else req.router)
                     _, _, result = attribute_by_gradient(
-                        state.store, method=req.method, labels=labels, seed=req.seed, allowed=names, router=router,
+                        state.store, method=req.method, labels=labels, seed=req.seed,
+                        allowed=None if req.models == "ensemble" else names, router=router, models=req.models,
                         unit=req.unit, sampler=req.sampler, steps=req.steps, proj_dim=req.proj_dim, top_k=req.top_k,
                     )
             except Forbidden:
@@ -55,8 +58,8 @@ def run_unit_attribution(state, caller, req, attempts: int = 3) -> dict[str, Any
             continue
         state.store.catalog.log_event(
             "attribute",
-            {"key": caller.name, "method": req.method, "unit": req.unit, "artifacts": before, "seed": req.seed,
-             "n": req.n, "steps": req.steps, "seconds": round(time.perf_counter() - t0, 4)},
+            {"key": caller.name, "method": req.method, "models": req.models, "unit": req.unit, "artifacts": before,
+             "seed": req.seed, "n": req.n, "steps": req.steps, "seconds": round(time.perf_counter() - t0, 4)},
         )
         return {**result, "method": req.method, "artifacts": before}
     raise Unavailable("the active set kept changing during attribution; retry")
@@ -64,13 +67,14 @@ def run_unit_attribution(state, caller, req, attempts: int = 3) -> dict[str, Any
 
 def _snapshot(state, caller, req) -> dict[str, str]:
     """The artifact hashes the request is served by; refuses what the key may not use."""
-    if req.method != "ensemble":
+    if req.method != "ensemble" and req.models != "ensemble":
         return state.active.artifacts(caller, req.compartments, req.router)
     if req.compartments:
-        raise SilodiffError("method ensemble attributes with the encoded ensemble: leave out compartments")
+        what = "method ensemble" if req.method == "ensemble" else "models ensemble"
+        raise SilodiffError(f"{what} attributes with the encoded ensemble: leave out compartments")
     store = state.store
     plan = load_plan(store)
-    if plan.unit != req.unit:
+    if req.method == "ensemble" and plan.unit != req.unit:  # dtrak / trak group any unit over the members' lineage
         raise SilodiffError(f"the encoded ensemble's units are {plan.unit!r}, not {req.unit!r}")
     rows = member_checkpoints(store, plan)
     seen = set(seen_by(store, [row["hash"] for row in rows]))
