@@ -257,7 +257,8 @@ def test_a_worker_imports_only_what_an_mlp_job_needs(tmp_path):
         "from silodiff.config import build\n"
         "build({'kind': 'mlp-denoiser', 'hidden': 8, 'depth': 1})\n"
         "assert 'diffusers.models.unets.unet_2d' not in sys.modules\n"
-        "build({'kind': 'unet-denoiser', 'image_shape': [1, 8, 8], 'block_out_channels': [8, 8], 'norm_num_groups': 4})\n"
+        "build({'kind': 'unet-denoiser', 'image_shape': [1, 8, 8], 'block_out_channels': [8, 8],\n"
+        "       'norm_num_groups': 4})\n"
         "assert 'diffusers.models.unets.unet_2d' in sys.modules\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path)

@@ -132,10 +132,15 @@ def test_fuzz_deep_nesting_in_every_body(live, keys, role):
             data=st.data(),
         )
         @settings(
-            max_examples=4 * EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+            max_examples=4 * EXAMPLES,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
         )
         def run(case, depth, kind, place, data):
-            field = data.draw(st.sampled_from(sorted(case.body) if isinstance(case.body, dict) and case.body else ["n"]))
+            keys = sorted(case.body) if isinstance(case.body, dict) and case.body else ["n"]
+            field = data.draw(st.sampled_from(keys))
             text, total = deep_body(case.body, depth, kind, place, field)
             r = case.call_and_validate(base_url=base, session=session, headers=headers, checks=CHECKS, data=text)
             if len(text.encode()) > BODY_BYTES:

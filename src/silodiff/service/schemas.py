@@ -90,7 +90,8 @@ class ForgetRequest(BaseModel):
 
 class ErrorOut(BaseModel):
     """Every error answer: a message (or pydantic's list of field errors for a bad body); an answer over a
-    configured limit (413 body bytes, 422 body depth / images / steps) also names the limit, what is allowed and what came."""
+    configured limit (413 body bytes, 422 body depth / images / steps) also names the limit, what is allowed and what
+    came."""
 
     detail: str | list[dict[str, Any]]
     limit: str | None = None
