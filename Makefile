@@ -11,7 +11,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install torch==2.13.0          # the CPU build from this machine's disk; install it first
-	$(PIP) install -e '.[serve,test,ray,docs,attribution,search]'
+	$(PIP) install -e '.[serve,test,ray,docs,attribution,search,tb]'
 	touch $(STAMP)
 
 setup: $(STAMP)

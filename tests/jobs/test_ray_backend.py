@@ -242,3 +242,24 @@ def test_cli_missing_ray_and_ray_options_without_ray_backend(monkeypatch, tmp_pa
     result = CliRunner().invoke(app, [*base, "--backend", "ray"])
     assert result.exit_code == 2 and "pip install 'silodiff[ray]'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_worker_imports_only_what_an_mlp_job_needs(tmp_path):
+    """A fresh Ray worker imports the task's module, then trains: no peft, transformers or UNet module for an MLP
+    (they cost seconds of every cold start); a UNet job imports its UNet when it builds one."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "import silodiff.jobs.ray_backend\n"
+        "heavy = ['peft', 'transformers', 'diffusers.models.unets.unet_2d', 'matplotlib', 'sklearn']\n"
+        "assert not [m for m in heavy if m in sys.modules], [m for m in heavy if m in sys.modules]\n"
+        "from silodiff.config import build\n"
+        "build({'kind': 'mlp-denoiser', 'hidden': 8, 'depth': 1})\n"
+        "assert 'diffusers.models.unets.unet_2d' not in sys.modules\n"
+        "build({'kind': 'unet-denoiser', 'image_shape': [1, 8, 8], 'block_out_channels': [8, 8],\n"
+        "       'norm_num_groups': 4})\n"
+        "assert 'diffusers.models.unets.unet_2d' in sys.modules\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]

@@ -5,6 +5,8 @@
 - ``/v1/forget`` answers alike for another source's sample and an unknown id (no membership oracle);
 - an API key in a query string never reaches a log line;
 - a body over ``max_body_bytes`` → 413 JSON, before authentication;
+- a body nested deeper than 32 arrays / objects → 422 JSON on every route, before authentication, never a
+  ``RecursionError``; 32 deep still parses and is validated as usual;
 - a snapshot is resolved under a read transaction and models load outside any database lock.
 """
 
@@ -179,6 +181,85 @@ def test_413_over_real_http(service_store, auth, app_factory):
     with background_server(app_factory(service_store, max_body_bytes=2048)) as base:
         r = httpx.post(f"{base}/v1/forget", content=b"[" + b"1," * 5000 + b"1]", headers=auth("admin"), timeout=30)
     assert r.status_code == 413 and r.json()["allowed"] == 2048
+
+
+# -- nesting -------------------------------------------------------------------------------------------------
+def nested(depth: int, kind: str) -> str:
+    """JSON text ``depth`` arrays or objects deep (built as text: Python's own encoder would recurse)."""
+    if kind == "array":
+        return "[" * depth + "]" * depth
+    return '{"a": ' * depth + "1" + "}" * depth
+
+
+DEEP = {  # name → (body text, its depth)
+    **{f"n {d}": ('{"n": %s, "steps": 2}' % nested(d, "array"), d + 1) for d in (500, 900)},
+    **{f"unknown field {d}": ('{"n": 1, "zz": %s}' % nested(d, "array"), d + 1) for d in (500, 900)},
+    **{f"objects {d}": (nested(d, "object"), d) for d in (500, 900)},
+}
+ROUTES = [("POST", "/v1/generate"), ("POST", "/v1/attribute"), ("POST", "/v1/forget"), ("GET", "/v1/me"),
+          ("GET", "/v1/compartments"), ("GET", "/v1/jobs"), ("GET", "/v1/events"), ("POST", "/v1/nope")]
+
+
+@pytest.fixture(scope="module")
+def live_app(app):
+    with background_server(app, log_level="info") as base:
+        yield base
+
+
+@pytest.mark.parametrize("method,path", ROUTES)
+def test_a_deeply_nested_body_is_a_422_on_every_route_before_the_key(live_app, keys, capfd, method, path):
+    with httpx.Client(base_url=live_app, timeout=60) as http:
+        for name, (body, depth) in DEEP.items():
+            for key in (None, "alice", "admin", "sdk_not-a-key"):
+                headers = {"Content-Type": "application/json", **({"X-API-Key": keys.get(key, key)} if key else {})}
+                r = http.request(method, path, content=body, headers=headers)
+                assert r.status_code == 422, (name, key, r.status_code, r.text[:200])
+                assert r.json() == {
+                    "detail": f"the request body nests {depth} arrays / objects deep; this server reads at most 32",
+                    "limit": "body depth",
+                    "allowed": 32,
+                    "got": depth,
+                }
+    logs = capfd.readouterr()
+    assert "RecursionError" not in logs.out + logs.err and "Traceback" not in logs.out + logs.err
+
+
+def test_a_deep_body_is_refused_however_it_arrives(live_app, keys):
+    """Chunked, in UTF-16, or with brackets hidden in strings: the depth counted is what the JSON reader sees."""
+    deep = '{"n": %s}' % nested(600, "array")
+    headers = {"Content-Type": "application/json", "X-API-Key": keys["alice"]}
+
+    def chunks():
+        for i in range(0, len(deep), 100):
+            yield deep[i : i + 100].encode()
+
+    with httpx.Client(base_url=live_app, timeout=60) as http:
+        for content in (chunks(), deep.encode("utf-16"), deep.encode("utf-32-le")):
+            r = http.post("/v1/generate", content=content, headers=headers)
+            assert r.status_code == 422 and r.json()["got"] == 601, r.text[:200]
+        # brackets inside strings (escaped quotes too) do not nest: an ordinary 422 for the bad label
+        quoted = '{"n": 1, "steps": 2, "labels": ["%s\\\"%s"]}' % ("[" * 100, "{" * 100)
+        r = http.post("/v1/generate", content=quoted, headers=headers)
+        assert r.status_code == 422 and isinstance(r.json()["detail"], list), r.text[:200]
+        assert r.json()["detail"][0]["loc"] == ["body", "labels", 0]
+
+
+@pytest.mark.parametrize("kind", ["n", "unknown field", "objects"])
+def test_a_body_32_deep_is_read_and_validated_as_usual(live_app, keys, kind):
+    body = {
+        "n": '{"n": %s, "steps": 2}' % nested(31, "array"),
+        "unknown field": '{"n": 1, "steps": 2, "zz": %s}' % nested(31, "array"),
+        "objects": nested(32, "object"),
+    }[kind]
+    json_type = {"Content-Type": "application/json"}
+    with httpx.Client(base_url=live_app, timeout=60, headers=json_type) as http:
+        r = http.post("/v1/generate", content=body, headers={"X-API-Key": keys["alice"]})
+        assert r.status_code == 422 and isinstance(r.json()["detail"], list), r.text[:300]
+        loc = {"n": ["body", "n"], "unknown field": ["body", "zz"], "objects": ["body", "a"]}[kind]
+        assert [d["loc"] for d in r.json()["detail"]] == [loc]
+        assert http.post("/v1/generate", content=body).status_code == 401  # the key is looked up as usual
+        ok = '{"n": 1, "steps": 2, "labels": [3], "cpsample": null}'
+        assert http.post("/v1/generate", content=ok, headers={"X-API-Key": keys["alice"]}).status_code == 200
 
 
 # -- locks ---------------------------------------------------------------------------------------------------

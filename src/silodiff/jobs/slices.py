@@ -259,7 +259,7 @@ def _run(job: SliceJob, rank: int = 0) -> JobResult:
         stage_t0 = time.perf_counter()
         stage, stopper = _early_stopping(stage, config, budget[r])
         train(state, stage, config, steps=budget[r], progress=label, hooks=[*hooks, *([stopper] if stopper else [])],
-              replay=replay)
+              replay=replay, name=job.name)
         if stopper:
             stopper.finish(state)
         if lead:

@@ -6,12 +6,15 @@ the training loop, membership attacks and attribution all share one formula:
 
 Labels are class indices; ``None`` (or the index ``num_classes``) means
 "no label", so a class-conditional model can also sample unconditionally.
+
+diffusers' ``UNet2DModel`` is imported when a UNet is built: its module pulls in
+peft and transformers (seconds), which a job training the MLP never needs (a
+fresh Ray or process-pool worker imports this module before its first job).
 """
 
 from __future__ import annotations
 
 import torch
-from diffusers import UNet2DModel
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
@@ -105,6 +108,8 @@ class UNetDenoiser(Denoiser):
         elif block_out_channels is not None or layers_per_block is not None or norm_num_groups is not None:
             raise TypeError("give either unet= (the full UNet2DModel config) or the short keys, not both")
         config = {k: tuple(v) if isinstance(v, list) else v for k, v in unet.items()}
+        from diffusers import UNet2DModel
+
         self.unet = UNet2DModel(sample_size=(h, w) if h != w else h, in_channels=c, out_channels=c,
                                 num_class_embeds=num_classes + 1, **config)
 

@@ -4,7 +4,9 @@ Routes (OpenAPI at ``/docs``): ``/healthz``, ``/v1/me``, ``/v1/compartments``,
 ``/v1/generate``, ``/v1/attribute``, admin ``/v1/forget``, ``/v1/jobs``,
 ``/v1/events``; the web page at ``/``.  Errors are JSON ``{"detail": …}``:
 401 (no / bad key), 403 (outside the key's rights), 404, 413 (body over
-``max_body_bytes``), 422 (bad body or over a limit), 429 (rate), 501/503.
+``max_body_bytes``), 422 (bad body, one nested over ``body.MAX_DEPTH`` levels, or over
+a limit), 429 (rate), 501/503; both body limits are checked by ``body.BodyLimit``
+before any route runs.
 
 No input may produce a 500: Python's JSON reader accepts ``NaN``, ``Infinity``
 and overflowing literals (``1e999`` → inf); the request models refuse
@@ -32,7 +34,7 @@ from ..errors import SilodiffError
 from ..store import Store
 from . import logs
 from .active import ActiveSet
-from .body import BodyLimit, BodyTooLarge
+from .body import BodyLimit
 from .deps import RateLimiter, ServiceState
 from .errors import Forbidden, LimitExceeded, NotFound, RateLimited, Unavailable
 from .jobs import JobRunner
@@ -97,11 +99,6 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": finite(jsonable_encoder(exc.errors()))}, status_code=422)
-
-    @app.exception_handler(BodyTooLarge)
-    async def body_too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
-        log.info("%s %s -> 413: %s", request.method, request.url.path, exc.detail)
-        return JSONResponse(exc.body(), status_code=413, headers={"Connection": "close"})
 
     @app.exception_handler(SilodiffError)
     async def silodiff_error(request: Request, exc: SilodiffError) -> JSONResponse:

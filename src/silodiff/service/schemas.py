@@ -102,7 +102,8 @@ class ForgetRequest(BaseModel):
 
 class ErrorOut(BaseModel):
     """Every error answer: a message (or pydantic's list of field errors for a bad body); an answer over a
-    configured limit (413 body bytes, 422 images / steps) also names the limit, what is allowed and what came."""
+    configured limit (413 body bytes, 422 body depth / images / steps) also names the limit, what is allowed and what
+    came."""
 
     detail: str | list[dict[str, Any]]
     limit: str | None = None
@@ -116,7 +117,7 @@ ERRORS = {
     403: "Outside the key's rights.",
     404: "No such job or compartment (or one the key may not see).",
     413: "The request body is over the server's limit (checked before the key).",
-    422: "A bad body, or a request over one of the server's limits.",
+    422: "A bad body (or one nested over 32 levels), or a request over one of the server's limits.",
     429: "Over the key's rate limit (see Retry-After).",
     501: "A feature this build lacks.",
     503: "The active set kept changing under the request; retry.",

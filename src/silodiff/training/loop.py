@@ -57,6 +57,8 @@ class TrainConfig:
 
     ``batch_size`` is one micro-batch; an optimizer step sees ``batch_size · grad_accum``
     samples.  ``device``: auto | cpu | cuda | cuda:N | mps; ``precision``: fp32 | bf16 | fp16.
+    ``log_dir``: write training curves for TensorBoard into ``log_dir/<run name>`` (``training.curves``;
+    needs ``silodiff[tb]``); not part of the recipe, and left out of ``to_dict`` when unset.
     """
 
     epochs: int = 200
@@ -81,10 +83,15 @@ class TrainConfig:
     patience: int = 8  # evaluations without a new best before stopping
     replay: float = 0.0  # share of each batch drawn from the base's samples (a compartment fine-tuned from a base);
     # the step count is unchanged: the compartment's own samples fill the rest of each batch
-    log_dir: str | None = None  # write training curves for TensorBoard here (an execution option: not in the recipe)
+    log_dir: str | None = None  # TensorBoard curves here (an execution option: not in the recipe)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """All fields (what rebuilds the config in a worker); ``log_dir`` only when set, so the configs recorded
+        in artifacts, and with them artifact hashes, are what they were before the option existed."""
+        out = asdict(self)
+        if out["log_dir"] is None:
+            del out["log_dir"]
+        return out
 
     def recipe_dict(self) -> dict[str, Any]:
         """The fields that decide what is learned (``EXECUTION_FIELDS`` and options at their defaults left out,
@@ -113,6 +120,10 @@ class TrainConfig:
         if self.num_workers < 0:
             raise SilodiffError(f"num_workers must be ≥ 0, got {self.num_workers}")
         check_precision(self.precision, resolve_device(self.device))
+        if self.log_dir is not None:
+            from .curves import require_tensorboard
+
+            require_tensorboard()
         return self
 
 
@@ -266,13 +277,15 @@ def train(
     on_checkpoint: Callable[[TrainState], None] | None = None,
     checkpoint_every: int = 0,
     replay: SampleSet | ChunkedSamples | None = None,
+    name: str | None = None,
 ) -> TrainState:
     """Train ``state.model`` on ``data`` for ``steps`` optimizer steps (default: ``config.epochs`` epochs).
 
     ``data`` in memory (``SampleSet``) or streamed from a store's chunks (``ChunkedSamples``,
     e.g. ``Store.training_set``): the loop is the same, only the batch order differs.
     ``replay``: a base's samples, a ``config.replay`` share of every batch (``replay_batches``); the steps
-    are counted on ``data`` alone, and hooks see a replayed row's id like any other."""
+    are counted on ``data`` alone, and hooks see a replayed row's id like any other.
+    ``name``: the run's folder under ``config.log_dir`` (default: the progress label, else "train")."""
     config.check()
     if len(data) == 0:
         raise SilodiffError("cannot train on an empty set of samples")
@@ -285,6 +298,13 @@ def train(
     scheduler = noise_scheduler(config.num_train_timesteps)
     null = getattr(model, "num_classes", 0)  # index of the "no label" class
     steps = steps_for(len(data), config) if steps is None else steps
+    rank, size = world()  # data-parallel: every rank draws the whole batch and keeps its share (training.parallel)
+    curves = None
+    if config.log_dir is not None and rank == 0:  # TensorBoard scalars (training.curves): a hook that only reads
+        from .curves import TensorBoardCurves
+
+        curves = TensorBoardCurves(config.log_dir, name or (progress if isinstance(progress, str) else "train"), hooks)
+        hooks = [*hooks, curves]
     on_batch = [h.on_batch for h in hooks if hasattr(h, "on_batch")]
     if config.replay and not (replay is not None and len(replay)):
         raise SilodiffError("replay > 0 needs the base's samples to replay (a compartment trained from a base)")
@@ -294,7 +314,6 @@ def train(
         ids = data.sample_ids if replay is None else list(data.sample_ids) + list(replay.sample_ids)
     on_step = [h.on_step for h in hooks if hasattr(h, "on_step")]
     scaler = grad_scaler(device, config.precision)
-    rank, size = world()  # data-parallel: every rank draws the whole batch and keeps its share (training.parallel)
     bar = tqdm(total=steps, desc=progress if isinstance(progress, str) else "train", disable=not progress, leave=False)
     batches = replay_batches(data, replay, config, gen, device) if replay is not None else iter(
         batch_loader(data, config, gen, device))
@@ -367,5 +386,7 @@ def train(
         if checkpoint_every and on_checkpoint and done % checkpoint_every == 0 and done < steps:
             on_checkpoint(state)
     bar.close()
+    if curves is not None:
+        curves.close()
     model.eval()
     return state

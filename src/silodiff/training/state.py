@@ -25,9 +25,21 @@ PREFIX = "train/"
 class EMA:
     """Exponential moving average of a model's trainable parameters, with the usual warm-up.
 
+    At optimizer step k (``state.step``, 1 on the first): e ← d·e + (1 − d)·θ with d = min(decay, (1+k)/(10+k)).
+
     Frozen parameters (a LoRA adapter's base) never change, so their copy is left as it is: lerping them was
     about a sixth of an adapter's training time, for a bit-identical result.  The pairs are found once, on the
-    first update of a model (which parameters train is fixed for a run)."""
+    first update of a model (which parameters train is fixed for a run).
+
+    Why not diffusers' ``EMAModel``: with ``update_after_step=-1`` its schedule is this one and its weights
+    agree to 1e-6 (``tests/training/test_ema.py``; its default ``update_after_step=0`` copies on the first update
+    and lags one step behind), but ``diffusers.training_utils`` imports transformers, peft, torchvision and the
+    pipelines, about 2.2 s of CPU in every fresh Ray or process-pool worker before its first job (more than
+    the worker imported before ``UNet2DModel`` became lazy: the cold start that issue 39 cuts).  It also
+    counts its own steps (a resumed run would have to set ``optimization_step``), keeps the averages apart from
+    the module that samplers and checkpoints read (a copy per save), and its ``state_dict`` mixes floats into
+    the tensors.  Here the step comes from ``TrainState.step`` and the averages are ``self.model``, saved as
+    the checkpoint's unprefixed (sampling) weights, so resuming needs nothing more."""
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay

@@ -148,7 +148,9 @@ def _staged(store: Store, name: str, slices: list[list[str]], r: int, kind: str 
 
 
 def _on(train: dict[str, Any], device: str | None) -> dict[str, Any]:
-    """A recorded training config, run on ``device`` when one is given (the device is not part of the recipe)."""
+    """A recorded training config, run on ``device`` when one is given (the device is not part of the recipe).
+    A retrain writes no TensorBoard curves: the recorded ``log_dir`` belongs to the original run."""
+    train = {k: v for k, v in train.items() if k != "log_dir"}
     return train if device is None else {**train, "device": device}
 
 
