@@ -7,8 +7,9 @@ relative) is read from the source with ``ast``; a module may import its own
 layer or a lower one.  The finer order below refines DESIGN.md's: foundations
 (errors, config, plotting) under everything, ``jobs`` (running training over a
 store) between the store and composition, and the memorisation defences and the
-``generate`` front door above the audits they use.  A new top-level module or
-package must be given a layer here.
+``generate`` front door above the audits they use; the demo, which calls every
+feature (the service's included), sits with the CLI and the service at the top.
+A new top-level module or package must be given a layer here.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ LAYERS = [
     {"audit", "unlearning", "interop"},
     {"defences"},
     {"generation"},
-    {"attribution", "demo"},
-    {"cli", "service", "__init__", "__main__"},
+    {"attribution"},
+    {"cli", "service", "demo", "__init__", "__main__"},
 ]
 RANK = {name: k for k, layer in enumerate(LAYERS) for name in layer}
 ROOT = Path(silodiff.__file__).parent

@@ -89,7 +89,7 @@ def test_posterior_for_an_image_file(comp_store, tmp_path):
 
 
 def test_demo_step_writes_its_pictures_and_a_section(comp_store, tmp_path):
-    from silodiff.attribution import demo_step
+    from silodiff.demo.attribution import demo_step
 
     section = demo_step(comp_store, tmp_path, quick=True)
     assert section.startswith("## Attribution")

@@ -8,9 +8,10 @@ import pytest
 from typer.testing import CliRunner
 
 from silodiff.audit.membership import membership_split, served_model
-from silodiff.audit.report import demo_step, run_audit
+from silodiff.audit.report import run_audit
 from silodiff.cli.main import app
 from silodiff.data import load_digits
+from silodiff.demo.audit import demo_step
 from silodiff.errors import SilodiffError
 from silodiff.jobs import plan_compartments, train_compartments, train_paragon
 from silodiff.store import Store

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from silodiff.defences import demo_step
-from silodiff.defences.demo import QUICK
+from silodiff.demo.defences import QUICK, demo_step
 from silodiff.store import Store
 
 

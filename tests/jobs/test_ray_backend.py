@@ -192,7 +192,7 @@ def test_cli_prints_a_failure_in_one_line(cluster, tmp_path):
 
 
 def test_demo_step_replays_a_compartment_bit_for_bit(cluster, serial, tmp_path):
-    from silodiff.jobs.ray_demo import demo_step
+    from silodiff.demo.ray_replay import demo_step
 
     before = _catalog(serial)
     section = demo_step(serial, tmp_path, quick=True)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from silodiff.service import demo_step, list_keys
+from silodiff.demo.rights import demo_step
+from silodiff.service import list_keys
 
 
 def test_demo_step_serves_each_key_only_its_compartments(fresh_store, tmp_path, capsys):

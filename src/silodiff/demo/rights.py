@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from ..store import Store
-from .keys import create_key, list_keys
 
 
 def _log(msg: str) -> None:
@@ -26,6 +25,8 @@ def _log(msg: str) -> None:
 
 
 def _unique(store: Store, name: str) -> str:
+    from ..service.keys import list_keys
+
     taken = {k["name"] for k in list_keys(store)}
     k, candidate = 1, name
     while candidate in taken:
@@ -47,10 +48,11 @@ def demo_step(store: Store, out: Path, quick: bool) -> str:
     """Serve two keys with different rights over HTTP and show each gets only its compartments."""
     import httpx
 
+    from ..service.app import create_app
+    from ..service.keys import create_key
+    from ..service.server import background_server
+    from ..service.settings import Settings
     from ..viz import save_grid, save_weight_bars
-    from .app import create_app
-    from .server import background_server
-    from .settings import Settings
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,6 @@ two users served over HTTP, the audit, forgetting a sample and a source) →
 
 from __future__ import annotations
 
-import importlib
 import json
 import shutil
 import time
@@ -23,26 +22,29 @@ from typing import Any
 
 import torch
 
-from .audit import class_accuracy, feature_net, fld
-from .composition import compose, load_denoiser, train_router
-from .data import SampleSet, load_digits
-from .generation import WeightRecorder
-from .jobs import plan_compartments, train_base, train_compartments, train_paragon
-from .sampling import balanced_labels, generate
-from .store import Store
-from .training import TrainConfig
+from ..audit import class_accuracy, feature_net, fld
+from ..composition import compose, load_denoiser, train_router
+from ..data import SampleSet, load_digits
+from ..generation import WeightRecorder
+from ..jobs import plan_compartments, train_compartments, train_paragon
+from ..sampling import balanced_labels, generate
+from ..store import Store
+from ..training import TrainConfig
+from . import attribution, audit, defences, forgetting, ray_replay, rights
+from .adapters import base_and_adapters
+from .report import demo_markdown
 
 
 # Feature steps, in order: each module's ``demo_step(store, out, quick) -> str`` returns a
 # Markdown section. Forgetting comes last because it changes the store.
 FEATURE_STEPS = (
-    ("memorisation defences", "silodiff.defences.demo"),
-    ("attribution", "silodiff.attribution.demo"),
-    ("service", "silodiff.service.demo"),
-    ("audit", "silodiff.audit.report"),
-    ("forgetting", "silodiff.unlearning.demo"),
+    ("memorisation defences", defences),
+    ("attribution", attribution),
+    ("service", rights),
+    ("audit", audit),
+    ("forgetting", forgetting),
 )
-OPTIONAL_STEPS = {"ray": ("scale-out on Ray", "silodiff.jobs.ray_demo")}
+OPTIONAL_STEPS = {"ray": ("scale-out on Ray", ray_replay)}
 OWNER_CLASSES = ((0, 1, 2), (3, 4), (5, 6, 7), (8, 9))  # non-IID owners: each holds a few digits
 PUBLIC_SHARE = 0.25
 
@@ -68,7 +70,7 @@ def run_demo(
 
     ``extra`` adds optional steps (``ray``); ``skip`` leaves out feature steps by name.
     """
-    from .viz import save_grid, save_weight_bars
+    from ..viz import save_grid, save_weight_bars
 
     t_start = time.perf_counter()
     out = Path(out)
@@ -130,7 +132,7 @@ def run_demo(
     for name in models:
         evaluate(name, models[name])
     # 3b. the same owners as LoRA adapters on a base trained on the public source (a store of its own)
-    lora = timed("base + LoRA adapters", _base_and_adapters, out / "store-lora", data, config, backend, router_config)
+    lora = timed("base + LoRA adapters", base_and_adapters, out / "store-lora", data, config, backend, router_config)
     for router in ("classifier", "uniform"):
         models[f"base+lora/{router}"] = compose(lora, router=router, with_base=True)
         evaluate(f"base+lora/{router}", models[f"base+lora/{router}"])
@@ -152,64 +154,13 @@ def run_demo(
     sections = []
     steps = [st for st in FEATURE_STEPS if st[0] not in skip] + [OPTIONAL_STEPS[e] for e in extra]
     for title, module in steps:
-        step = importlib.import_module(module).demo_step
-        sections.append(timed(title, step, store, out, quick))
+        sections.append(timed(title, module.demo_step, store, out, quick))
 
     timings["total"] = round(time.perf_counter() - t_start, 1)
     summary = {"sources": sources, "quality": rows, "timings_s": timings, "mean_weights": mean_w.round(3).tolist(),
                "compartments": composed.names, "chain_ok": store.catalog.verify_chain()[0]}
     (out / "report.json").write_text(json.dumps(summary, indent=2))
     report = out / "report.md"
-    report.write_text(_markdown(summary, grids, bars, sections))
+    report.write_text(demo_markdown(summary, grids, bars, sections))
     _log(f"done in {timings['total']} s; report at {report}")
     return report
-
-
-def _base_and_adapters(root: Path, data: SampleSet, config: TrainConfig, backend: str,
-                       router_config: TrainConfig) -> Store:
-    """A store where the base trains on the public source and each owner is a rank-4 LoRA adapter on it."""
-    store = Store(root)
-    store.ingest(data, "digits")
-    train_base(store, ["public"], config=config, progress=False)
-    plan_compartments(store, by="source", slices=2)
-    train_compartments(store, config=config, backend=backend, progress=False, from_base=True, adapter="lora",
-                       lora={"rank": 4})
-    train_router(store, config=router_config, progress=False, with_base=True)
-    return store
-
-
-def _markdown(s: dict[str, Any], grids: dict[str, Path], bars: Path, sections: list[str]) -> str:
-    lines = ["# silodiff demo report", "",
-             "Data: scikit-learn digits; a public source (a random quarter) and four owners who each hold a few "
-             "classes (non-IID); one compartment per source.", "",
-             "| source | samples |", "| --- | --- |"]
-    lines += [f"| {r['name']} | {r['n']} |" for r in s["sources"]]
-    lines += ["", "## Quality (FLD: Fréchet distance in silodiff's own CNN features; lower is better)", "",
-              "| model | FLD | class accuracy | sampling s |", "| --- | --- | --- | --- |"]
-    lines += [f"| {r['model']} | {r['fld']} | {r['class_accuracy'] if r['class_accuracy'] is not None else '—'} | "
-              f"{r['sampling_s']} |" for r in s["quality"]]
-    lines += ["", "`composed/*`: the compartments trained from scratch, mixed by the learned router (classifier), the "
-              "trajectory filter, or uniform averaging. `base+lora/*`: a base trained on the public source, each owner a "
-              "LoRA adapter on it, the base a member of the mixture; `base+lora/soup`: the same adapters averaged into "
-              "one model in weight space (one model to sample, no router). The uniform router weighs each member by its "
-              "share of the requested label (the posterior before any image evidence), so for a class-conditional sample it "
-              "already asks only the owners who hold that class. Without a label (unconditional rows), only the router "
-              "can tell: uniform weighting then averages owners who hold different digits, and the learned router "
-              "picks the ones whose data the image looks like.",
-              "", "## Samples: routed beside uniform averaging", "", "| routed (classifier) | uniform |", "| --- | --- |"]
-    pairs = [(f"{m}/classifier{u}", f"{m}/uniform{u}") for u in (" (unconditional)", "") for m in ("composed", "base+lora")]
-    for routed, uniform in pairs:
-        if routed in grids and uniform in grids:
-            lines.append(f"| ![{routed}]({grids[routed].name}) | ![{uniform}]({grids[uniform].name}) |")
-    lines += ["", "Every model:", ""]
-    lines += [f"**{name}**\n\n![{name}]({p.name})\n" for name, p in grids.items()]
-    lines += ["## Which compartment each image drew on", "", "![weights images](weights-images.png)", "",
-              f"![weights]({bars.name})", "", "| image | " + " | ".join(s["compartments"]) + " |",
-              "| --- " * (len(s["compartments"]) + 1) + "|"]
-    lines += [f"| {i} | " + " | ".join(f"{w:.2f}" for w in row) + " |" for i, row in enumerate(s["mean_weights"])]
-    for section in sections:
-        lines += ["", section.strip()]
-    lines += ["", "## Timings (s)", "", "| step | s |", "| --- | --- |"]
-    lines += [f"| {k} | {v} |" for k, v in s["timings_s"].items()]
-    lines += ["", f"Event log hash chain verifies: {s['chain_ok']}", ""]
-    return "\n".join(lines)

@@ -15,8 +15,8 @@ from pathlib import Path
 from ..composition import compose
 from ..sampling import generate
 from ..store import Store
-from .certificate import verify_certificate
-from .forgetting import forget
+from ..unlearning.certificate import verify_certificate
+from ..unlearning.forgetting import forget
 
 
 def _log(msg: str) -> None:

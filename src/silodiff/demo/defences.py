@@ -20,13 +20,13 @@ import torch
 
 from ..audit import class_accuracy, feature_net, fld
 from ..data import SampleSet
+from ..defences.agc import agc_hooks, top_skips
+from ..defences.cpsample import guided_fraction, protect, train_protection_classifier
+from ..defences.iet import train_iet
 from ..jobs import train_paragon
 from ..sampling import balanced_labels, generate
 from ..store import Store
 from ..training import TrainConfig
-from .agc import agc_hooks, top_skips
-from .cpsample import guided_fraction, protect, train_protection_classifier
-from .iet import train_iet
 
 # digits, epochs, IET rounds, samples per row, sampling steps, protection-classifier epochs: full demo / quick (tests)
 FULL = dict(n=24, epochs=700, rounds=50, n_gen=300, steps=50, clf_epochs=1000)

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 from ..errors import SilodiffError
+from ..jobs import train_compartments
+from ..jobs.ray_backend import import_ray
 from ..store import Store
 from ..training import TrainConfig
-from .compartments import train_compartments
-from .ray_backend import import_ray
 
 
 def _log(msg: str) -> None:

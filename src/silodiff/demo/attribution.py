@@ -12,8 +12,8 @@ from ..store import Store
 def demo_step(store: Store, out: Path, quick: bool) -> str:
     """Attribute generated images to compartments (router weights + exact leave-one-out) and a few
     training images (likelihood posterior); writes PNGs into ``out`` and returns a Markdown section."""
+    from ..attribution.compartments import attribute_compartments, compartment_posterior
     from ..viz import save_grid, save_weight_bars
-    from .compartments import attribute_compartments, compartment_posterior
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
