@@ -29,7 +29,7 @@ LAYERS = [
     {"composition", "sampling"},
     {"audit", "unlearning", "interop"},
     {"defences"},
-    {"generation"},
+    {"sample_files"},
     {"attribution"},
     {"cli", "service", "demo", "__init__", "__main__"},
 ]

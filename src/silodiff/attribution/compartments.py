@@ -33,9 +33,8 @@ from ..composition import compose, final_checkpoint, trained_compartments
 from ..data import to_unit_range
 from ..devices import resolve_device, seeded
 from ..errors import SilodiffError
-from ..generation import WeightRecorder
 from ..jobs import num_classes
-from ..sampling import NoiseTrajectory, make_scheduler, sample
+from ..sampling import NoiseTrajectory, WeightRecorder, make_scheduler, sample
 from ..store import Store
 from .likelihood import loss_grid, nll_bound, timestep_grid
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import SilodiffError
-from ..generation import parse_labels
+from ..sample_files import parse_labels
 from ..jobs import num_classes
 from ..store import Store
 

@@ -279,7 +279,7 @@ def sample_cmd(
     combine: CombineOpt = "mixture",
 ) -> None:
     """Generate images: a PNG grid and an .npz (uint8 images, labels, per-image weights)."""
-    from ..generation import run_sample
+    from ..sample_files import run_sample
 
     device = device_arg(device, precision)
     emit(run_sample(_open(store), out, model=model, allowed=_names(allowed, "--allowed"), router=router, gate=gate, n=n, labels=labels,

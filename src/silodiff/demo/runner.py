@@ -25,9 +25,8 @@ import torch
 from ..audit import class_accuracy, feature_net, fld
 from ..composition import compose, load_denoiser, train_router
 from ..data import SampleSet, load_digits
-from ..generation import WeightRecorder
 from ..jobs import plan_compartments, train_compartments, train_paragon
-from ..sampling import balanced_labels, generate
+from ..sampling import WeightRecorder, balanced_labels, generate
 from ..store import Store
 from ..training import TrainConfig
 from . import attribution, audit, defences, forgetting, ray_replay, rights
