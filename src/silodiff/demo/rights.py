@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..store import Store
+from .plan import DemoPlan
 
 
 def _log(msg: str) -> None:
@@ -44,7 +45,7 @@ def _decode(images: list[dict[str, Any]]) -> torch.Tensor:
     return x / 127.5 - 1
 
 
-def demo_step(store: Store, out: Path, quick: bool) -> str:
+def demo_step(store: Store, out: Path, plan: DemoPlan) -> str:
     """Serve two keys with different rights over HTTP and show each gets only its compartments."""
     import httpx
 
@@ -64,7 +65,7 @@ def demo_step(store: Store, out: Path, quick: bool) -> str:
     for name, rights in halves.items():
         record, keys[name] = create_key(store, _unique(store, f"demo-{name}"), rights)
         _log(f"key {record['name']} may use {', '.join(rights)}")
-    steps, n = (20, 6) if quick else (50, 10)
+    steps, n = plan.rights.steps, plan.rights.n
     rows, pictures = [], []
     with background_server(create_app(Settings(store=store.root), store)) as base:
         _log(f"server up at {base}")
