@@ -400,7 +400,7 @@ def catalog_verify(store: StoreOpt, as_json: JsonOpt = False) -> None:
 def demo_cmd(
     out: Annotated[Path, typer.Option(help="Folder for the store and the report.")] = Path("demo-out"),
     quick: Annotated[bool, typer.Option(help="A smaller, faster run (for tests).")] = False,
-    full: Annotated[bool, typer.Option(help="The longer run: every router, the soup, four defences, three audits, two "
+    full: Annotated[bool, typer.Option(help="The longer run: every router, the soup, three defences, three audits, two "
                                             "forgets, longer schedules.")] = False,
     ray: Annotated[bool, typer.Option(help="Also replay a compartment on a local Ray cluster.")] = False,
     skip: Annotated[list[str] | None, typer.Option(help="Feature steps to leave out, comma-separated.")] = None,
