@@ -148,7 +148,7 @@ def in_process(
     """The same generation requests as ``load``, one after another in this process, without HTTP."""
     from silodiff.sampling import balanced_labels, generate
     from silodiff.service import Settings, create_app
-    from silodiff.service.generation import run_generation
+    from silodiff.service.image_requests import run_generation
     from silodiff.service.schemas import GenerateRequest
 
     state = create_app(Settings(store=store.root, rate_per_minute=0), store).state.silodiff

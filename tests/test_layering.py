@@ -11,9 +11,9 @@ The layers, lowest first (a module may import its own layer or a lower one):
     composition, sampling                 composed denoisers, samplers
     audit, unlearning, interop            quality and privacy audits, forgetting, diffusers export
     defences                              memorisation defences (use the audits)
-    generation                            the ``generate`` front door
-    attribution, demo
-    cli, service, the package itself      thin layers over the library
+    sample_files                          ``silodiff sample``: a store's samples to PNG + npz
+    attribution                           compartment and unit attribution
+    cli, service, demo, the package       thin layers over the library; the demo calls every feature
 
 Every ``silodiff`` import (module level or inside a function, absolute or
 relative) is read from the source with ``ast``.  A new top-level module or
@@ -44,9 +44,9 @@ LAYERS = [
     {"composition", "sampling"},
     {"audit", "unlearning", "interop"},
     {"defences"},
-    {"generation"},
-    {"attribution", "demo"},
-    {"cli", "service", "__init__", "__main__"},
+    {"sample_files"},
+    {"attribution"},
+    {"cli", "service", "demo", "__init__", "__main__"},
 ]
 RANK = {name: k for k, layer in enumerate(LAYERS) for name in layer}
 ROOT = Path(silodiff.__file__).parent

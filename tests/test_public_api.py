@@ -31,7 +31,7 @@ def test_public_functions_survive_importing_every_subpackage():
             "for m in pkgutil.walk_packages(sd.__path__, 'silodiff.'):\n"
             "    if not m.name.startswith(('silodiff.service', 'silodiff.jobs.ray')) and not m.name.endswith('__main__'):\n"
             "        importlib.import_module(m.name)\n"
-            "import silodiff.service.generation\n"
+            "import silodiff.service.image_requests\n"
             "bad = [n for n in sd.__all__ if type(getattr(sd, n)).__name__ == 'module']\n"
             "assert not bad, bad\n"
             "import silodiff.audit as audit\n"

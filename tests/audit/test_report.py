@@ -8,9 +8,11 @@ import pytest
 from typer.testing import CliRunner
 
 from silodiff.audit.membership import membership_split, served_model
-from silodiff.audit.report import demo_step, run_audit
+from silodiff.audit.report import run_audit
 from silodiff.cli.main import app
 from silodiff.data import load_digits
+from silodiff.demo import QUICK
+from silodiff.demo.audit import demo_step
 from silodiff.errors import SilodiffError
 from silodiff.jobs import plan_compartments, train_compartments, train_paragon
 from silodiff.store import Store
@@ -94,7 +96,7 @@ def test_cli_audit_and_its_errors(tiny_store, tmp_path):
 
 
 def test_demo_step_returns_markdown_with_pictures(tiny_store, tmp_path):
-    text = demo_step(tiny_store, tmp_path, quick=True)
+    text = demo_step(tiny_store, tmp_path, QUICK)
     first = tiny_store.catalog.compartments()[0]["name"]
     assert text.startswith("## Audit") and "| paragon |" in text and "| composed |" in text and f"| {first} |" in text
     assert text.count("roc.png") == 3  # non-members: the digits this tiny store never ingested

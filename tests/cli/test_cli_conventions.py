@@ -196,7 +196,7 @@ def test_light_commands_never_import_torch(argv, store):
 
 def test_import_silodiff_is_light_and_names_resolve_lazily():
     code = ("import sys, silodiff as sd\nassert 'torch' not in sys.modules\n"
-            "import silodiff.composition.build, silodiff.generation, silodiff.unlearning.forgetting\n"
+            "import silodiff.composition.build, silodiff.sample_files, silodiff.unlearning.forgetting\n"
             "assert callable(sd.compose) and callable(sd.generate) and callable(sd.forget)\n"
             "assert all(callable(getattr(sd, n)) for n in sd.__all__)\nprint(' '.join(sd.__all__))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

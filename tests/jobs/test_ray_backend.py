@@ -192,10 +192,11 @@ def test_cli_prints_a_failure_in_one_line(cluster, tmp_path):
 
 
 def test_demo_step_replays_a_compartment_bit_for_bit(cluster, serial, tmp_path):
-    from silodiff.jobs.ray_demo import demo_step
+    from silodiff.demo import QUICK
+    from silodiff.demo.ray_replay import demo_step
 
     before = _catalog(serial)
-    section = demo_step(serial, tmp_path, quick=True)
+    section = demo_step(serial, tmp_path, QUICK)
     assert section.startswith("## Scale-out") and "**the same checkpoints, bit for bit**" in section
     assert [line.split(" | ")[0] for line in section.splitlines() if line.startswith("| ") and "`" in line] == ["| 1", "| 2"]
     assert _catalog(serial) == before  # the demo store is not touched

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from silodiff.service import demo_step, list_keys
+from silodiff.demo import QUICK
+from silodiff.demo.rights import demo_step
+from silodiff.service import list_keys
 
 
 def test_demo_step_serves_each_key_only_its_compartments(fresh_store, tmp_path, capsys):
-    md = demo_step(fresh_store, tmp_path / "out", quick=True)
+    md = demo_step(fresh_store, tmp_path / "out", QUICK)
     assert "Each key got only its own compartments: True" in md
     # source-0 for customer-a, source-1 + source-2 for customer-b; each denied the other's compartment
     assert "| customer-a | source-0 | source-0 | source-0 | trajectory |" in md

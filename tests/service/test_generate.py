@@ -175,7 +175,7 @@ def test_omitted_labels_are_balanced_over_the_labels_the_allowed_compartments_ho
     from silodiff.composition.composed import ComposedDenoiser
     from silodiff.composition.routers import UniformRouter
     from silodiff.config import build
-    from silodiff.service.generation import request_labels
+    from silodiff.service.image_requests import request_labels
     from silodiff.service.schemas import GenerateRequest
 
     counts = torch.zeros(2, 10)

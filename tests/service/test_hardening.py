@@ -323,9 +323,9 @@ def test_models_load_outside_any_database_lock(service_store, keys, app_factory)
 
 
 def test_at_most_max_concurrent_requests_sample_at_once(service_store, keys, app_factory, monkeypatch):
-    from silodiff.service import generation
+    from silodiff.service import image_requests
 
-    real, running, peak, lock = generation.generate, [0], [0], threading.Lock()
+    real, running, peak, lock = image_requests.generate, [0], [0], threading.Lock()
 
     def counted(*args, **kwargs):
         with lock:
@@ -338,7 +338,7 @@ def test_at_most_max_concurrent_requests_sample_at_once(service_store, keys, app
             with lock:
                 running[0] -= 1
 
-    monkeypatch.setattr(generation, "generate", counted)
+    monkeypatch.setattr(image_requests, "generate", counted)
     codes = []
     with background_server(app_factory(service_store, max_concurrent=1)) as base:
 

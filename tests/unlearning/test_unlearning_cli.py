@@ -63,9 +63,10 @@ def test_add_source_cli_from_a_folder(fstore, tmp_path):
 
 
 def test_demo_step_forgets_a_sample_and_a_source(fstore, tmp_path):
-    from silodiff.unlearning.demo import demo_step
+    from silodiff.demo import QUICK
+    from silodiff.demo.forgetting import demo_step
 
-    section = demo_step(fstore, tmp_path, quick=True)
+    section = demo_step(fstore, tmp_path, QUICK)
     assert section.startswith("## Forgetting") and section.count("| True |") == 2
     assert len(list(tmp_path.glob("certificate-*.json"))) == 2
     assert (tmp_path / "samples-after-forget.png").exists() and (tmp_path / "forgotten-sample.png").exists()

@@ -17,7 +17,6 @@ from .compartments import (
     read_image,
 )
 from .contrasts import loss_contrasts, member_gram, subset_losses
-from .demo import demo_step
 from .encoded import (
     EncodedPlan,
     balanced_codes,
@@ -48,7 +47,6 @@ __all__ = [
     "balanced_codes",
     "check_plan",
     "compartment_posterior",
-    "demo_step",
     "first_order_influence",
     "linear_datamodeling_score",
     "load_ensemble",

@@ -33,8 +33,7 @@ from ..composition import compose
 from ..data import to_unit_range
 from ..devices import resolve_device, seeded
 from ..errors import SilodiffError
-from ..generation import WeightRecorder
-from ..sampling import NoiseTrajectory, make_scheduler, sample
+from ..sampling import NoiseTrajectory, WeightRecorder, make_scheduler, sample
 from ..store import Store
 from ..store.lineage import final_checkpoint, num_classes, trained_compartments
 from .likelihood import loss_grid, nll_bound, timestep_grid

@@ -26,7 +26,7 @@ import torch
 
 from ..devices import resolve_device
 from ..errors import SilodiffError
-from ..generation import parse_labels
+from ..sample_files import parse_labels
 from ..store import Store
 from ..store.lineage import num_classes
 

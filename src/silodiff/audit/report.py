@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..composition import ROUTER_NAME
 from ..data import ChunkedSamples, SampleSet, load_dataset, to_unit_range
 from ..devices import resolve_device
 from ..errors import SilodiffError
@@ -274,21 +273,3 @@ def comparison_markdown(rows: list[dict[str, Any]], summaries: dict[str, dict[st
         lines.append(line + (f" — membership inference skipped: {skipped}" if skipped else f" ![{model} roc]({sub}/roc.png)"))
     return "\n".join(lines) + "\n"
 
-
-def demo_step(store: Store, out: Path, quick: bool) -> str:
-    """The demo's audit of the paragon and the composed model (and one compartment); returns a Markdown section.
-
-    Non-members: the digits in no lineage of the audited model.  When the demo has trained the paragon
-    and every compartment on all digits there are none for those two, so one compartment is audited
-    too: the other compartments' samples are its non-members, straight from the catalog.
-    """
-    out = Path(out)
-    n, steps, mia_n = (200, 50, 200) if quick else (1000, 100, 500)
-    router = "classifier" if store.active("router", ROUTER_NAME) else "trajectory"
-    compartments = trained_compartments(store)
-    models = ("paragon", "composed", *compartments[:1])
-    print(f"[demo] audit: {', '.join(models)} ({n} generations each, composed with the {router} router)", flush=True)
-    folder = out / "audit"
-    run_audits(store, folder, models, router=router, n=n, steps=steps, mia_n=mia_n, holdout="digits", progress=False)
-    data = json.loads((folder / "report.json").read_text())
-    return comparison_markdown(data["comparison"], data["models"], heading="##", prefix="audit/")

@@ -33,14 +33,17 @@ def _root(debug: Annotated[bool, typer.Option("--debug", envvar="SILODIFF_DEBUG"
 def demo_cmd(
     out: Annotated[Path, typer.Option(help="Folder for the store and the report.")] = Path("demo-out"),
     quick: Annotated[bool, typer.Option(help="A smaller, faster run (for tests).")] = False,
+    full: Annotated[bool, typer.Option(help="The longer run: every router, the soup, three defences, three audits, two "
+                                            "forgets, longer schedules.")] = False,
     ray: Annotated[bool, typer.Option(help="Also replay a compartment on a local Ray cluster.")] = False,
     skip: Annotated[list[str] | None, typer.Option(help="Feature steps to leave out, comma-separated.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The main job end to end on the embedded digits data; writes a Markdown + PNG report."""
-    from ..demo import run_demo
+    from ..demo import demo_plan, run_demo
 
-    report = run_demo(out, quick=quick, extra=("ray",) if ray else (), skip=tuple(_names(skip) or ()))
+    report = run_demo(out, plan=demo_plan(quick=quick, full=full), extra=("ray",) if ray else (),
+                      skip=tuple(_names(skip) or ()))
     emit({"report": str(report)}, True) if as_json else typer.echo(f"report: {report}")
 
 

@@ -37,7 +37,7 @@ def sample_cmd(
     combine: CombineOpt = "mixture",
 ) -> None:
     """Generate images: a PNG grid and an .npz (uint8 images, labels, per-image weights)."""
-    from ..generation import run_sample
+    from ..sample_files import run_sample
 
     emit(run_sample(_open(store), out, model=model, allowed=_names(allowed), router=router, gate=gate, n=n, labels=labels,
                     sampler=sampler, steps=steps, eta=eta, seed=seed,

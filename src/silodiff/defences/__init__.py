@@ -7,11 +7,10 @@ from .cpsample import (
     CPSampleDenoiser, bit_accuracy, fire_rate, guided_fraction, load_classifier, protect, protect_from_store, protection_bits,
     protection_loss, train_protection_classifier,
 )
-from .demo import demo_step
 from .iet import average_weights, class_balanced_shards, iet_round, train_iet
 
 __all__ = [
     "AntiGradientControl", "agc_hooks", "skip_counts", "top_skips", "CPSampleDenoiser", "bit_accuracy", "fire_rate", "guided_fraction", "load_classifier", "protect",
-    "protect_from_store", "protection_bits", "protection_loss", "train_protection_classifier", "demo_step", "average_weights", "class_balanced_shards", "iet_round",
+    "protect_from_store", "protection_bits", "protection_loss", "train_protection_classifier", "average_weights", "class_balanced_shards", "iet_round",
     "train_iet",
 ]

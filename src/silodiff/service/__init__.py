@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Settings", "create_app", "background_server", "serve", "create_key", "list_keys", "revoke_key", "demo_step"]
+__all__ = ["Settings", "create_app", "background_server", "serve", "create_key", "list_keys", "revoke_key"]
 
 
 def __getattr__(name: str) -> Any:  # lazy: `silodiff keys` needs no web framework
@@ -33,8 +33,4 @@ def __getattr__(name: str) -> Any:  # lazy: `silodiff keys` needs no web framewo
         from . import keys
 
         return getattr(keys, name)
-    if name == "demo_step":
-        from .demo import demo_step
-
-        return demo_step
     raise AttributeError(f"module 'silodiff.service' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """Request and response bodies (pydantic): strict types, unknown fields refused, finite floats only (→ 422).
 
 Server limits (``max_n``, ``max_steps``, …) are configurable, so they are checked
-in ``generation.py`` rather than here; what is here holds for every server.
+in ``image_requests.py`` rather than here; what is here holds for every server.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@
   their lineage, else 403.
 
 Limits as for generation (n, steps, n × steps); the snapshot is checked before and
-after the run, as ``service.generation.run_attribution`` does.
+after the run, as ``service.image_requests.run_attribution`` does.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import SilodiffError
 from .errors import Forbidden, Unavailable
-from .generation import check_limits, request_labels
+from .image_requests import check_limits, request_labels
 from ..attribution.encoded import load_plan, member_checkpoints
 from ..attribution.gradient_units import attribute_by_gradient
 from ..attribution.influence import attribute_units

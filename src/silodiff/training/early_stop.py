@@ -28,6 +28,7 @@ import torch
 
 from ..data import SampleSet
 from ..devices import device_of
+from .schedule import noise_scheduler
 from .state import TrainState
 
 EVALUATIONS = 40  # evaluations over the step budget when val_every is 0 (auto), where they are cheap ...
@@ -78,8 +79,6 @@ class EarlyStopping:
     kind = "early_stop"
 
     def __init__(self, val: SampleSet, *, every: int, patience: int, seed: int, num_train_timesteps: int = 1000):
-        from .loop import noise_scheduler
-
         self.every, self.patience = max(1, int(every)), int(patience)
         self.scheduler = noise_scheduler(num_train_timesteps)
         gen = torch.Generator().manual_seed(seed)

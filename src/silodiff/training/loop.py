@@ -43,6 +43,7 @@ from ..data import ChunkBatches, ChunkedSamples, SampleSet
 from ..devices import autocast, check_precision, device_of, grad_scaler, resolve_device, seeded
 from ..errors import SilodiffError
 from .parallel import all_reduce_grads, all_sum, shard, world
+from .schedule import noise_scheduler
 from .state import EMA, TrainState
 
 REPLAY_SEED_OFFSET = 7919  # the replay loader's shuffle seed is the run's plus this (its own stream)

@@ -3,7 +3,7 @@
 from fastapi import APIRouter
 
 from ..deps import Principal, State
-from ..generation import run_attribution
+from ..image_requests import run_attribution
 from ..schemas import AttributeRequest
 
 router = APIRouter(prefix="/v1", tags=["attribute"])

@@ -3,7 +3,7 @@
 from fastapi import APIRouter
 
 from ..deps import Principal, State
-from ..generation import run_generation
+from ..image_requests import run_generation
 from ..schemas import GenerateRequest, GenerateResponse
 
 router = APIRouter(prefix="/v1", tags=["generate"])

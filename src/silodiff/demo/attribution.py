@@ -7,17 +7,18 @@ from pathlib import Path
 import numpy as np
 
 from ..store import Store
+from .plan import DemoPlan
 
 
-def demo_step(store: Store, out: Path, quick: bool) -> str:
+def demo_step(store: Store, out: Path, plan: DemoPlan) -> str:
     """Attribute generated images to compartments (router weights + exact leave-one-out) and a few
     training images (likelihood posterior); writes PNGs into ``out`` and returns a Markdown section."""
+    from ..attribution.compartments import attribute_compartments, compartment_posterior
     from ..viz import save_grid, save_weight_bars
-    from .compartments import attribute_compartments, compartment_posterior
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    n, steps = (4, 30) if quick else (6, 50)
+    n, steps = plan.attribution.n, plan.attribution.steps
     print(f"[demo] attribution: {n} generated images, leave-one-out over every compartment", flush=True)
     res = attribute_compartments(store, labels=list(range(n)), seed=7, router="trajectory", steps=steps)
     names = res.names
@@ -32,7 +33,7 @@ def demo_step(store: Store, out: Path, quick: bool) -> str:
     for name in names:
         sid = store.catalog.slices(name)[0][0]
         x = store.dataset([sid]).x()[0]
-        post = compartment_posterior(store, x, grid=10 if quick else 20, draws=2)
+        post = compartment_posterior(store, x, grid=plan.attribution.grid, draws=2)
         rows.append((name, post["top"], post["posterior"][name]))
     print(
         f"[demo] attribution: posterior finds the compartment of {sum(r[0] == r[1] for r in rows)}/{len(rows)} training images",
@@ -44,7 +45,8 @@ def demo_step(store: Store, out: Path, quick: bool) -> str:
         (
             f"{n} images generated from the composition (trajectory-filter router, DDPM {steps} steps, seed 7), attributed by the "
             "router weights along the trajectory and by exact leave-one-compartment-out (same noise, pixel distance in [0, 1] "
-            "units). `silodiff attribute --store STORE --seed 7 --labels 0,1,2,3 --n 4 --router trajectory` reproduces them."
+            f"units). `silodiff attribute --store STORE --seed 7 --labels {','.join(map(str, range(n)))} --n {n} "
+            f"--steps {steps} --router trajectory` reproduces them."
         ),
         "",
         "![images](attribution-images.png)",

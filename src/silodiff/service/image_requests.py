@@ -1,6 +1,6 @@
 """What the generation routes do: check limits, serve the request from one snapshot, log the event.
 
-``generate``: ``silodiff.generation``'s ``WeightRecorder`` collects the composed
+``generate``: ``silodiff.sampling``'s ``WeightRecorder`` collects the composed
 model's weights w_i(x_t, t) at every step; per image we return the mean over the
 trajectory and the last step.  ``attribute``: ``silodiff.attribution`` (router
 weights, optionally exact leave-one-compartment-out) over the same snapshot.
@@ -19,8 +19,7 @@ import torch
 
 from ..data import to_uint8
 from ..errors import SilodiffError
-from ..generation import WeightRecorder
-from ..sampling import balanced_labels, generate
+from ..sampling import WeightRecorder, balanced_labels, generate
 from .deps import ServiceState
 from .errors import LimitExceeded, Unavailable
 from .keys import Caller

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..store import Store
-from .keys import create_key, list_keys
+from .plan import DemoPlan
 
 
 def _log(msg: str) -> None:
@@ -26,6 +26,8 @@ def _log(msg: str) -> None:
 
 
 def _unique(store: Store, name: str) -> str:
+    from ..service.keys import list_keys
+
     taken = {k["name"] for k in list_keys(store)}
     k, candidate = 1, name
     while candidate in taken:
@@ -43,14 +45,15 @@ def _decode(images: list[dict[str, Any]]) -> torch.Tensor:
     return x / 127.5 - 1
 
 
-def demo_step(store: Store, out: Path, quick: bool) -> str:
+def demo_step(store: Store, out: Path, plan: DemoPlan) -> str:
     """Serve two keys with different rights over HTTP and show each gets only its compartments."""
     import httpx
 
+    from ..service.app import create_app
+    from ..service.keys import create_key
+    from ..service.server import background_server
+    from ..service.settings import Settings
     from ..viz import save_grid, save_weight_bars
-    from .app import create_app
-    from .server import background_server
-    from .settings import Settings
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -62,7 +65,7 @@ def demo_step(store: Store, out: Path, quick: bool) -> str:
     for name, rights in halves.items():
         record, keys[name] = create_key(store, _unique(store, f"demo-{name}"), rights)
         _log(f"key {record['name']} may use {', '.join(rights)}")
-    steps, n = (20, 6) if quick else (50, 10)
+    steps, n = plan.rights.steps, plan.rights.n
     rows, pictures = [], []
     with background_server(create_app(Settings(store=store.root), store)) as base:
         _log(f"server up at {base}")

@@ -1,4 +1,4 @@
-"""Generate from a store to files: ``samples.png`` (grid) and ``samples.npz``.
+"""Sample from a store to files (``silodiff sample``): ``samples.png`` (grid) and ``samples.npz``.
 
 The .npz holds uint8 images (n, c, h, w), labels (−1 = unconditional), the seed,
 and for a composed model the compartment weights per image, averaged over the
@@ -18,7 +18,7 @@ from .composition import AdapterSoup, ComposedDenoiser, load_denoiser
 from .data import to_uint8
 from .devices import check_precision, resolve_device
 from .errors import SilodiffError
-from .sampling import balanced_labels, generate
+from .sampling import WeightRecorder, balanced_labels, generate
 from .store import Store
 
 
@@ -36,38 +36,6 @@ def parse_labels(spec: str, n: int, num_classes: int) -> torch.Tensor | None:
     if not values:
         raise SilodiffError("no labels given")
     return torch.as_tensor([values[i % len(values)] for i in range(n)])
-
-
-class WeightRecorder:
-    """A sampler callback that accumulates a composed model's per-image weights."""
-
-    def __init__(self) -> None:
-        self.sum: torch.Tensor | None = None
-        self.last: torch.Tensor | None = None
-        self.steps = 0
-        self.chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-    def __call__(self, info: dict[str, Any]) -> None:
-        w = info.get("weights")
-        if w is None:
-            return
-        if info["i"] == 0 and self.sum is not None:
-            self.flush()
-        w = w.detach().float().cpu()
-        self.sum = w.clone() if self.sum is None else self.sum + w
-        self.last = w.clone()
-        self.steps += 1
-
-    def flush(self) -> None:
-        if self.sum is not None:
-            self.chunks.append((self.sum / self.steps, self.last))
-        self.sum, self.last, self.steps = None, None, 0
-
-    def result(self) -> tuple[np.ndarray, np.ndarray] | None:
-        self.flush()
-        if not self.chunks:
-            return None
-        return torch.cat([m for m, _ in self.chunks]).numpy(), torch.cat([l for _, l in self.chunks]).numpy()
 
 
 def run_sample(

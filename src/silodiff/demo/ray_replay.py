@@ -13,17 +13,18 @@ import time
 from pathlib import Path
 
 from ..errors import SilodiffError
+from ..jobs import train_compartments
+from ..jobs.ray_backend import import_ray
 from ..store import Store
 from ..training import TrainConfig
-from .compartments import train_compartments
-from .ray_backend import import_ray
+from .plan import DemoPlan
 
 
 def _log(msg: str) -> None:
     print(f"[ray] {msg}", flush=True)
 
 
-def demo_step(store: Store, out: Path, quick: bool) -> str:
+def demo_step(store: Store, out: Path, plan: DemoPlan) -> str:
     """Markdown section: one compartment retrained as a Ray task, hash by hash against the original."""
     title = "## Scale-out: a compartment replayed on Ray\n\n"
     try:
