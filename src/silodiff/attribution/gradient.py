@@ -154,14 +154,21 @@ class _Kernel:
         self.eig, self.basis = s.clamp(min=0), V
         self.scale = float(phi.pow(2).sum() / max(1, min(phi.shape)))  # mean non-zero eigenvalue of ΦᵀΦ
 
+    def coords(self, phi_test: torch.Tensor) -> torch.Tensor:
+        """Test features (n, d) in the eigenbasis, the part of the scores no λ changes: φ Φᵀ V (dual) or φ V."""
+        z = phi_test.double()
+        return (z @ self.features.double().T) @ self.basis if self.dual else z @ self.basis
+
     def scores(self, phi_test: torch.Tensor, lam: float) -> torch.Tensor:
         """φ (ΦᵀΦ + λ s I)⁻¹ Φᵀ for test features (n, d) → (n, N), λ relative to the mean eigenvalue s."""
+        return self.solve(self.coords(phi_test), lam)
+
+    def solve(self, coords: torch.Tensor, lam: float) -> torch.Tensor:
+        """The scores from ``coords(φ)``: one rescale per λ."""
         lam = lam * self.scale
-        phi, V, s = self.features.double(), self.basis, self.eig
-        z = phi_test.double()
         if self.dual:  # φ Φᵀ (ΦΦᵀ + λI)⁻¹
-            return ((z @ phi.T) @ V / (s + lam)) @ V.T
-        return ((z @ V) / (s + lam)) @ V.T @ phi.T  # φ (ΦᵀΦ + λI)⁻¹ Φᵀ
+            return (coords / (self.eig + lam)) @ self.basis.T
+        return (coords / (self.eig + lam)) @ self.basis.T @ self.features.double().T  # φ (ΦᵀΦ + λI)⁻¹ Φᵀ
 
     def nbytes(self) -> int:
         return int(self.features.numel() * 4 + self.basis.numel() * 8 + self.eig.numel() * 8)
@@ -321,13 +328,19 @@ class GradientAttribution:
 
         ``phi_test``: one (n, d) tensor per member (as ``member_features`` gives), or one tensor for one member.
         """
-        lam = self.lam if lam is None else lam
+        return self._averaged(self._coords(phi_test), self.lam if lam is None else lam)
+
+    def _coords(self, phi_test: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
         phis = [phi_test] if isinstance(phi_test, torch.Tensor) else list(phi_test)
         if len(phis) != len(self.kernels_):
             raise SilodiffError(f"{len(phis)} feature sets for {len(self.kernels_)} members")
-        tau = self.kernels_[0].scores(phis[0], lam)
-        for kernel, phi in zip(self.kernels_[1:], phis[1:]):
-            tau = tau + kernel.scores(phi, lam)
+        return [kernel.coords(phi) for kernel, phi in zip(self.kernels_, phis)]
+
+    def _averaged(self, coords: list[torch.Tensor], lam: float) -> torch.Tensor:
+        """τ averaged over members, from each member's ``_Kernel.coords``."""
+        tau = self.kernels_[0].solve(coords[0], lam)
+        for kernel, c in zip(self.kernels_[1:], coords[1:]):
+            tau = tau + kernel.solve(c, lam)
         return tau / len(self.kernels_)
 
     def unit_scores(self, sample_scores: torch.Tensor) -> np.ndarray:
@@ -362,10 +375,10 @@ class GradientAttribution:
         """
         from .lds import linear_datamodeling_score
 
-        phi = self.member_features(x, labels)
+        coords = self._coords(self.member_features(x, labels))  # computed once: only the rescale depends on λ
         self.lambda_scan_ = {}
         for lam in lambdas:
-            scores = self.unit_scores(self.sample_scores(phi, lam))
+            scores = self.unit_scores(self._averaged(coords, lam))
             self.lambda_scan_[float(lam)] = linear_datamodeling_score(scores, masks, target)["mean"]
         self.lam = max(self.lambda_scan_, key=lambda k: (np.nan_to_num(self.lambda_scan_[k], nan=-2), -k))
         return self.lam

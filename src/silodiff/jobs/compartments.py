@@ -89,7 +89,7 @@ def train_compartments(
             config = dataclasses.replace(config, val_fraction=FINE_TUNE_VAL_FRACTION)
     elif adapter != "none" or lora or config.replay:
         raise SilodiffError("--adapter, the LoRA options and --replay need --from-base: they start from the base")
-    check_init(store, init_from, provenance, model)  # before anything is planned or registered
+    checked = check_init(store, init_from, provenance, model)  # before anything is planned or registered
     if plan is not None:
         plan_compartments(store, by=plan, slices=slices, seed=config.seed)
     planned = {c["name"] for c in store.catalog.compartments()} - {c["name"] for c in store.catalog.compartments("dropped")}
@@ -102,7 +102,7 @@ def train_compartments(
     unknown = sorted(set(names) - planned)
     if unknown:
         raise SilodiffError(f"unknown compartment(s): {', '.join(unknown)}")
-    model, external = init_model(store, init_from, provenance, model)
+    model, external = init_model(store, init_from, provenance, model, checked)
     jobs = slice_jobs(store, "compartment", {n: store.catalog.slices(n) for n in names}, config, model, progress, hooks,
                       init_from=external, base=BaseRef.from_dict(base) if base else None)
     try:
